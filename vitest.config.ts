@@ -1,0 +1,37 @@
+import { defineConfig } from "vitest/config";
+
+// Three projects so the fast loop (`npm run test:unit`) never starts a server:
+// unit tests are pure; integration and e2e tests start private ejabberd/Redis/browser
+// instances on free ports (see test/support/), so files can run in parallel.
+export default defineConfig({
+  test: {
+    projects: [
+      {
+        test: {
+          name: "unit",
+          include: ["test/unit/**/*.test.ts"],
+        },
+      },
+      {
+        test: {
+          name: "integration",
+          include: ["test/integration/**/*.test.ts"],
+          testTimeout: 60_000,
+          hookTimeout: 60_000,
+          // 2-core machine: each file starts its own ejabberd (Erlang VM), so keep
+          // concurrency low to avoid starving the processes under test.
+          maxWorkers: 2,
+        },
+      },
+      {
+        test: {
+          name: "e2e",
+          include: ["test/e2e/**/*.test.ts"],
+          testTimeout: 90_000,
+          hookTimeout: 90_000,
+          maxWorkers: 1,
+        },
+      },
+    ],
+  },
+});
