@@ -1,0 +1,222 @@
+import { execFileSync } from "node:child_process";
+import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from "vitest";
+import type { Browser, BrowserContext, Page } from "playwright-core";
+import { launchBrowser } from "../support/browser.js";
+import { FakeBridge, readWidgetAssets } from "../support/fake-visitor-bridge.js";
+import { widgetOn } from "../support/widget-page.js";
+
+// The built widget in real headless Chromium against a fake of the visitor protocol:
+// what a visitor sees and does, and which frames reach the server.
+
+const ROOT = new URL("../../", import.meta.url);
+
+let browser: Browser;
+let bridge: FakeBridge;
+let context: BrowserContext;
+let page: Page;
+
+beforeAll(async () => {
+  // Build from source so the test never runs a stale bundle.
+  execFileSync(process.execPath, ["widget/build.mjs"], { cwd: ROOT });
+  browser = await launchBrowser();
+});
+
+afterAll(async () => {
+  await browser?.close();
+});
+
+beforeEach(async () => {
+  bridge = await FakeBridge.start({ ...readWidgetAssets(ROOT), sites: { acme: { agentsOnline: true }, closed: { agentsOnline: false } } });
+  context = await browser.newContext({ viewport: { width: 1200, height: 800 } });
+  page = await context.newPage();
+});
+
+afterEach(async () => {
+  await context?.close();
+  await bridge?.close();
+});
+
+const demo = (site = "acme") => page.goto(`${bridge.origin}/demo?site=${site}`);
+
+describe("widget in a browser", () => {
+  it("greets the visitor, sends with Enter, adds a line with Shift+Enter, and ticks once acknowledged", async () => {
+    const w = widgetOn(page);
+    await demo();
+    await w.open();
+    await expect.poll(() => w.log.textContent()).toContain("Questions about beans");
+    await expect.poll(() => w.input.evaluate((el) => el === (el.getRootNode() as ShadowRoot).activeElement)).toBe(true);
+
+    bridge.holdAcks = true;
+    await w.input.pressSequentially("Do you ship");
+    await w.input.press("Shift+Enter");
+    await w.input.pressSequentially("to Canada?");
+    await w.input.press("Enter");
+
+    const sent = await bridge.waitFor("message");
+    expect(sent.text).toBe("Do you ship\nto Canada?");
+    expect(await w.input.inputValue()).toBe("");
+    const mine = w.visitorMessages.last();
+    await expect.poll(() => mine.locator(".meta").getAttribute("class")).toContain("pending");
+    bridge.releaseAcks();
+    await expect.poll(() => mine.locator(".meta").getAttribute("class")).toContain("delivered");
+    expect(await mine.locator(".bubble").textContent()).toBe("Do you ship\nto Canada?");
+  });
+
+  it("reports the page on load and on single-page-app navigation", async () => {
+    await demo();
+    await bridge.waitFor("page", (f) => f.title === "Northwind Coffee Roasters — Home");
+    await page.click("nav a[data-route=shop]");
+    const shop = await bridge.waitFor("page", (f) => f.url.endsWith("#/shop"));
+    expect(shop.title).toBe("Northwind Coffee Roasters — Shop");
+    await page.goBack();
+    await expect.poll(() => bridge.framesOf("page").length).toBe(3);
+    expect(bridge.framesOf("page").at(-1)?.title).toBe("Northwind Coffee Roasters — Home");
+  });
+
+  it("shows markup from an agent as literal text and runs none of it", async () => {
+    const w = widgetOn(page);
+    await demo();
+    await w.open();
+    await bridge.waitFor("page");
+    const hostile = `<img src=x onerror="window.__xss=1"><script>window.__xss=2</script><b>bold</b>`;
+    bridge.toVisitors({ type: "agent", state: "joined", name: "<i>Eve</i>" });
+    bridge.agentSays("<i>Eve</i>", hostile);
+
+    await expect.poll(() => w.messages.last().textContent()).toBe(hostile);
+    await expect.poll(() => w.heading.textContent()).toBe("<i>Eve</i>");
+    expect(await page.evaluate(() => (window as { __xss?: number }).__xss)).toBeUndefined();
+    expect(await w.host.locator(".log :is(img, script, b, i), header i").count()).toBe(0);
+  });
+
+  it("shows the agent's name, typing, queue position and an unread badge while collapsed", async () => {
+    const w = widgetOn(page);
+    await demo();
+    await bridge.waitFor("page");
+    bridge.toVisitors({ type: "queue", position: 2 });
+    bridge.agentSays("Parley", "You are in the queue.");
+    bridge.agentSays("Parley", "Thanks for waiting.");
+    await expect.poll(() => w.badge.textContent()).toBe("2");
+    expect(await w.launcher.getAttribute("aria-label")).toBe("Open chat, 2 unread messages");
+
+    await w.open();
+    expect(await w.badge.isVisible()).toBe(false);
+    expect(await w.queue.textContent()).toContain("number 2 in line");
+    bridge.toVisitors({ type: "agent", state: "joined", name: "Alice Martin" });
+    bridge.toVisitors({ type: "typing", state: "composing", name: "Alice Martin" });
+    await expect.poll(() => w.typing.textContent()).toContain("Alice Martin is typing");
+    expect(await w.heading.textContent()).toBe("Alice Martin");
+    expect(await w.queue.isVisible()).toBe(false);
+  });
+
+  it("offers the offline form when no agent is online and sends identify, then the message", async () => {
+    const w = widgetOn(page);
+    await demo("closed");
+    await w.open();
+    await w.offlineForm.waitFor({ state: "visible" });
+    expect(await w.input.isVisible()).toBe(false);
+
+    await w.offlineForm.locator("input[name=name]").fill("Ann Lee");
+    await w.offlineForm.locator("input[name=email]").fill("ann@example.com");
+    await w.offlineForm.locator("textarea").fill("Please call me about a wholesale order.");
+    await w.offlineForm.locator("button[type=submit]").click();
+
+    await bridge.waitFor("message");
+    const order = bridge.received.map((f) => f.type).filter((t) => t === "identify" || t === "message");
+    expect(order).toEqual(["identify", "message"]);
+    expect(bridge.framesOf("identify")[0]).toEqual({ type: "identify", name: "Ann Lee", email: "ann@example.com" });
+    await w.offlineForm.waitFor({ state: "hidden" });
+    await expect.poll(() => w.visitorMessages.last().locator(".meta").getAttribute("class")).toContain("delivered");
+  });
+
+  it("stays visible and usable when the host page hides every element", async () => {
+    const w = widgetOn(page);
+    await demo();
+    // Hiding <html> itself would blank the whole page; everything below it is fair game.
+    await page.addStyleTag({
+      content: `* { display: none !important; visibility: hidden !important; opacity: 0 !important; font-size: 2px !important }
+                html, body { display: block !important; visibility: visible !important; opacity: 1 !important }
+                parley-widget { position: static !important; left: 0 !important; transform: scale(0) !important }`,
+    });
+    await w.launcher.waitFor({ state: "visible" });
+    // Still 60 px and still in the bottom-right corner of the 1200×800 viewport.
+    expect(await w.launcher.boundingBox()).toEqual({ x: 1120, y: 720, width: 60, height: 60 });
+    await w.open();
+    await w.send("still here");
+    await bridge.waitFor("message", (f) => f.text === "still here");
+  });
+
+  it("restores the conversation after a reload using the stored token", async () => {
+    const w = widgetOn(page);
+    await demo();
+    await w.open();
+    await w.send("Is the Huila in stock?");
+    await expect.poll(() => w.visitorMessages.last().locator(".meta").getAttribute("class")).toContain("delivered");
+    bridge.agentSays("Alice", "Yes, roasted yesterday.");
+    await expect.poll(() => w.messages.count()).toBe(2);
+
+    await page.reload();
+    await expect.poll(() => bridge.connectTokens.length).toBe(2);
+    expect(bridge.connectTokens[1]).toMatch(/^tok-/);
+    // It was open before the reload, so it opens again with the history.
+    await w.panel.waitFor({ state: "visible" });
+    await expect.poll(() => w.messages.allTextContents()).toEqual(["Is the Huila in stock?", "Yes, roasted yesterday."]);
+    expect(await w.visitorMessages.locator(".meta.delivered").count()).toBe(1);
+  });
+
+  it("reconnects promptly after a 1012 restart and resends the unacknowledged message with the same id", async () => {
+    const w = widgetOn(page);
+    await demo();
+    await w.open();
+    bridge.holdAcks = true;
+    await w.send("sent during a restart");
+    const first = await bridge.waitFor("message");
+
+    // The restart comes before the message was stored and acknowledged.
+    const closedAt = Date.now();
+    bridge.closeAll(1012);
+    await expect.poll(() => bridge.framesOf("message").length, { timeout: 5000 }).toBe(2);
+    expect(Date.now() - closedAt).toBeLessThan(2500);
+    expect(bridge.framesOf("message")[1]?.id).toBe(first.id);
+
+    // Both copies now reach storage: one message, acknowledged twice.
+    bridge.holdAcks = false;
+    bridge.releaseAcks();
+
+    await expect.poll(() => w.visitorMessages.locator(".meta.delivered").count()).toBe(1);
+    expect(await w.visitorMessages.count()).toBe(1);
+  });
+
+  it("fills a phone screen when opened", async () => {
+    await page.setViewportSize({ width: 375, height: 667 });
+    const w = widgetOn(page);
+    await demo();
+    await w.open();
+    expect(await w.panel.boundingBox()).toMatchObject({ x: 0, y: 0, width: 375, height: 667 });
+    await w.send("hello from my phone");
+    await bridge.waitFor("message", (f) => f.text === "hello from my phone");
+    await w.host.locator(".close").click();
+    await w.launcher.waitFor({ state: "visible" });
+  });
+
+  // Refreshes the picture in docs/widget.md; opt-in so ordinary runs leave the tree clean:
+  //   PARLEY_UPDATE_SCREENSHOT=1 npx vitest run --project e2e -t screenshot
+  it.runIf(process.env.PARLEY_UPDATE_SCREENSHOT)("takes the screenshot for the docs", async () => {
+    const w = widgetOn(page);
+    await demo();
+    await w.open();
+    await bridge.waitFor("page");
+    bridge.toVisitors({ type: "agent", state: "joined", name: "Alice Martin" });
+    bridge.agentSays("Alice Martin", "Hi, I'm Alice from the roastery. What are you brewing with at home?");
+    await w.send("A V60 mostly. Which beans would you pick for pour-over?");
+    await expect.poll(() => w.visitorMessages.locator(".meta.delivered").count()).toBe(1);
+    bridge.agentSays("Alice Martin", "The Yirgacheffe shines in a V60: jasmine, bergamot, lemon. Try 15 g to 250 g water.");
+    bridge.agentSays("Alice Martin", "Details: https://northwind.example/shop/yirgacheffe");
+    await w.send("Perfect, thanks! Is it in stock?");
+    await expect.poll(() => w.visitorMessages.locator(".meta.delivered").count()).toBe(2);
+    bridge.toVisitors({ type: "typing", state: "composing", name: "Alice Martin" });
+    await w.typing.waitFor({ state: "visible" });
+    await w.input.fill("");
+    await page.mouse.move(0, 0);
+    await page.screenshot({ path: new URL("docs/widget-screenshot.png", ROOT).pathname });
+  });
+});

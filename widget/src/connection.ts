@@ -1,0 +1,103 @@
+// The visitor WebSocket: connect, heartbeat, reconnect with backoff. Resending what was
+// not acknowledged is the session's job (it knows what is pending); this file only
+// reports frames in and the link going down.
+
+import { backoffDelay, restartDelay } from "./backoff.js";
+import { parseServerFrame, type ClientFrame, type ServerFrame } from "./protocol.js";
+
+export interface ConnectionDeps {
+  /** Called before every attempt: the resume token may have changed since the last one. */
+  url: () => string;
+  onFrame: (frame: ServerFrame) => void;
+  /** The socket is gone; a reconnect is already scheduled. */
+  onDown: () => void;
+  random: () => number;
+  WebSocketImpl?: typeof WebSocket;
+}
+
+/** Close code the bridge uses when restarting (CONTRACT §6). */
+const SERVICE_RESTART = 1012;
+// Mobile networks and proxies silently drop idle sockets; a ping every 25 s keeps them
+// open and, left unanswered until the next one, reveals a dead link the browser has
+// not noticed. Counting missed pings (not wall time) tolerates background-tab throttling.
+const HEARTBEAT_MS = 25_000;
+
+export class Connection {
+  private socket: WebSocket | null = null;
+  private attempt = 0;
+  private retryTimer: ReturnType<typeof setTimeout> | undefined;
+  private heartbeat: ReturnType<typeof setInterval> | undefined;
+  private awaitingPong = false;
+
+  constructor(private readonly deps: ConnectionDeps) {}
+
+  start(): void {
+    clearTimeout(this.retryTimer);
+    const Impl = this.deps.WebSocketImpl || WebSocket;
+    let socket: WebSocket;
+    try {
+      socket = new Impl(this.deps.url());
+    } catch {
+      // Only a malformed URL throws here; retrying cannot fix it, but backing off keeps
+      // the behaviour uniform and the page responsive.
+      this.scheduleRetry(undefined);
+      return;
+    }
+    this.socket = socket;
+    socket.onmessage = (ev) => {
+      this.awaitingPong = false;
+      if (typeof ev.data !== "string") return;
+      const frame = parseServerFrame(ev.data);
+      if (!frame) return;
+      // Reset the backoff only once the bridge has accepted us, not on TCP open: a site
+      // that refuses the upgrade or closes at once must not cause a tight retry loop.
+      if (frame.type === "welcome") this.attempt = 0;
+      this.deps.onFrame(frame);
+    };
+    socket.onopen = () => {
+      this.awaitingPong = false;
+      this.heartbeat = setInterval(() => this.beat(), HEARTBEAT_MS);
+    };
+    socket.onclose = (ev) => this.down(ev.code);
+  }
+
+  /** Sends if the socket is open; returns false otherwise (the session resends later). */
+  send(frame: ClientFrame): boolean {
+    const s = this.socket;
+    if (!s || s.readyState !== 1 /* OPEN */) return false;
+    s.send(JSON.stringify(frame));
+    return true;
+  }
+
+  /** Skips the remaining backoff, e.g. when the browser reports the network is back. */
+  retryNow(): void {
+    if (!this.socket) this.start();
+  }
+
+  private beat(): void {
+    if (this.awaitingPong) {
+      this.down(undefined);
+      return;
+    }
+    this.awaitingPong = true;
+    this.send({ type: "ping" });
+  }
+
+  private down(code: number | undefined): void {
+    const s = this.socket;
+    if (!s) return;
+    // Detach first: after a heartbeat timeout the browser may deliver `close` much later,
+    // and that late event must not tear down the socket that replaced this one.
+    s.onopen = s.onmessage = s.onclose = null;
+    if (s.readyState < 2 /* CONNECTING or OPEN */) s.close();
+    this.socket = null;
+    clearInterval(this.heartbeat);
+    this.scheduleRetry(code);
+    this.deps.onDown();
+  }
+
+  private scheduleRetry(code: number | undefined): void {
+    const delay = code === SERVICE_RESTART ? restartDelay(this.deps.random) : backoffDelay(this.attempt++, this.deps.random);
+    this.retryTimer = setTimeout(() => this.start(), delay);
+  }
+}

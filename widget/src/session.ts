@@ -1,0 +1,248 @@
+// The widget's conversation state machine. Pure: server frames and local actions go in,
+// the next view state and the frames to send come out. No DOM, no timers, no clock —
+// time arrives inside events, so every behaviour is testable in plain Node.
+
+import { identifyFrame, pageFrame, type Author, type ClientFrame, type MessageFrame, type ServerFrame } from "./protocol.js";
+
+export type Delivery = "pending" | "delivered" | "failed";
+
+export interface Line {
+  /** Stable across updates so the view can patch a line in place (e.g. its tick). */
+  key: string;
+  kind: "message" | "notice";
+  from: Author;
+  name: string;
+  text: string;
+  ts: number;
+  /** Client id of a visitor message, from this tab or another one. */
+  id?: string;
+  messageId?: string;
+  /** Only for visitor messages: "delivered" once the bridge has stored it (`ack`). */
+  delivery?: Delivery;
+}
+
+export interface Identity {
+  name: string;
+  email: string;
+}
+
+export interface SessionState {
+  /** "online" only between `welcome` and the socket closing: frames may be sent. */
+  link: "connecting" | "online" | "reconnecting";
+  token: string | null;
+  /** Unknown (null) until the first `welcome`. */
+  agentsOnline: boolean | null;
+  agent: string | null;
+  agentTyping: string | null;
+  queuePosition: number | null;
+  lines: Line[];
+  expanded: boolean;
+  unread: number;
+  identity: Identity | null;
+  page: { url: string; title: string } | null;
+  /** Feeds keys of local notices, which have no server id. */
+  seq: number;
+}
+
+/** What survives a reload (see storage.ts). */
+export interface Persisted {
+  token: string | null;
+  pending: { id: string; text: string; ts: number }[];
+  identity: Identity | null;
+  expanded: boolean;
+}
+
+export type SessionEvent =
+  | { type: "disconnected" }
+  | { type: "frame"; frame: ServerFrame }
+  | { type: "send"; id: string; text: string; ts: number }
+  | { type: "identify"; name: string; email: string }
+  | { type: "retry"; id: string }
+  | { type: "page"; url: string; title: string }
+  | { type: "typing"; state: "composing" | "paused" }
+  | { type: "toggle"; expanded: boolean };
+
+export interface Step {
+  state: SessionState;
+  out: ClientFrame[];
+}
+
+export function initialState(saved: Persisted | null): SessionState {
+  return {
+    link: "connecting",
+    token: saved ? saved.token : null,
+    agentsOnline: null,
+    agent: null,
+    agentTyping: null,
+    queuePosition: null,
+    // Messages typed before a reload but never acknowledged are shown and resent.
+    lines: saved ? saved.pending.map((p) => ownLine(p.id, p.text, p.ts)) : [],
+    expanded: saved ? saved.expanded : false,
+    unread: 0,
+    identity: saved ? saved.identity : null,
+    page: null,
+    seq: 0,
+  };
+}
+
+export function persisted(s: SessionState): Persisted {
+  return {
+    token: s.token,
+    pending: s.lines.filter(isPending).map((l) => ({ id: l.id as string, text: l.text, ts: l.ts })),
+    identity: s.identity,
+    expanded: s.expanded,
+  };
+}
+
+/**
+ * The offline form (name, email, message) replaces the composer while nobody can answer
+ * and the visitor has not yet left a message; afterwards they see their conversation.
+ */
+export function showsOfflineForm(s: SessionState): boolean {
+  return s.agentsOnline === false && s.agent === null && !s.lines.some((l) => l.from === "visitor");
+}
+
+export function step(s: SessionState, e: SessionEvent): Step {
+  switch (e.type) {
+    case "disconnected":
+      // A typing indicator from before the drop would otherwise stay on screen forever.
+      return { state: { ...s, link: "reconnecting", agentTyping: null }, out: [] };
+    case "frame":
+      return onFrame(s, e.frame);
+    case "send": {
+      const line = ownLine(e.id, e.text, e.ts);
+      return { state: { ...s, lines: [...s.lines, line] }, out: online(s, [messageOut(line)]) };
+    }
+    case "identify": {
+      const identity = { name: e.name, email: e.email };
+      return { state: { ...s, identity }, out: online(s, [identifyFrame(e.name, e.email)]) };
+    }
+    case "retry": {
+      const line = s.lines.find((l) => l.id === e.id && l.delivery === "failed");
+      if (!line) return { state: s, out: [] };
+      const retried = { ...line, delivery: "pending" as const };
+      return { state: { ...s, lines: replace(s.lines, line, retried) }, out: online(s, [messageOut(retried)]) };
+    }
+    case "page": {
+      const same = s.page !== null && s.page.url === e.url && s.page.title === e.title;
+      if (same) return { state: s, out: [] };
+      return { state: { ...s, page: { url: e.url, title: e.title } }, out: online(s, [pageFrame(e.url, e.title)]) };
+    }
+    case "typing":
+      // Typing is ephemeral: dropped rather than queued while offline.
+      return { state: s, out: online(s, [{ type: "typing", state: e.state }]) };
+    case "toggle":
+      return { state: { ...s, expanded: e.expanded, unread: e.expanded ? 0 : s.unread }, out: [] };
+  }
+}
+
+function onFrame(s: SessionState, f: ServerFrame): Step {
+  switch (f.type) {
+    case "welcome":
+      return onWelcome(s, f);
+    case "ack":
+      return { state: { ...s, lines: confirm(s.lines, f.id, f.messageId, f.ts) }, out: [] };
+    case "message":
+      return { state: onMessage(s, f), out: [] };
+    case "typing":
+      return { state: { ...s, agentTyping: f.state === "composing" ? f.name : null }, out: [] };
+    case "agent": {
+      const joined = f.state === "joined";
+      const next = {
+        ...s,
+        agent: joined ? f.name : s.agent === f.name ? null : s.agent,
+        agentTyping: null,
+        queuePosition: joined ? null : s.queuePosition,
+      };
+      return { state: notice(next, joined ? `${f.name} joined the chat` : `${f.name} left the chat`), out: [] };
+    }
+    case "queue":
+      return { state: { ...s, queuePosition: f.position > 0 ? f.position : null }, out: [] };
+    case "availability":
+      return { state: { ...s, agentsOnline: f.agentsOnline }, out: [] };
+    case "ended": {
+      const next = { ...s, agent: null, agentTyping: null, queuePosition: null };
+      return { state: notice(next, "The chat has ended. Write again any time."), out: [] };
+    }
+    case "error": {
+      // An error naming a message means the bridge refused it (invalid, rate limited):
+      // resending the same frame would be refused again, so the visitor decides (retry).
+      const line = f.id === undefined ? undefined : s.lines.find((l) => l.id === f.id && l.delivery === "pending");
+      if (!line) return { state: s, out: [] };
+      return { state: { ...s, lines: replace(s.lines, line, { ...line, delivery: "failed" }) }, out: [] };
+    }
+    case "pong":
+      return { state: s, out: [] };
+  }
+}
+
+function onWelcome(s: SessionState, f: Extract<ServerFrame, { type: "welcome" }>): Step {
+  // A resumed session keeps what is on screen and adds only what was missed while away;
+  // a new one (first visit, or the token was not recognised) starts from the history.
+  const kept = f.resumed ? s.lines : s.lines.filter(isPending);
+  let lines = kept;
+  for (const m of f.history) lines = addMessage(lines, m);
+  const state: SessionState = {
+    ...s,
+    link: "online",
+    token: f.token,
+    agentsOnline: f.agentsOnline,
+    agent: f.agent ? f.agent.name : null,
+    agentTyping: null,
+    queuePosition: f.agent ? null : s.queuePosition,
+    lines,
+  };
+  // Resent with their original ids: the bridge acknowledges a duplicate id again
+  // without storing it twice, so a message caught mid-flight by a drop is not doubled.
+  const out: ClientFrame[] = [];
+  if (state.page) out.push(pageFrame(state.page.url, state.page.title));
+  if (state.identity) out.push(identifyFrame(state.identity.name, state.identity.email));
+  for (const l of lines) if (isPending(l)) out.push(messageOut(l));
+  return { state, out };
+}
+
+function onMessage(s: SessionState, m: MessageFrame): SessionState {
+  const lines = addMessage(s.lines, m);
+  if (lines === s.lines) return s;
+  const fromOthers = m.from !== "visitor";
+  return {
+    ...s,
+    lines,
+    agentTyping: m.from === "agent" ? null : s.agentTyping,
+    unread: fromOthers && !s.expanded ? s.unread + 1 : s.unread,
+  };
+}
+
+/**
+ * Adds a server message unless it is already shown. The visitor's own messages come back
+ * (from history, or echoed from another tab) carrying the client `id`: one matching a
+ * local line confirms that line instead of duplicating it.
+ */
+function addMessage(lines: Line[], m: MessageFrame): Line[] {
+  if (lines.some((l) => l.messageId === m.messageId)) return lines;
+  if (m.id !== undefined && lines.some((l) => l.id === m.id)) return confirm(lines, m.id, m.messageId, m.ts);
+  const line: Line = { key: "m:" + m.messageId, kind: "message", from: m.from, name: m.name, text: m.text, ts: m.ts, messageId: m.messageId };
+  if (m.id !== undefined) line.id = m.id;
+  if (m.from === "visitor") line.delivery = "delivered";
+  return [...lines, line];
+}
+
+function confirm(lines: Line[], id: string, messageId: string, ts: number): Line[] {
+  const line = lines.find((l) => l.id === id);
+  if (!line || line.delivery === "delivered") return lines;
+  return replace(lines, line, { ...line, delivery: "delivered", messageId, ts });
+}
+
+function notice(s: SessionState, text: string): SessionState {
+  const line: Line = { key: "n:" + s.seq, kind: "notice", from: "system", name: "", text, ts: 0 };
+  return { ...s, seq: s.seq + 1, lines: [...s.lines, line] };
+}
+
+function ownLine(id: string, text: string, ts: number): Line {
+  return { key: "c:" + id, kind: "message", from: "visitor", name: "", text, ts, id, delivery: "pending" };
+}
+
+const isPending = (l: Line) => l.delivery === "pending";
+const messageOut = (l: Line): ClientFrame => ({ type: "message", id: l.id as string, text: l.text });
+const online = (s: SessionState, frames: ClientFrame[]) => (s.link === "online" ? frames : []);
+const replace = (lines: Line[], old: Line, next: Line) => lines.map((l) => (l === old ? next : l));

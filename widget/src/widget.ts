@@ -1,0 +1,105 @@
+// Wires one widget instance: session state ⇄ connection ⇄ view ⇄ storage. The only
+// place that owns mutable state, timers, the clock and the random source.
+
+import { Connection } from "./connection.js";
+import { watchNavigation } from "./navigation.js";
+import { cleanText } from "./protocol.js";
+import { initialState, persisted, step, type SessionEvent } from "./session.js";
+import { siteStore } from "./storage.js";
+import { hostStyle } from "./styles.js";
+import { createView, type ViewConfig } from "./view.js";
+
+export interface WidgetConfig extends ViewConfig {
+  siteId: string;
+  /** ws(s)://…/visitor?site=… without the token, which is added per attempt. */
+  socketUrl: string;
+}
+
+// XEP-0085 suggests "paused" after a few seconds without typing.
+const PAUSED_AFTER_MS = 5000;
+
+export function startWidget(cfg: WidgetConfig): void {
+  const store = siteStore(localStorageOrNull(), cfg.siteId);
+  let state = initialState(store.load());
+
+  // A custom element name: it can host a shadow root, and no page stylesheet targets it.
+  const host = document.createElement("parley-widget");
+  host.setAttribute("data-site", cfg.siteId);
+  host.setAttribute("style", hostStyle(cfg.position));
+  const shadow = host.attachShadow({ mode: "open" });
+  document.body.append(host);
+
+  const connection = new Connection({
+    url: () => cfg.socketUrl + (state.token ? "&token=" + encodeURIComponent(state.token) : ""),
+    onFrame: (frame) => dispatch({ type: "frame", frame }),
+    onDown: () => dispatch({ type: "disconnected" }),
+    random: Math.random,
+  });
+
+  let composing = false;
+  let pauseTimer: ReturnType<typeof setTimeout> | undefined;
+  const stopTyping = () => {
+    clearTimeout(pauseTimer);
+    composing = false;
+  };
+  const send = (text: string) => {
+    const clean = cleanText(text).trim();
+    // A message implies the visitor stopped typing (XEP-0085 "active"): no paused frame.
+    stopTyping();
+    if (clean) dispatch({ type: "send", id: clientId(), text: clean, ts: Date.now() });
+  };
+
+  const render = createView(shadow, cfg, {
+    toggle: (expanded) => dispatch({ type: "toggle", expanded }),
+    send,
+    leaveMessage(name, email, text) {
+      // identify first, so the stored offline message carries the visitor's address.
+      dispatch({ type: "identify", name, email });
+      send(text);
+    },
+    typing() {
+      if (!composing) {
+        composing = true;
+        dispatch({ type: "typing", state: "composing" });
+      }
+      clearTimeout(pauseTimer);
+      pauseTimer = setTimeout(() => {
+        composing = false;
+        dispatch({ type: "typing", state: "paused" });
+      }, PAUSED_AFTER_MS);
+    },
+    retry: (id) => dispatch({ type: "retry", id }),
+  });
+
+  function dispatch(event: SessionEvent): void {
+    const next = step(state, event);
+    state = next.state;
+    // A frame that fails to go out is still pending in the state and resent after the
+    // next welcome, so the return value needs no handling here.
+    for (const frame of next.out) connection.send(frame);
+    store.save(persisted(state));
+    render(state);
+  }
+
+  render(state);
+  watchNavigation(window, (page) => dispatch({ type: "page", url: page.url, title: page.title }));
+  window.addEventListener("online", () => connection.retryNow());
+  connection.start();
+}
+
+function localStorageOrNull(): Storage | null {
+  try {
+    return window.localStorage;
+  } catch {
+    // Accessing localStorage throws when the browser blocks storage for this page.
+    return null;
+  }
+}
+
+/** 128 random bits; getRandomValues exists on plain http pages, randomUUID does not. */
+function clientId(): string {
+  const bytes = crypto.getRandomValues(new Uint8Array(16));
+  let id = "";
+  for (let i = 0; i < bytes.length; i++) id += ((bytes[i] as number) + 256).toString(16).slice(1);
+  return id;
+}
