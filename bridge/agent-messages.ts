@@ -1,0 +1,127 @@
+import type { Element } from "@xmpp/xml";
+import { bareJid, parseAddress } from "../stanza-mappers/addressing.js";
+import { stanzaErrorReply } from "../stanza-mappers/stanza-errors.js";
+import { stanzaToAgentEvent } from "../stanza-mappers/stanza-to-agent-event.js";
+import { noticeToStanza, receiptToStanza } from "../stanza-mappers/visitor-to-stanza.js";
+import type { ChatService } from "./chats.js";
+import type { CommandService } from "./commands.js";
+import type { KeyedQueue } from "./keyed-queue.js";
+import type { Logger } from "./logger.js";
+import type { Metrics } from "./metrics.js";
+import { agentDisplayName } from "./names.js";
+import type { Store } from "./store/types.js";
+
+/**
+ * `<message/>` stanzas from agents (CONTRACT §5): to a visitor's JID they become frames on
+ * the visitor's sockets; to a desk JID they are desk commands. Unknown visitor →
+ * item-not-found; anyone but the chat's agent → forbidden.
+ */
+export interface AgentMessageDeps {
+  store: Store;
+  domain: string;
+  send(stanza: Element): void;
+  chats: ChatService;
+  commands: CommandService;
+  lanes: KeyedQueue;
+  now(): number;
+  newId(): string;
+  logger: Logger;
+  metrics: Metrics;
+}
+
+export class AgentMessages {
+  private readonly log: Logger;
+
+  constructor(private readonly deps: AgentMessageDeps) {
+    this.log = deps.logger.child({ module: "agent-messages" });
+  }
+
+  async onMessage(stanza: Element): Promise<void> {
+    const { from, to } = stanza.attrs;
+    if (!from || !to || stanza.attrs.type === "error") return;
+    const address = parseAddress(to, this.deps.domain);
+    switch (address.kind) {
+      case "desk":
+        await this.deps.commands.onDeskMessage(stanza, address.siteId);
+        return;
+      case "visitor":
+        await this.deps.lanes.run(address.visitorId, () => this.toVisitor(stanza, address.siteId, address.visitorId));
+        return;
+      case "component":
+        return; // privilege grants and server notices are handled elsewhere; nothing to answer
+      case "unknown":
+        this.deps.send(stanzaErrorReply(stanza, "item-not-found"));
+        return;
+    }
+  }
+
+  private async toVisitor(stanza: Element, siteId: string, visitorId: string): Promise<void> {
+    const started = performance.now();
+    const { store, chats } = this.deps;
+    const sender = bareJid(stanza.attrs.from!);
+    const event = stanzaToAgentEvent(stanza);
+    const visitor = await store.getVisitor(visitorId);
+    if (!visitor || visitor.siteId !== siteId) {
+      this.deps.send(stanzaErrorReply(stanza, "item-not-found"));
+      return;
+    }
+    if (event.kind === "drop") {
+      this.log.debug({ reason: event.reason, visitorId }, "agent stanza dropped");
+      return;
+    }
+    const site = await store.getSite(siteId);
+    let chat = visitor.chatId ? await store.getChat(visitor.chatId) : null;
+    const agents = site ? await store.listAgents(site.id) : [];
+    const agent = agents.find((a) => a.jid === sender);
+    const carriesText = event.kind === "text" || event.kind === "command";
+
+    // An agent of the site who answers a queued or offline chat takes it.
+    if (site && chat && agent && chat.agentJid !== sender && carriesText && (chat.state === "queued" || chat.state === "offline" || chat.state === "new")) {
+      if (await chats.assign(site, visitor, chat, sender, { ignoreCap: true })) chat = await store.getChat(chat.id);
+    }
+    if (!site || !chat || chat.agentJid !== sender || chat.state !== "active") {
+      if (carriesText) this.deps.send(stanzaErrorReply(stanza, "forbidden", "You are not the agent of this visitor's chat."));
+      return;
+    }
+
+    switch (event.kind) {
+      case "chat-state":
+        await chats.publish(visitor.id, { type: "typing", state: event.state, name: chat.agentName ?? agentDisplayName(agent, sender) });
+        return;
+      case "encrypted":
+        this.deps.send(
+          noticeToStanza({
+            from: visitor.jid,
+            to: sender,
+            id: this.deps.newId(),
+            text: "[parley] This message was end-to-end encrypted (OMEMO/OpenPGP), so the visitor cannot read it. Turn encryption off for this contact and send it again.",
+          }),
+        );
+        return;
+      case "command":
+        await this.deps.commands.onAgentCommand({ stanza, site, visitor, chat, agentJid: sender, name: event.name, args: event.args });
+        this.answerReceipt(stanza, visitor.jid, event.receiptRequested);
+        return;
+      case "text": {
+        const message = await store.appendMessage(visitor.id, {
+          chatId: chat.id,
+          from: "agent",
+          name: chat.agentName ?? agentDisplayName(agent, sender),
+          text: event.text,
+          ts: this.deps.now(),
+        });
+        await chats.publishMessage(visitor.id, message);
+        // Stored durably: the visitor gets it now or on their return (CONTRACT §5).
+        this.answerReceipt(stanza, visitor.jid, event.receiptRequested);
+        this.deps.metrics.messages.inc({ direction: "out" });
+        this.deps.metrics.stanzaLatency.observe({ direction: "out" }, (performance.now() - started) / 1000);
+        return;
+      }
+    }
+  }
+
+  private answerReceipt(stanza: Element, visitorJid: string, requested: boolean): void {
+    if (!requested || !stanza.attrs.id) return;
+    this.deps.send(receiptToStanza({ from: visitorJid, to: stanza.attrs.from!, id: this.deps.newId(), receiptFor: stanza.attrs.id }));
+  }
+}

@@ -1,0 +1,293 @@
+import type { Element } from "@xmpp/xml";
+import { contextMessageToStanza, noticeToStanza, pageStatus, presenceToStanza, visitorMessageToStanza } from "../stanza-mappers/visitor-to-stanza.js";
+import type { MessageFrame, ServerFrame } from "../stanza-mappers/visitor-protocol.js";
+import { NS } from "../stanza-mappers/namespaces.js";
+import xml from "@xmpp/xml";
+import type { KeyedQueue } from "./keyed-queue.js";
+import type { Logger } from "./logger.js";
+import { agentDisplayName, visitorDisplayName } from "./names.js";
+import type { Rosters } from "./rosters.js";
+import { chooseAgent, type AgentLoad } from "./routing.js";
+import type { AppendResult, Chat, Site, Store, StoredMessage, Visitor } from "./store/types.js";
+
+/**
+ * The life of a chat (CONTRACT §5): routing a new chat to an agent, the queue, offline
+ * mode, relaying visitor messages to the assigned agent, and ending. Every step that
+ * touches one visitor runs in that visitor's lane of the keyed queue, so that within a
+ * process nothing of one conversation overtakes anything else of it.
+ */
+export interface ChatDeps {
+  store: Store;
+  domain: string;
+  send(stanza: Element): void;
+  rosters: Rosters;
+  lanes: KeyedQueue;
+  now(): number;
+  logger: Logger;
+  onChange?(siteId: string): void;
+}
+
+const DEFAULT_OFFLINE_MESSAGE = "No one is available right now. Leave your message and we will get back to you.";
+const REPLAY_AS_DELAYED_AFTER_MS = 5000;
+const CONTEXT_MESSAGES = 10;
+
+export class ChatService {
+  private readonly log: Logger;
+
+  constructor(private readonly deps: ChatDeps) {
+    this.log = deps.logger.child({ module: "chats" });
+  }
+
+  /** Called in the visitor's lane after their message was stored and acknowledged. */
+  async onVisitorMessage(site: Site, visitor: Visitor, appended: AppendResult): Promise<void> {
+    const { chat, message } = appended;
+    switch (chat.state) {
+      case "new":
+        await this.route(site, visitor, chat);
+        return;
+      case "active":
+        if (chat.agentJid) this.relay(visitor, chat.agentJid, message);
+        return;
+      case "offline":
+        await this.sendToEveryAgent(site, visitor, message);
+        return;
+      case "queued":
+      case "ended":
+        return; // queued messages are replayed on assignment
+    }
+  }
+
+  /** Decides where a new (or orphaned) chat goes; runs in the visitor's lane. */
+  async route(site: Site, visitor: Visitor, chat: Chat): Promise<void> {
+    for (let attempt = 0; attempt < 5; attempt++) {
+      const decision = chooseAgent(await this.agentLoads(site), site.maxChatsPerAgent);
+      if (decision.kind === "assign") {
+        if (await this.assign(site, visitor, chat, decision.agentJid, { ignoreCap: false })) return;
+        continue; // another process took the last slot: decide again on fresh data
+      }
+      if (decision.kind === "queue") {
+        await this.enqueue(site, visitor, chat);
+        return;
+      }
+      await this.goOffline(site, visitor, chat);
+      return;
+    }
+    await this.enqueue(site, visitor, chat);
+  }
+
+  /**
+   * Gives the chat to the agent: claim a slot (atomic, at most `maxChatsPerAgent`), move the
+   * chat to `active` (compare-and-set, so a chat is never assigned twice), put the visitor
+   * in the agent's roster, then replay what the visitor said so far.
+   */
+  async assign(site: Site, visitor: Visitor, chat: Chat, agentJid: string, { ignoreCap }: { ignoreCap: boolean }): Promise<boolean> {
+    const { store } = this.deps;
+    const now = this.deps.now();
+    const cap = ignoreCap ? Number.MAX_SAFE_INTEGER : site.maxChatsPerAgent;
+    if (!(await store.claimAgent(site.id, agentJid, chat.id, cap, now))) return false;
+    const agents = await store.listAgents(site.id);
+    const agentName = agentDisplayName(
+      agents.find((a) => a.jid === agentJid),
+      agentJid,
+    );
+    const active = await store.updateChat(chat.id, ["new", "queued", "offline"], { state: "active", agentJid, agentName, assignedAt: now });
+    if (!active) {
+      await store.releaseAgent(site.id, agentJid, chat.id);
+      return false;
+    }
+    await store.removeFromQueue(site.id, chat.id);
+    this.log.info({ chatId: chat.id, siteId: site.id, agent: agentJid }, "chat assigned");
+
+    const jid = visitor.jid;
+    await this.deps.rosters.upsert(agentJid, { jid, name: visitorDisplayName(visitor), group: site.name });
+    const online = await store.isOnline(site.id, visitor.id, now);
+    this.deps.send(presenceToStanza({ from: jid, to: agentJid, ...(online ? { status: pageStatus(visitor.page) } : { type: "unavailable" }) }));
+
+    // Offline chats already reached every agent through ejabberd; others never reached anyone.
+    if (chat.state !== "offline") {
+      for (const message of await store.transcript(chat.id)) {
+        if (message.from === "visitor") this.relay(visitor, agentJid, message);
+      }
+    }
+    await this.publish(visitor.id, { type: "agent", state: "joined", name: agentName });
+    this.deps.onChange?.(site.id);
+    return true;
+  }
+
+  /**
+   * Moves an active chat to another agent: the visitor leaves the old agent's roster and
+   * joins the new one's, who gets the recent context; the visitor gets left/joined.
+   */
+  async transfer(site: Site, visitor: Visitor, chat: Chat, toAgentJid: string): Promise<boolean> {
+    const { store } = this.deps;
+    const fromAgentJid = chat.agentJid;
+    if (chat.state !== "active" || !fromAgentJid) return false;
+    const now = this.deps.now();
+    await store.claimAgent(site.id, toAgentJid, chat.id, Number.MAX_SAFE_INTEGER, now);
+    const agents = await store.listAgents(site.id);
+    const agentName = agentDisplayName(
+      agents.find((a) => a.jid === toAgentJid),
+      toAgentJid,
+    );
+    const moved = await store.updateChat(chat.id, ["active"], { agentJid: toAgentJid, agentName, assignedAt: now });
+    if (!moved || moved.agentJid !== toAgentJid) {
+      await store.releaseAgent(site.id, toAgentJid, chat.id);
+      return false;
+    }
+    await store.releaseAgent(site.id, fromAgentJid, chat.id);
+    const item = { jid: visitor.jid, name: visitorDisplayName(visitor), group: site.name };
+    await this.deps.rosters.remove(fromAgentJid, item);
+    await this.deps.rosters.upsert(toAgentJid, item);
+    const online = await store.isOnline(site.id, visitor.id, now);
+    this.deps.send(presenceToStanza({ from: visitor.jid, to: toAgentJid, ...(online ? { status: pageStatus(visitor.page) } : { type: "unavailable" }) }));
+    await this.replayContext(visitor, chat, toAgentJid);
+    await this.publish(visitor.id, { type: "agent", state: "left", name: chat.agentName ?? agentDisplayName(undefined, fromAgentJid) });
+    await this.publish(visitor.id, { type: "agent", state: "joined", name: agentName });
+    this.log.info({ chatId: chat.id, from: fromAgentJid, to: toAgentJid }, "chat transferred");
+    this.deps.onChange?.(site.id);
+    return true;
+  }
+
+  /** The last messages of the chat, labelled by author, for an agent taking over. */
+  private async replayContext(visitor: Visitor, chat: Chat, agentJid: string): Promise<void> {
+    const recent = (await this.deps.store.transcript(chat.id)).filter((m) => m.from !== "system").slice(-CONTEXT_MESSAGES);
+    if (recent.length === 0) return;
+    this.deps.send(noticeToStanza({ from: visitor.jid, to: agentJid, id: `${chat.id}-ctx-${this.deps.now()}`, text: `[parley] Recent messages in this chat (${recent.length}):` }));
+    for (const m of recent) {
+      const author = m.from === "visitor" ? visitorDisplayName(visitor) : m.from === "note" ? `note by ${m.name}` : m.name;
+      this.deps.send(contextMessageToStanza({ from: visitor.jid, to: agentJid, messageId: m.id, text: m.text, ts: m.ts, author }));
+    }
+  }
+
+  /** Ends the chat: visitor told, slot freed, roster item removed, queue moves on. */
+  async end(site: Site, visitor: Visitor, chat: Chat): Promise<boolean> {
+    const { store } = this.deps;
+    const ended = await store.updateChat(chat.id, ["new", "queued", "active", "offline"], { state: "ended", endedAt: this.deps.now() });
+    if (!ended) return false;
+    await store.removeFromQueue(site.id, chat.id);
+    if (chat.agentJid) {
+      await store.releaseAgent(site.id, chat.agentJid, chat.id);
+      await this.deps.rosters.remove(chat.agentJid, { jid: visitor.jid, name: visitorDisplayName(visitor), group: site.name });
+    }
+    await this.publish(visitor.id, { type: "ended" });
+    this.log.info({ chatId: chat.id, siteId: site.id }, "chat ended");
+    this.deps.onChange?.(site.id);
+    await this.drainQueue(site);
+    return true;
+  }
+
+  /** Assigns queued chats, oldest first, while some available agent has room. */
+  async drainQueue(site: Site): Promise<void> {
+    const { store } = this.deps;
+    for (;;) {
+      if ((await store.queueLength(site.id)) === 0) return;
+      const decision = chooseAgent(await this.agentLoads(site), site.maxChatsPerAgent);
+      if (decision.kind !== "assign") return;
+      const chatId = await store.dequeue(site.id);
+      if (!chatId) return; // another process emptied it
+      const chat = await store.getChat(chatId);
+      const visitor = chat && (await store.getVisitor(chat.visitorId));
+      if (!chat || !visitor || chat.state !== "queued") continue;
+      const assigned = await this.deps.lanes.run(visitor.id, async () => {
+        const current = await store.getChat(chatId);
+        return current?.state === "queued" && this.assign(site, visitor, current, decision.agentJid, { ignoreCap: false });
+      });
+      if (!assigned) {
+        const current = await store.getChat(chatId);
+        if (current?.state === "queued") await store.enqueue(site.id, chatId, current.startedAt);
+        return;
+      }
+    }
+  }
+
+  /** Tells every queued visitor of the site their position. */
+  async announceQueuePositions(site: Site): Promise<void> {
+    const { store } = this.deps;
+    for (const chat of await store.listChats(site.id, "queued")) {
+      if (chat.state !== "queued") continue;
+      const position = await store.queuePosition(site.id, chat.id);
+      if (position !== null) await this.publish(chat.visitorId, { type: "queue", position });
+    }
+  }
+
+  async agentLoads(site: Site): Promise<AgentLoad[]> {
+    const { store } = this.deps;
+    const [agents, loads] = await Promise.all([store.listAgents(site.id), store.agentLoads(site.id)]);
+    return Promise.all(
+      agents.map(async (agent) => ({
+        jid: agent.jid,
+        presence: await store.getAgentPresence(agent.jid),
+        activeChats: loads.get(agent.jid)?.chatIds.length ?? 0,
+        lastAssignedAt: loads.get(agent.jid)?.lastAssignedAt ?? 0,
+      })),
+    );
+  }
+
+  /** Sends a stored visitor message to the agent, as a chat message from the visitor's JID. */
+  relay(visitor: Visitor, agentJid: string, message: StoredMessage): void {
+    const stanza = visitorMessageToStanza({ from: visitor.jid, to: agentJid, messageId: message.id, text: message.text });
+    if (this.deps.now() - message.ts > REPLAY_AS_DELAYED_AFTER_MS) {
+      // XEP-0203: the agent's client shows when the visitor really wrote it.
+      stanza.append(xml("delay", { xmlns: NS.delay, from: this.deps.domain, stamp: new Date(message.ts).toISOString() }));
+    }
+    this.deps.send(stanza);
+  }
+
+  async publish(visitorId: string, frame: ServerFrame): Promise<void> {
+    await this.deps.store.publishToVisitor(visitorId, frame);
+  }
+
+  async publishMessage(visitorId: string, message: StoredMessage): Promise<void> {
+    if (message.from === "note") return;
+    await this.publish(visitorId, messageFrame(message));
+  }
+
+  private async enqueue(site: Site, visitor: Visitor, chat: Chat): Promise<void> {
+    const { store } = this.deps;
+    const queued = await store.updateChat(chat.id, ["new", "offline"], { state: "queued" });
+    if (!queued && chat.state !== "queued") return;
+    await store.enqueue(site.id, chat.id, chat.startedAt);
+    const position = (await store.queuePosition(site.id, chat.id)) ?? 1;
+    await this.publish(visitor.id, { type: "queue", position });
+    this.log.info({ chatId: chat.id, siteId: site.id, position }, "chat queued");
+    this.deps.onChange?.(site.id);
+  }
+
+  private async goOffline(site: Site, visitor: Visitor, chat: Chat): Promise<void> {
+    const { store } = this.deps;
+    const offline = await store.updateChat(chat.id, ["new"], { state: "offline" });
+    if (!offline) return;
+    const notice = await store.appendMessage(visitor.id, {
+      chatId: chat.id,
+      from: "system",
+      name: site.name,
+      text: site.offlineMessage || DEFAULT_OFFLINE_MESSAGE,
+      ts: this.deps.now(),
+    });
+    await this.publishMessage(visitor.id, notice);
+    for (const message of await store.transcript(chat.id)) {
+      if (message.from === "visitor") await this.sendToEveryAgent(site, visitor, message);
+    }
+    this.log.info({ chatId: chat.id, siteId: site.id }, "no agent available: chat is in offline mode");
+    this.deps.onChange?.(site.id);
+  }
+
+  /** Offline mode: every agent of the site gets it; ejabberd stores it for those offline. */
+  private async sendToEveryAgent(site: Site, visitor: Visitor, message: StoredMessage): Promise<void> {
+    for (const agent of await this.deps.store.listAgents(site.id)) this.relay(visitor, agent.jid, message);
+  }
+}
+
+export function messageFrame(message: StoredMessage): MessageFrame {
+  const frame: MessageFrame = {
+    type: "message",
+    messageId: message.id,
+    from: message.from === "note" ? "system" : message.from,
+    name: message.name,
+    text: message.text,
+    ts: message.ts,
+  };
+  if (message.clientId) frame.id = message.clientId;
+  return frame;
+}
+

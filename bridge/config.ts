@@ -1,0 +1,107 @@
+import { z } from "zod";
+import { parseRateSpec, type RateSpec } from "./rate-limit.js";
+
+// Configuration from the environment (CONTRACT §2), validated in one place with every
+// default here. A bad configuration is one error naming each bad variable.
+
+export interface Config {
+  xmppService: string;
+  xmppDomain: string;
+  xmppSecret: string;
+  redis: { kind: "memory" } | { kind: "redis"; url: string } | { kind: "cluster"; nodes: { host: string; port: number }[] };
+  visitorRate: RateSpec;
+  httpHost: string;
+  httpPort: number;
+  adminToken?: string;
+  ejabberdApiUrl?: string;
+  ejabberdApiAuth?: { user: string; password: string };
+  sitesFile?: string;
+  visitorGraceMs: number;
+  agentGraceMs: number;
+  logLevel: "fatal" | "error" | "warn" | "info" | "debug" | "trace" | "silent";
+}
+
+export class ConfigError extends Error {
+  override name = "ConfigError";
+}
+
+const optional = z
+  .string()
+  .optional()
+  .transform((s) => (s === undefined || s.trim() === "" ? undefined : s.trim()));
+const ms = (fallback: number) =>
+  optional.pipe(z.coerce.number<string | undefined>().int().min(0).max(24 * 3600 * 1000).optional()).transform((n) => n ?? fallback);
+const hostPort = /^[^\s:,]+:\d{1,5}$/;
+
+const schema = z.object({
+  PARLEY_XMPP_SERVICE: optional
+    .transform((s) => s ?? "xmpp://127.0.0.1:5275")
+    .pipe(z.string().regex(/^xmpp:\/\/[^\s/]+:\d{1,5}$/, "must look like xmpp://host:port")),
+  PARLEY_XMPP_DOMAIN: optional
+    .transform((s) => s ?? "chat.localhost")
+    .pipe(z.string().regex(/^[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*$/, "must be a lower-case domain name")),
+  PARLEY_XMPP_SECRET: optional.pipe(z.string({ error: "is required (the component password of ejabberd_service)" })),
+  PARLEY_REDIS_URL: optional.pipe(z.string().regex(/^rediss?:\/\//, "must start with redis:// or rediss://").optional()),
+  PARLEY_REDIS_CLUSTER: optional.pipe(
+    z
+      .string()
+      .refine((s) => s.split(",").every((part) => hostPort.test(part.trim())), "must be host:port,host:port,…")
+      .optional(),
+  ),
+  PARLEY_VISITOR_RATE: optional
+    .transform((s) => s ?? "5/s burst 20")
+    .pipe(z.string().refine((s) => parseRateSpec(s) !== null, 'must look like "5/s burst 20"')),
+  PARLEY_HTTP_HOST: optional.transform((s) => s ?? "127.0.0.1"),
+  PARLEY_HTTP_PORT: optional.pipe(z.coerce.number<string | undefined>().int().min(0).max(65535).optional()).transform((n) => n ?? 8080),
+  PARLEY_ADMIN_TOKEN: optional.pipe(z.string().min(16, "must be at least 16 characters").optional()),
+  PARLEY_EJABBERD_API_URL: optional.pipe(z.url({ protocol: /^https?$/, error: "must be an http(s) URL" }).optional()),
+  PARLEY_EJABBERD_API_AUTH: optional.pipe(z.string().regex(/^[^@:\s]+@[^:\s]+:.+$/, "must be user@host:password").optional()),
+  PARLEY_SITES_FILE: optional,
+  PARLEY_VISITOR_GRACE_MS: ms(15_000),
+  PARLEY_AGENT_GRACE_MS: ms(60_000),
+  PARLEY_LOG_LEVEL: optional
+    .transform((s) => s ?? "info")
+    .pipe(z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"])),
+});
+
+export function loadConfig(env: Record<string, string | undefined>): Config {
+  const parsed = schema.safeParse(env);
+  if (!parsed.success) {
+    const problems = parsed.error.issues.map((issue) => `${String(issue.path[0])} ${issue.message}`);
+    throw new ConfigError(`invalid configuration: ${problems.join("; ")}`);
+  }
+  const e = parsed.data;
+  if (e.PARLEY_REDIS_URL && e.PARLEY_REDIS_CLUSTER) {
+    throw new ConfigError("invalid configuration: PARLEY_REDIS_URL and PARLEY_REDIS_CLUSTER are both set; choose one");
+  }
+  const config: Config = {
+    xmppService: e.PARLEY_XMPP_SERVICE,
+    xmppDomain: e.PARLEY_XMPP_DOMAIN,
+    xmppSecret: e.PARLEY_XMPP_SECRET,
+    redis: e.PARLEY_REDIS_URL
+      ? { kind: "redis", url: e.PARLEY_REDIS_URL }
+      : e.PARLEY_REDIS_CLUSTER
+        ? {
+            kind: "cluster",
+            nodes: e.PARLEY_REDIS_CLUSTER.split(",").map((part) => {
+              const [host, port] = part.trim().split(":");
+              return { host: host!, port: Number(port) };
+            }),
+          }
+        : { kind: "memory" },
+    visitorRate: parseRateSpec(e.PARLEY_VISITOR_RATE)!,
+    httpHost: e.PARLEY_HTTP_HOST,
+    httpPort: e.PARLEY_HTTP_PORT,
+    visitorGraceMs: e.PARLEY_VISITOR_GRACE_MS,
+    agentGraceMs: e.PARLEY_AGENT_GRACE_MS,
+    logLevel: e.PARLEY_LOG_LEVEL,
+  };
+  if (e.PARLEY_ADMIN_TOKEN) config.adminToken = e.PARLEY_ADMIN_TOKEN;
+  if (e.PARLEY_EJABBERD_API_URL) config.ejabberdApiUrl = e.PARLEY_EJABBERD_API_URL.replace(/\/+$/, "");
+  if (e.PARLEY_EJABBERD_API_AUTH) {
+    const colon = e.PARLEY_EJABBERD_API_AUTH.indexOf(":");
+    config.ejabberdApiAuth = { user: e.PARLEY_EJABBERD_API_AUTH.slice(0, colon), password: e.PARLEY_EJABBERD_API_AUTH.slice(colon + 1) };
+  }
+  if (e.PARLEY_SITES_FILE) config.sitesFile = e.PARLEY_SITES_FILE;
+  return config;
+}

@@ -1,0 +1,146 @@
+import { randomBytes } from "node:crypto";
+import { once } from "node:events";
+import type { AddressInfo } from "node:net";
+import type { Element } from "@xmpp/xml";
+import { deskJid } from "../stanza-mappers/addressing.js";
+import { stanzaToPrivilegeGrant } from "../stanza-mappers/privileges.js";
+import { AdminApi } from "./admin-api.js";
+import { AgentMessages } from "./agent-messages.js";
+import { ChatService } from "./chats.js";
+import { CommandService } from "./commands.js";
+import type { Config } from "./config.js";
+import { createHttpServer } from "./http-server.js";
+import { KeyedQueue } from "./keyed-queue.js";
+import { createLogger, type Logger } from "./logger.js";
+import { createMetrics } from "./metrics.js";
+import { PresenceService } from "./presence.js";
+import { Rosters } from "./rosters.js";
+import { SiteService } from "./sites.js";
+import { MemoryStore } from "./store/memory-store.js";
+import { RedisStore } from "./store/redis-store.js";
+import type { Store } from "./store/types.js";
+import { VisitorGateway } from "./visitor-gateway.js";
+import { packageRoot } from "./package-root.js";
+import { VisitorService } from "./visitors.js";
+import { XmppLink } from "./xmpp-link.js";
+import { registerServiceIqs } from "./xmpp-service.js";
+
+/**
+ * The composition root: config → logger → store → XMPP link → services → HTTP. The only
+ * place that creates dependencies; everything else receives the narrow parts it uses.
+ */
+export interface Bridge {
+  /** The HTTP address actually bound (port 0 picks a free one). */
+  readonly httpUrl: string;
+  readonly store: Store;
+  readonly link: XmppLink;
+  stop(): Promise<void>;
+}
+
+export async function startBridge(config: Config, logger: Logger = createLogger(config.logLevel)): Promise<Bridge> {
+  const { version } = packageRoot;
+  const now = () => Date.now();
+  const idPrefix = randomBytes(4).toString("hex");
+  let idCounter = 0;
+  const newId = () => `${idPrefix}-${(++idCounter).toString(36)}`;
+
+  const store: Store =
+    config.redis.kind === "memory"
+      ? new MemoryStore()
+      : new RedisStore(config.redis.kind === "redis" ? { url: config.redis.url } : { clusterNodes: config.redis.nodes }, (err) =>
+          logger.child({ module: "store" }).warn({ err: err.message }, "redis error"),
+        );
+  const metrics = createMetrics(() => store.chatStateCounts());
+  const link = new XmppLink({ service: config.xmppService, domain: config.xmppDomain, secret: config.xmppSecret, logger });
+  const send = (stanza: Element) => link.send(stanza);
+  const lanes = new KeyedQueue();
+  const domain = config.xmppDomain;
+
+  const rosters = new Rosters({
+    domain,
+    send,
+    request: (iq, timeoutMs) => link.request(iq, timeoutMs),
+    newId,
+    logger,
+    ...(config.ejabberdApiUrl ? { ejabberdApi: { url: config.ejabberdApiUrl, ...(config.ejabberdApiAuth ? { auth: config.ejabberdApiAuth } : {}) } } : {}),
+  });
+  // Desk status lines follow the site's state; refreshes are coalesced per site.
+  const pendingDeskRefresh = new Set<string>();
+  const onChange = (siteId: string) => {
+    if (pendingDeskRefresh.has(siteId)) return;
+    pendingDeskRefresh.add(siteId);
+    setImmediate(() => {
+      pendingDeskRefresh.delete(siteId);
+      void store
+        .getSite(siteId)
+        .then((site) => site && presence.refreshDesk(site))
+        .catch((err: unknown) => logger.warn({ err, siteId }, "desk refresh failed"));
+    });
+  };
+  const chats = new ChatService({ store, domain, send, rosters, lanes, now, logger, onChange });
+  const presence = new PresenceService({ store, domain, send, chats, now, logger });
+  const commands = new CommandService({ store, deskJid: (siteId) => deskJid(siteId, domain), send, chats, now, newId, logger });
+  const agentMessages = new AgentMessages({ store, domain, send, chats, commands, lanes, now, newId, logger, metrics });
+  const visitors = new VisitorService({ store, domain, send, chats, presence, rosters, lanes, now, newId, logger, metrics, graceMs: config.visitorGraceMs });
+  const sites = new SiteService({ store, domain, rosters, presence, now, logger });
+  const gateway = new VisitorGateway({ store, visitors, logger, metrics, now, visitorRate: config.visitorRate });
+  const adminApi = new AdminApi({ store, sites, now, logger, ...(config.adminToken ? { adminToken: config.adminToken } : {}) });
+
+  const xmppLog = logger.child({ module: "xmpp" });
+  const guarded = (what: string, task: () => Promise<void>) =>
+    task().catch((err: unknown) => xmppLog.warn({ err, what }, "stanza handling failed"));
+  link.on("message", (stanza: Element) => {
+    const grant = stanzaToPrivilegeGrant(stanza);
+    if (grant) rosters.grant(grant);
+    else void guarded("message", () => agentMessages.onMessage(stanza));
+  });
+  link.on("presence", (stanza: Element) => void guarded("presence", () => presence.onPresence(stanza)));
+  link.on("online", () => {
+    metrics.componentOnline.set(1);
+    if (link.reconnects > 0) metrics.componentReconnects.inc();
+    void guarded("announce desks", () => sites.announceDesks());
+  });
+  link.on("offline", () => {
+    metrics.componentOnline.set(0);
+    rosters.clearGrants();
+  });
+  registerServiceIqs(link, { domain, version, store });
+
+  await store.ping().catch((err: unknown) => logger.warn({ err }, "store not answering yet; continuing"));
+  if (config.sitesFile) {
+    const count = await sites.applySitesFile(config.sitesFile);
+    logger.info({ sites: count, file: config.sitesFile }, "sites file applied");
+  }
+  link.start();
+
+  const health = async () => {
+    const storeUp = await store.ping().then(
+      () => true,
+      () => false,
+    );
+    return { ok: storeUp && link.online, parts: { xmpp: link.online ? "up" : "down", store: storeUp ? "up" : "down", storeKind: store.kind } };
+  };
+  const server = createHttpServer({ gateway, adminApi, metrics, health, logger });
+  server.listen(config.httpPort, config.httpHost);
+  await once(server, "listening");
+  const address = server.address() as AddressInfo;
+  const host = address.family === "IPv6" ? `[${address.address}]` : address.address;
+  const httpUrl = `http://${host}:${address.port}`;
+  logger.info({ httpUrl, domain, store: store.kind }, "parley bridge started");
+
+  return {
+    httpUrl,
+    store,
+    link,
+    async stop() {
+      logger.info("stopping: closing visitor sockets (1012), flushing, disconnecting");
+      server.close();
+      await gateway.close();
+      visitors.stop();
+      await link.stop();
+      server.closeAllConnections();
+      await store.close();
+      logger.info("stopped");
+    },
+  };
+}

@@ -1,0 +1,44 @@
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from "prom-client";
+
+// Prometheus metrics on an injected registry (one per bridge, so tests can run several).
+
+export function createMetrics(chatStateCounts: () => Promise<Record<string, number>>) {
+  const registry = new Registry();
+  collectDefaultMetrics({ register: registry, prefix: "parley_process_" });
+  const metrics = {
+    registry,
+    visitorsConnected: new Gauge({ name: "parley_visitors_connected", help: "Visitor WebSocket connections open on this process", registers: [registry] }),
+    messages: new Counter({
+      name: "parley_messages_total",
+      help: "Chat messages relayed, by direction (in: visitor to agent, out: agent to visitor)",
+      labelNames: ["direction"] as const,
+      registers: [registry],
+    }),
+    stanzaLatency: new Histogram({
+      name: "parley_stanza_handling_seconds",
+      help: "Time from receiving a visitor message or agent stanza to having stored and relayed it",
+      labelNames: ["direction"] as const,
+      buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5],
+      registers: [registry],
+    }),
+    componentReconnects: new Counter({ name: "parley_component_reconnects_total", help: "Times the component stream to ejabberd came back", registers: [registry] }),
+    componentOnline: new Gauge({ name: "parley_component_online", help: "1 while the component stream to ejabberd is open", registers: [registry] }),
+    frameErrors: new Counter({ name: "parley_visitor_frame_errors_total", help: "Visitor frames refused, by error code", labelNames: ["code"] as const, registers: [registry] }),
+    chats: new Gauge({
+      name: "parley_chats",
+      help: "Chats by state, over all sites",
+      labelNames: ["state"] as const,
+      registers: [registry],
+      async collect() {
+        try {
+          for (const [state, count] of Object.entries(await chatStateCounts())) this.set({ state }, count);
+        } catch {
+          // The store is down: /healthz says so; keep the last values rather than fail the scrape.
+        }
+      },
+    }),
+  };
+  return metrics;
+}
+
+export type Metrics = ReturnType<typeof createMetrics>;

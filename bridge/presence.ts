@@ -1,0 +1,118 @@
+import type { Element } from "@xmpp/xml";
+import { bareJid, deskJid, parseAddress, resourceOf } from "../stanza-mappers/addressing.js";
+import { stanzaToPresenceEvent } from "../stanza-mappers/presence-to-agent-state.js";
+import { pageStatus, presenceToStanza } from "../stanza-mappers/visitor-to-stanza.js";
+import type { ChatService } from "./chats.js";
+import type { Logger } from "./logger.js";
+import type { Site, Store } from "./store/types.js";
+
+/**
+ * Presence (CONTRACT §5, RFC 6121 §4):
+ * - Agents' presence is read only from what they send to a desk contact (`{site}@domain`):
+ *   the desk is in their roster with subscription both, so ejabberd sends it every change,
+ *   including the unavailable it generates when a connection drops. Presence sent to a
+ *   visitor's JID is not used: `delete_rosteritem` and server shutdowns produce
+ *   unavailables there that say nothing about the agent's state.
+ * - Probes to a desk or visitor JID are answered with its current presence.
+ * - Subscription requests from a site's agents are approved.
+ * - The desk's own presence carries the site's state ("2 waiting, 3 chatting").
+ */
+export interface PresenceDeps {
+  store: Store;
+  domain: string;
+  send(stanza: Element): void;
+  chats: ChatService;
+  now(): number;
+  logger: Logger;
+}
+
+export class PresenceService {
+  private readonly log: Logger;
+
+  constructor(private readonly deps: PresenceDeps) {
+    this.log = deps.logger.child({ module: "presence" });
+  }
+
+  async onPresence(stanza: Element): Promise<void> {
+    const { from, to } = stanza.attrs;
+    if (!from || !to) return;
+    const address = parseAddress(to, this.deps.domain);
+    if (address.kind !== "desk" && address.kind !== "visitor") return;
+    const agentJid = bareJid(from);
+    const site = await this.deps.store.getSite(address.siteId);
+    if (!site) return;
+    const isAgent = (await this.deps.store.listAgents(site.id)).some((a) => a.jid === agentJid);
+    if (!isAgent) return; // strangers learn nothing about a site's desk or visitors
+
+    const event = stanzaToPresenceEvent(stanza);
+    switch (event.kind) {
+      case "resource":
+      case "resource-gone":
+        if (address.kind === "desk") await this.agentResourceChanged(agentJid, resourceOf(from), event.kind === "resource" ? event.show : null);
+        return;
+      case "probe":
+        if (address.kind === "desk") await this.sendDeskPresence(site, agentJid);
+        else await this.sendVisitorPresence(address.visitorId, agentJid);
+        return;
+      case "subscribe":
+        this.deps.send(presenceToStanza({ from: to, to: agentJid, type: "subscribed" }));
+        if (address.kind === "desk") await this.sendDeskPresence(site, agentJid);
+        else await this.sendVisitorPresence(address.visitorId, agentJid);
+        return;
+      case "subscribed":
+      case "unsubscribe":
+      case "ignore":
+        return;
+    }
+  }
+
+  /** Asks ejabberd for an agent's current presence (answered to the desk JID). */
+  probeAgent(siteId: string, agentJid: string): void {
+    this.deps.send(presenceToStanza({ from: deskJid(siteId, this.deps.domain), to: agentJid, type: "probe" }));
+  }
+
+  async sendDeskPresence(site: Site, agentJid: string): Promise<void> {
+    this.deps.send(presenceToStanza({ from: deskJid(site.id, this.deps.domain), to: agentJid, status: await this.deskStatus(site) }));
+  }
+
+  /** Re-announces the desk to every agent of the site (its status line changed). */
+  async refreshDesk(site: Site): Promise<void> {
+    const status = await this.deskStatus(site);
+    for (const agent of await this.deps.store.listAgents(site.id)) {
+      this.deps.send(presenceToStanza({ from: deskJid(site.id, this.deps.domain), to: agent.jid, status }));
+    }
+  }
+
+  async sendVisitorPresence(visitorId: string, agentJid: string): Promise<void> {
+    const visitor = await this.deps.store.getVisitor(visitorId);
+    if (!visitor) return;
+    const online = await this.deps.store.isOnline(visitor.siteId, visitor.id, this.deps.now());
+    this.deps.send(presenceToStanza({ from: visitor.jid, to: agentJid, ...(online ? { status: pageStatus(visitor.page) } : { type: "unavailable" }) }));
+  }
+
+  async agentsOnline(siteId: string): Promise<boolean> {
+    const agents = await this.deps.store.listAgents(siteId);
+    const presences = await Promise.all(agents.map((a) => this.deps.store.getAgentPresence(a.jid)));
+    return presences.includes("available");
+  }
+
+  private async agentResourceChanged(agentJid: string, resource: string, show: Parameters<Store["setAgentResource"]>[2]): Promise<void> {
+    const { before, after } = await this.deps.store.setAgentResource(agentJid, resource, show, this.deps.now());
+    if (before === after) return;
+    this.log.info({ agent: agentJid, before, after }, "agent presence changed");
+    if ((before === "available") === (after === "available")) return;
+    for (const siteId of await this.deps.store.sitesOfAgent(agentJid)) {
+      const site = await this.deps.store.getSite(siteId);
+      if (!site) continue;
+      await this.deps.store.publishToSite(siteId, { type: "availability", agentsOnline: await this.agentsOnline(siteId) });
+      if (after === "available") await this.deps.chats.drainQueue(site);
+      await this.deps.chats.announceQueuePositions(site);
+      await this.refreshDesk(site);
+    }
+  }
+
+  private async deskStatus(site: Site): Promise<string> {
+    const [waiting, active] = await Promise.all([this.deps.store.queueLength(site.id), this.deps.store.listChats(site.id, "active")]);
+    return `${waiting} waiting, ${active.length} chatting`;
+  }
+}

@@ -1,0 +1,39 @@
+// Token bucket, pure: the caller passes the clock. "5/s burst 20" means a burst of 20
+// and 5 per second sustained are always accepted (CONTRACT §2).
+
+export interface RateSpec {
+  perSecond: number;
+  burst: number;
+}
+
+export function parseRateSpec(spec: string): RateSpec | null {
+  const match = /^\s*(\d+(?:\.\d+)?)\s*\/\s*s(?:\s+burst\s+(\d+))?\s*$/.exec(spec);
+  if (!match) return null;
+  const perSecond = Number(match[1]);
+  const burst = match[2] === undefined ? Math.max(1, Math.ceil(perSecond)) : Number(match[2]);
+  if (!(perSecond > 0) || !(burst >= 1)) return null;
+  return { perSecond, burst };
+}
+
+export class TokenBucket {
+  private tokens: number;
+  private updatedAt: number;
+
+  constructor(
+    private readonly spec: RateSpec,
+    now: number,
+  ) {
+    this.tokens = spec.burst;
+    this.updatedAt = now;
+  }
+
+  /** Takes one token if there is one. */
+  take(now: number): boolean {
+    const elapsed = Math.max(0, now - this.updatedAt) / 1000;
+    this.tokens = Math.min(this.spec.burst, this.tokens + elapsed * this.spec.perSecond);
+    this.updatedAt = now;
+    if (this.tokens < 1) return false;
+    this.tokens -= 1;
+    return true;
+  }
+}

@@ -1,0 +1,126 @@
+import type { Element } from "@xmpp/xml";
+import { domainOf } from "../stanza-mappers/addressing.js";
+import type { PrivilegeGrant } from "../stanza-mappers/privileges.js";
+import { presenceToStanza, privilegedRosterSetToStanza, type RosterItem } from "../stanza-mappers/visitor-to-stanza.js";
+import type { Logger } from "./logger.js";
+
+/**
+ * Puts Parley's contacts (desks, visitors) into agents' rosters without the agent doing
+ * anything (CONTRACT §5), choosing the way the agent's server allows:
+ * 1. XEP-0356 privileged roster set, when the server granted roster `set`/`both` for the
+ *    agent's host. ejabberd 23.01 grants it but fails every set (upstream bug #3942), so a
+ *    failed set switches that host to the next way for the life of the process.
+ * 2. ejabberd's admin API (`add_rosteritem`/`delete_rosteritem`), when configured.
+ * 3. Otherwise (and always for agents on other servers) a subscription request carrying
+ *    a XEP-0172 nickname, which the agent's client shows for approval.
+ */
+export interface RosterDeps {
+  domain: string;
+  send(stanza: Element): void;
+  request(iq: Element, timeoutMs: number): Promise<Element>;
+  newId(): string;
+  logger: Logger;
+  ejabberdApi?: { url: string; auth?: { user: string; password: string } };
+  fetch?: typeof fetch;
+}
+
+export class Rosters {
+  private readonly grants = new Map<string, PrivilegeGrant>();
+  private readonly privilegedSetBroken = new Set<string>();
+  private readonly log: Logger;
+
+  constructor(private readonly deps: RosterDeps) {
+    this.log = deps.logger.child({ module: "rosters" });
+  }
+
+  /** Records what the server allowed (XEP-0356 §4); called for each privilege message. */
+  grant(grant: PrivilegeGrant): void {
+    this.grants.set(grant.host, grant);
+    this.log.info({ host: grant.host, roster: grant.roster, presence: grant.presence }, "privileges granted");
+  }
+
+  /** Ejabberd removes privileges when a component connection of the domain leaves. */
+  clearGrants(): void {
+    this.grants.clear();
+  }
+
+  /** Is the agent served by the same server as Parley (so admin API / privileges apply)? */
+  isLocal(agentJid: string): boolean {
+    const host = domainOf(agentJid);
+    return this.grants.has(host) || this.deps.domain.endsWith(`.${host}`);
+  }
+
+  async upsert(agentJid: string, item: Omit<RosterItem, "subscription">): Promise<void> {
+    await this.apply(agentJid, { ...item, subscription: "both" });
+  }
+
+  async remove(agentJid: string, item: Omit<RosterItem, "subscription">): Promise<void> {
+    await this.apply(agentJid, { ...item, subscription: "remove" });
+  }
+
+  private async apply(agentJid: string, item: RosterItem): Promise<void> {
+    const host = domainOf(agentJid);
+    if (this.isLocal(agentJid)) {
+      if (this.canSetPrivileged(host) && (await this.privilegedSet(agentJid, item))) return;
+      if (this.deps.ejabberdApi && (await this.adminApi(agentJid, item))) return;
+    }
+    this.subscription(agentJid, item);
+  }
+
+  private canSetPrivileged(host: string): boolean {
+    const roster = this.grants.get(host)?.roster;
+    return (roster === "set" || roster === "both") && !this.privilegedSetBroken.has(host);
+  }
+
+  private async privilegedSet(agentJid: string, item: RosterItem): Promise<boolean> {
+    const iq = privilegedRosterSetToStanza({ from: this.deps.domain, to: agentJid, id: this.deps.newId(), item });
+    try {
+      await this.deps.request(iq, 5000);
+      return true;
+    } catch (err) {
+      const host = domainOf(agentJid);
+      this.privilegedSetBroken.add(host);
+      this.log.warn({ err, host }, "privileged roster set failed; using the next way for this host");
+      return false;
+    }
+  }
+
+  private async adminApi(agentJid: string, item: RosterItem): Promise<boolean> {
+    const api = this.deps.ejabberdApi!;
+    const [localuser, localhost] = splitJid(agentJid);
+    const [user, host] = splitJid(item.jid);
+    const command = item.subscription === "remove" ? "delete_rosteritem" : "add_rosteritem";
+    const body =
+      item.subscription === "remove"
+        ? { localuser, localhost, user, host }
+        : { localuser, localhost, user, host, nick: item.name, group: item.group, subs: "both" };
+    const headers: Record<string, string> = { "content-type": "application/json" };
+    if (api.auth) headers.authorization = `Basic ${Buffer.from(`${api.auth.user}:${api.auth.password}`).toString("base64")}`;
+    try {
+      const response = await (this.deps.fetch ?? fetch)(`${api.url}/${command}`, {
+        method: "POST",
+        headers,
+        body: JSON.stringify(body),
+        signal: AbortSignal.timeout(5000),
+      });
+      const text = await response.text();
+      // mod_http_api answers 200 with 0 for success; other values or statuses are failures.
+      if (response.ok && text.trim() === "0") return true;
+      this.log.warn({ command, status: response.status, reply: text.slice(0, 200) }, "ejabberd admin API refused the roster change");
+    } catch (err) {
+      this.log.warn({ err, command }, "ejabberd admin API unreachable");
+    }
+    return false;
+  }
+
+  private subscription(agentJid: string, item: RosterItem): void {
+    const type = item.subscription === "remove" ? "unsubscribed" : "subscribe";
+    this.deps.send(presenceToStanza({ from: item.jid, to: agentJid, type, nick: type === "subscribe" ? item.name : undefined }));
+    if (type === "unsubscribed") this.deps.send(presenceToStanza({ from: item.jid, to: agentJid, type: "unsubscribe" }));
+  }
+}
+
+function splitJid(jid: string): [string, string] {
+  const at = jid.indexOf("@");
+  return [jid.slice(0, at), jid.slice(at + 1)];
+}

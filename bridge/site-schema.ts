@@ -1,0 +1,44 @@
+import { z } from "zod";
+
+// What an admin may say about a site or an agent: shared by the admin API and PARLEY_SITES_FILE.
+
+const origin = z
+  .string()
+  .max(256)
+  .refine((s) => {
+    try {
+      const url = new URL(s);
+      return (url.protocol === "http:" || url.protocol === "https:") && url.origin === s;
+    } catch {
+      return false;
+    }
+  }, "each origin must be scheme://host[:port] with no path, e.g. https://www.example.com");
+
+export const siteBodySchema = z.strictObject({
+  name: z.string().trim().min(1).max(100),
+  origins: z.array(origin).max(100).optional(),
+  maxChatsPerAgent: z.number().int().min(1).max(1000).optional(),
+  welcome: z.string().max(1000).optional(),
+  offlineMessage: z.string().max(1000).optional(),
+  webhookUrl: z.url({ protocol: /^https?$/ }).max(2048).optional(),
+  webhookSecret: z.string().min(16).max(256).optional(),
+});
+export type SiteBody = z.infer<typeof siteBodySchema>;
+
+export const agentBodySchema = z.strictObject({ name: z.string().trim().min(1).max(100).optional() });
+
+/** A bare JID: `local@domain`, no resource. Case-folded as XMPP servers do for these parts. */
+export const bareJidSchema = z
+  .string()
+  .max(3071)
+  .transform((s) => s.trim().toLowerCase())
+  .refine((s) => /^[^@/\s"&'<>:]+@[a-z0-9.-]+$/.test(s), "must be a bare JID like agent@example.com");
+
+export const sitesFileSchema = z.strictObject({
+  sites: z.array(
+    siteBodySchema.extend({
+      id: z.string().regex(/^[a-z0-9][a-z0-9-]{0,31}$/, "must match [a-z0-9][a-z0-9-]{0,31}"),
+      agents: z.array(z.union([bareJidSchema, z.strictObject({ jid: bareJidSchema, name: z.string().trim().min(1).max(100).optional() })])).optional(),
+    }),
+  ),
+});

@@ -1,0 +1,113 @@
+import { readFile } from "node:fs/promises";
+import { parse as parseYaml } from "yaml";
+import { deskJid } from "../stanza-mappers/addressing.js";
+import type { Logger } from "./logger.js";
+import type { PresenceService } from "./presence.js";
+import type { Rosters } from "./rosters.js";
+import { sitesFileSchema, type SiteBody } from "./site-schema.js";
+import type { Agent, Site, Store } from "./store/types.js";
+
+/**
+ * Sites and their agents. Adding an agent puts the site's desk contact in their roster
+ * (so Parley learns their presence) and probes their current presence.
+ */
+export interface SiteDeps {
+  store: Store;
+  domain: string;
+  rosters: Rosters;
+  presence: PresenceService;
+  now(): number;
+  logger: Logger;
+}
+
+export class SiteService {
+  private readonly log: Logger;
+
+  constructor(private readonly deps: SiteDeps) {
+    this.log = deps.logger.child({ module: "sites" });
+  }
+
+  async putSite(siteId: string, body: SiteBody): Promise<{ site: Site; created: boolean }> {
+    const { store } = this.deps;
+    const existing = await store.getSite(siteId);
+    const now = this.deps.now();
+    const site: Site = {
+      id: siteId,
+      name: body.name,
+      origins: body.origins ?? [],
+      maxChatsPerAgent: body.maxChatsPerAgent ?? 3,
+      createdAt: existing?.createdAt ?? now,
+      updatedAt: now,
+    };
+    if (body.welcome !== undefined) site.welcome = body.welcome;
+    if (body.offlineMessage !== undefined) site.offlineMessage = body.offlineMessage;
+    if (body.webhookUrl !== undefined) site.webhookUrl = body.webhookUrl;
+    if (body.webhookSecret !== undefined) site.webhookSecret = body.webhookSecret;
+    await store.putSite(site);
+    if (existing && existing.name !== site.name) {
+      // The desk's roster name and group follow the site's name.
+      for (const agent of await store.listAgents(siteId)) await this.addDesk(site, agent.jid);
+    }
+    this.log.info({ siteId, created: !existing }, "site saved");
+    return { site, created: !existing };
+  }
+
+  async deleteSite(siteId: string): Promise<boolean> {
+    const site = await this.deps.store.getSite(siteId);
+    if (!site) return false;
+    for (const agent of await this.deps.store.listAgents(siteId)) await this.removeDesk(site, agent.jid);
+    return this.deps.store.deleteSite(siteId);
+  }
+
+  async putAgent(site: Site, jid: string, name: string | undefined): Promise<{ agent: Agent; created: boolean }> {
+    const existing = (await this.deps.store.listAgents(site.id)).find((a) => a.jid === jid);
+    const agent: Agent = { jid, addedAt: existing?.addedAt ?? this.deps.now() };
+    if (name !== undefined) agent.name = name;
+    await this.deps.store.putAgent(site.id, agent);
+    await this.addDesk(site, jid);
+    return { agent, created: !existing };
+  }
+
+  async removeAgent(site: Site, jid: string): Promise<boolean> {
+    const removed = await this.deps.store.removeAgent(site.id, jid);
+    if (removed) await this.removeDesk(site, jid);
+    return removed;
+  }
+
+  /** Applies PARLEY_SITES_FILE: creates or updates each site and agent listed (idempotent). */
+  async applySitesFile(path: string): Promise<number> {
+    const parsed = sitesFileSchema.safeParse(parseYaml(await readFile(path, "utf8")));
+    if (!parsed.success) {
+      const issue = parsed.error.issues[0];
+      throw new Error(`PARLEY_SITES_FILE ${path}: ${issue?.path.join(".")}: ${issue?.message}`);
+    }
+    for (const { id, agents, ...body } of parsed.data.sites) {
+      const { site } = await this.putSite(id, body);
+      for (const entry of agents ?? []) {
+        const agent = typeof entry === "string" ? { jid: entry, name: undefined } : entry;
+        await this.putAgent(site, agent.jid, agent.name);
+      }
+    }
+    return parsed.data.sites.length;
+  }
+
+  /** After (re)connecting to ejabberd: announce every desk and learn every agent's presence. */
+  async announceDesks(): Promise<void> {
+    for (const site of await this.deps.store.listSites()) {
+      for (const agent of await this.deps.store.listAgents(site.id)) {
+        await this.deps.presence.sendDeskPresence(site, agent.jid);
+        this.deps.presence.probeAgent(site.id, agent.jid);
+      }
+    }
+  }
+
+  private async addDesk(site: Site, agentJid: string): Promise<void> {
+    await this.deps.rosters.upsert(agentJid, { jid: deskJid(site.id, this.deps.domain), name: site.name, group: site.name });
+    await this.deps.presence.sendDeskPresence(site, agentJid);
+    this.deps.presence.probeAgent(site.id, agentJid);
+  }
+
+  private async removeDesk(site: Site, agentJid: string): Promise<void> {
+    await this.deps.rosters.remove(agentJid, { jid: deskJid(site.id, this.deps.domain), name: site.name, group: site.name });
+  }
+}

@@ -1,0 +1,34 @@
+// Every Redis key and channel Parley uses, in one place. Keys that one operation
+// touches together share a hash tag ({s:…} per site, {v:…} per visitor, {a:…} per
+// agent) so that Lua scripts and multi-key commands work on Redis Cluster.
+
+const P = "parley";
+
+export const keys = {
+  sites: () => `${P}:sites`,
+  chatStateCounts: () => `${P}:chat-state-counts`,
+  site: (siteId: string) => `${P}:{s:${siteId}}:site`,
+  agents: (siteId: string) => `${P}:{s:${siteId}}:agents`,
+  visitorNumber: (siteId: string) => `${P}:{s:${siteId}}:vnum`,
+  online: (siteId: string) => `${P}:{s:${siteId}}:online`,
+  siteChats: (siteId: string) => `${P}:{s:${siteId}}:chats`,
+  agentChats: (siteId: string, agentJid: string) => `${P}:{s:${siteId}}:load:${agentJid}`,
+  lastAssigned: (siteId: string) => `${P}:{s:${siteId}}:last-assigned`,
+  loadedAgents: (siteId: string) => `${P}:{s:${siteId}}:loaded`,
+  queue: (siteId: string) => `${P}:{s:${siteId}}:queue`,
+
+  agentSites: (jid: string) => `${P}:{a:${jid}}:sites`,
+  agentResources: (jid: string) => `${P}:{a:${jid}}:resources`,
+  agentUnavailableSince: (jid: string) => `${P}:{a:${jid}}:unavailable-since`,
+
+  visitor: (visitorId: string) => `${P}:{v:${visitorId}}:visitor`,
+  clientIds: (visitorId: string) => `${P}:{v:${visitorId}}:client-ids`,
+  log: (visitorId: string) => `${P}:{v:${visitorId}}:log`,
+  chat: (visitorId: string, chatId: string) => `${P}:{v:${visitorId}}:chat:${chatId}`,
+  chatPrefix: (visitorId: string) => `${P}:{v:${visitorId}}:chat:`,
+} as const;
+
+export const channels = {
+  visitor: (visitorId: string) => `${P}:bus:v:${visitorId}`,
+  site: (siteId: string) => `${P}:bus:s:${siteId}`,
+} as const;

@@ -1,0 +1,275 @@
+import { EventEmitter } from "node:events";
+import { aggregatePresence, type AgentPresence, type AgentShow } from "../../stanza-mappers/presence-to-agent-state.js";
+import type { ServerFrame } from "../../stanza-mappers/visitor-protocol.js";
+import { visitorIdOfChat } from "./ids.js";
+import { chatMatchesListState } from "./chat-list-state.js";
+import type { Agent, AppendResult, AppendVisitorMessage, BusHandler, Chat, ChatState, Site, Store, StoredMessage, Visitor } from "./types.js";
+
+/**
+ * The store for a single process (the default when PARLEY_REDIS_URL is unset). Same
+ * contract as the Redis store; values are cloned in and out so callers can never
+ * mutate stored state by accident, just as with a real database.
+ */
+export class MemoryStore implements Store {
+  readonly kind = "memory" as const;
+  private readonly sites = new Map<string, Site>();
+  private readonly agents = new Map<string, Map<string, Agent>>();
+  private readonly resources = new Map<string, Map<string, AgentShow>>();
+  private readonly unavailableSince = new Map<string, number>();
+  private readonly visitors = new Map<string, Visitor>();
+  private readonly visitorNumbers = new Map<string, number>();
+  private readonly online = new Map<string, Map<string, number>>();
+  private readonly chats = new Map<string, Chat>();
+  private readonly siteChats = new Map<string, Set<string>>();
+  private readonly messages = new Map<string, StoredMessage[]>();
+  private readonly clientIds = new Map<string, Map<string, string>>();
+  private readonly loads = new Map<string, Map<string, { chatIds: Set<string>; lastAssignedAt: number }>>();
+  private readonly queues = new Map<string, { chatId: string; ts: number }[]>();
+  private readonly bus = new EventEmitter().setMaxListeners(0);
+  private lastMessageMs = 0;
+  private messageSeq = 0;
+
+  async ping(): Promise<void> {}
+  async close(): Promise<void> {
+    this.bus.removeAllListeners();
+  }
+
+  // --- sites and agents
+  async putSite(site: Site) {
+    this.sites.set(site.id, clone(site));
+  }
+  async getSite(siteId: string) {
+    return cloneOrNull(this.sites.get(siteId));
+  }
+  async listSites() {
+    return [...this.sites.values()].map(clone).sort((a, b) => a.id.localeCompare(b.id));
+  }
+  async deleteSite(siteId: string) {
+    this.agents.delete(siteId);
+    return this.sites.delete(siteId);
+  }
+  async putAgent(siteId: string, agent: Agent) {
+    mapOf(this.agents, siteId).set(agent.jid, clone(agent));
+  }
+  async removeAgent(siteId: string, jid: string) {
+    return this.agents.get(siteId)?.delete(jid) ?? false;
+  }
+  async listAgents(siteId: string) {
+    return [...(this.agents.get(siteId)?.values() ?? [])].map(clone).sort((a, b) => a.jid.localeCompare(b.jid));
+  }
+  async sitesOfAgent(jid: string) {
+    return [...this.agents.entries()].filter(([, agents]) => agents.has(jid)).map(([siteId]) => siteId).sort();
+  }
+
+  // --- presence
+  async setAgentResource(jid: string, resource: string, show: AgentShow | null, now: number) {
+    const resources = mapOf(this.resources, jid);
+    const before = aggregatePresence(resources.values());
+    if (show === null) resources.delete(resource);
+    else resources.set(resource, show);
+    const after = aggregatePresence(resources.values());
+    if (before === "available" && after !== "available") this.unavailableSince.set(jid, now);
+    if (after === "available") this.unavailableSince.delete(jid);
+    return { before, after };
+  }
+  async getAgentPresence(jid: string): Promise<AgentPresence> {
+    return aggregatePresence(this.resources.get(jid)?.values() ?? []);
+  }
+  async agentUnavailableSince(jid: string) {
+    return this.unavailableSince.get(jid) ?? null;
+  }
+
+  // --- visitors
+  async createVisitor(visitor: Visitor) {
+    this.visitors.set(visitor.id, clone(visitor));
+  }
+  async getVisitor(visitorId: string) {
+    return cloneOrNull(this.visitors.get(visitorId));
+  }
+  async updateVisitor(visitorId: string, patch: Partial<Pick<Visitor, "name" | "email" | "page" | "referrer" | "userAgent">>) {
+    const visitor = this.visitors.get(visitorId);
+    if (!visitor) return null;
+    Object.assign(visitor, clone(patch));
+    return clone(visitor);
+  }
+  async nextVisitorNumber(siteId: string) {
+    const n = (this.visitorNumbers.get(siteId) ?? 0) + 1;
+    this.visitorNumbers.set(siteId, n);
+    return n;
+  }
+  async markOnline(siteId: string, visitorId: string, until: number) {
+    mapOf(this.online, siteId).set(visitorId, until);
+  }
+  async onlineVisitors(siteId: string, now: number) {
+    const online = this.online.get(siteId);
+    if (!online) return [];
+    for (const [id, until] of online) if (until <= now) online.delete(id);
+    return [...online.keys()];
+  }
+  async isOnline(siteId: string, visitorId: string, now: number) {
+    return (this.online.get(siteId)?.get(visitorId) ?? 0) > now;
+  }
+
+  // --- chats and messages
+  async appendVisitorMessage(input: AppendVisitorMessage): Promise<AppendResult> {
+    const visitor = this.visitors.get(input.visitorId);
+    if (!visitor) throw new Error(`unknown visitor ${input.visitorId}`);
+    const seen = mapOf(this.clientIds, input.visitorId);
+    const existingId = seen.get(input.clientId);
+    if (existingId) {
+      const message = this.messages.get(input.visitorId)!.find((m) => m.id === existingId)!;
+      return { message: clone(message), chat: clone(this.chats.get(message.chatId)!), chatCreated: false, duplicate: true };
+    }
+    let chatCreated = false;
+    if (!visitor.chatId) {
+      const chat: Chat = { id: input.newChatId, siteId: input.siteId, visitorId: input.visitorId, state: "new", startedAt: input.ts };
+      this.chats.set(chat.id, chat);
+      setOf(this.siteChats, input.siteId).add(chat.id);
+      visitor.chatId = chat.id;
+      chatCreated = true;
+    }
+    const message = this.push(input.visitorId, {
+      chatId: visitor.chatId,
+      from: "visitor",
+      name: input.name,
+      text: input.text,
+      ts: input.ts,
+      clientId: input.clientId,
+    });
+    seen.set(input.clientId, message.id);
+    return { message: clone(message), chat: clone(this.chats.get(visitor.chatId)!), chatCreated, duplicate: false };
+  }
+  async appendMessage(visitorId: string, message: Omit<StoredMessage, "id">) {
+    return clone(this.push(visitorId, message));
+  }
+  async history(visitorId: string, limit: number) {
+    return (this.messages.get(visitorId) ?? []).slice(-limit).map(clone);
+  }
+  async transcript(chatId: string) {
+    const visitorId = visitorIdOfChat(chatId);
+    if (!visitorId) return [];
+    return (this.messages.get(visitorId) ?? []).filter((m) => m.chatId === chatId).map(clone);
+  }
+  async getChat(chatId: string) {
+    return cloneOrNull(this.chats.get(chatId));
+  }
+  async updateChat(chatId: string, from: readonly ChatState[], patch: Partial<Omit<Chat, "id" | "siteId" | "visitorId">>) {
+    const chat = this.chats.get(chatId);
+    if (!chat || !from.includes(chat.state)) return null;
+    Object.assign(chat, clone(patch));
+    if (chat.state === "ended") {
+      const visitor = this.visitors.get(chat.visitorId);
+      if (visitor?.chatId === chatId) delete visitor.chatId;
+    }
+    return clone(chat);
+  }
+  async listChats(siteId: string, state: "active" | "queued" | "ended") {
+    const ids = [...(this.siteChats.get(siteId) ?? [])];
+    return ids
+      .map((id) => this.chats.get(id)!)
+      .filter((c) => chatMatchesListState(c, state))
+      .map(clone)
+      .sort((a, b) => a.startedAt - b.startedAt);
+  }
+
+  async chatStateCounts() {
+    const counts = { new: 0, queued: 0, active: 0, offline: 0, ended: 0 };
+    for (const chat of this.chats.values()) counts[chat.state] += 1;
+    return counts;
+  }
+
+  // --- routing
+  async claimAgent(siteId: string, agentJid: string, chatId: string, cap: number, now: number) {
+    const load = this.loadOf(siteId, agentJid);
+    if (load.chatIds.has(chatId)) return true;
+    if (load.chatIds.size >= cap) return false;
+    load.chatIds.add(chatId);
+    load.lastAssignedAt = now;
+    return true;
+  }
+  async releaseAgent(siteId: string, agentJid: string, chatId: string) {
+    this.loads.get(siteId)?.get(agentJid)?.chatIds.delete(chatId);
+  }
+  async agentLoads(siteId: string) {
+    const result = new Map<string, { chatIds: string[]; lastAssignedAt: number }>();
+    for (const [jid, load] of this.loads.get(siteId) ?? []) result.set(jid, { chatIds: [...load.chatIds], lastAssignedAt: load.lastAssignedAt });
+    return result;
+  }
+  async enqueue(siteId: string, chatId: string, ts: number) {
+    const queue = this.queues.get(siteId) ?? [];
+    if (!queue.some((q) => q.chatId === chatId)) queue.push({ chatId, ts });
+    queue.sort((a, b) => a.ts - b.ts);
+    this.queues.set(siteId, queue);
+  }
+  async dequeue(siteId: string) {
+    return this.queues.get(siteId)?.shift()?.chatId ?? null;
+  }
+  async queuePosition(siteId: string, chatId: string) {
+    const index = this.queues.get(siteId)?.findIndex((q) => q.chatId === chatId) ?? -1;
+    return index === -1 ? null : index + 1;
+  }
+  async removeFromQueue(siteId: string, chatId: string) {
+    const queue = this.queues.get(siteId);
+    if (queue) this.queues.set(siteId, queue.filter((q) => q.chatId !== chatId));
+  }
+  async queueLength(siteId: string) {
+    return this.queues.get(siteId)?.length ?? 0;
+  }
+
+  // --- bus: frames are cloned so that subscribers never share an object with the publisher
+  async publishToVisitor(visitorId: string, frame: ServerFrame) {
+    this.bus.emit(`v:${visitorId}`, clone(frame));
+  }
+  async subscribeVisitor(visitorId: string, handler: BusHandler) {
+    return this.subscribe(`v:${visitorId}`, handler);
+  }
+  async publishToSite(siteId: string, frame: ServerFrame) {
+    this.bus.emit(`s:${siteId}`, clone(frame));
+  }
+  async subscribeSite(siteId: string, handler: BusHandler) {
+    return this.subscribe(`s:${siteId}`, handler);
+  }
+
+  private subscribe(channel: string, handler: BusHandler) {
+    this.bus.on(channel, handler);
+    return async () => {
+      this.bus.off(channel, handler);
+    };
+  }
+
+  private push(visitorId: string, message: Omit<StoredMessage, "id">): StoredMessage {
+    // Same shape as a Redis stream id: milliseconds, then a sequence within that millisecond.
+    const ms = Math.max(message.ts, this.lastMessageMs);
+    this.messageSeq = ms === this.lastMessageMs ? this.messageSeq + 1 : 0;
+    this.lastMessageMs = ms;
+    const stored = { id: `${ms}-${this.messageSeq}`, ...message };
+    const list = this.messages.get(visitorId) ?? [];
+    list.push(stored);
+    this.messages.set(visitorId, list);
+    return stored;
+  }
+
+  private loadOf(siteId: string, agentJid: string) {
+    const site = mapOf(this.loads, siteId);
+    let load = site.get(agentJid);
+    if (!load) site.set(agentJid, (load = { chatIds: new Set(), lastAssignedAt: 0 }));
+    return load;
+  }
+}
+
+function clone<T>(value: T): T {
+  return structuredClone(value);
+}
+function cloneOrNull<T>(value: T | undefined): T | null {
+  return value === undefined ? null : clone(value);
+}
+function mapOf<K, V>(outer: Map<string, Map<K, V>>, key: string): Map<K, V> {
+  let inner = outer.get(key);
+  if (!inner) outer.set(key, (inner = new Map()));
+  return inner;
+}
+function setOf<V>(outer: Map<string, Set<V>>, key: string): Set<V> {
+  let inner = outer.get(key);
+  if (!inner) outer.set(key, (inner = new Set()));
+  return inner;
+}

@@ -1,0 +1,53 @@
+// Lua scripts: each runs atomically on the one node that owns its keys' hash slot.
+
+/** Dedupe by client id, open a chat if the visitor has none, append the message. */
+export const APPEND_VISITOR_MESSAGE = `
+-- KEYS: 1 visitor hash, 2 client-ids hash, 3 log stream, 4 new chat hash
+-- ARGV: 1 clientId, 2 newChatId, 3 siteId, 4 visitorId, 5 name, 6 text, 7 ts, 8 chat key prefix, 9 log max length
+if redis.call('EXISTS', KEYS[1]) == 0 then return redis.error_reply('ERR unknown visitor') end
+local existing = redis.call('HGET', KEYS[2], ARGV[1])
+if existing then return {1, existing} end
+local chatId = redis.call('HGET', KEYS[1], 'chatId')
+local created = 0
+if not chatId then
+  chatId = ARGV[2]
+  redis.call('HSET', KEYS[4], 'id', chatId, 'siteId', ARGV[3], 'visitorId', ARGV[4], 'state', 'new', 'startedAt', ARGV[7])
+  redis.call('HSET', KEYS[1], 'chatId', chatId)
+  created = 1
+end
+local id = redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[9], '*', 'chatId', chatId, 'from', 'visitor', 'name', ARGV[5], 'text', ARGV[6], 'ts', ARGV[7], 'cid', ARGV[1])
+redis.call('HSET', KEYS[2], ARGV[1], id)
+return {0, id, created, redis.call('HGETALL', ARGV[8] .. chatId)}
+`;
+
+/** Compare-and-set on a chat's state; an ended chat stops being the visitor's current one. Returns the previous state and the chat. */
+export const UPDATE_CHAT = `
+-- KEYS: 1 chat hash, 2 visitor hash
+-- ARGV: 1 allowed states (comma separated), then field/value pairs ('' deletes the field)
+local state = redis.call('HGET', KEYS[1], 'state')
+if not state then return nil end
+local allowed = false
+for s in string.gmatch(ARGV[1], '[^,]+') do
+  if s == state then allowed = true end
+end
+if not allowed then return nil end
+for i = 2, #ARGV, 2 do
+  if ARGV[i + 1] == '' then redis.call('HDEL', KEYS[1], ARGV[i]) else redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+end
+if redis.call('HGET', KEYS[1], 'state') == 'ended' and redis.call('HGET', KEYS[2], 'chatId') == redis.call('HGET', KEYS[1], 'id') then
+  redis.call('HDEL', KEYS[2], 'chatId')
+end
+return {state, redis.call('HGETALL', KEYS[1])}
+`;
+
+/** Gives the chat to the agent if they are below the cap; idempotent for the same chat. */
+export const CLAIM_AGENT = `
+-- KEYS: 1 agent's chat set, 2 last-assigned hash, 3 loaded-agents set
+-- ARGV: 1 chatId, 2 cap, 3 now, 4 agent jid
+if redis.call('SISMEMBER', KEYS[1], ARGV[1]) == 1 then return 1 end
+if redis.call('SCARD', KEYS[1]) >= tonumber(ARGV[2]) then return 0 end
+redis.call('SADD', KEYS[1], ARGV[1])
+redis.call('HSET', KEYS[2], ARGV[4], ARGV[3])
+redis.call('SADD', KEYS[3], ARGV[4])
+return 1
+`;

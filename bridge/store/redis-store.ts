@@ -1,0 +1,405 @@
+import { Redis, Cluster, type RedisOptions } from "ioredis";
+import { aggregatePresence, type AgentPresence, type AgentShow } from "../../stanza-mappers/presence-to-agent-state.js";
+import type { ServerFrame } from "../../stanza-mappers/visitor-protocol.js";
+import { decodeAgent, decodeSite, encodeAgent, encodeSite, StoredValueError } from "./codec.js";
+import { chatMatchesListState } from "./chat-list-state.js";
+import { visitorIdOfChat } from "./ids.js";
+import { channels, keys } from "./keys.js";
+import { APPEND_VISITOR_MESSAGE, CLAIM_AGENT, UPDATE_CHAT } from "./redis-scripts.js";
+import type { Agent, AppendResult, AppendVisitorMessage, BusHandler, Chat, ChatState, Site, Store, StoredMessage, Visitor } from "./types.js";
+
+type Client = Redis | Cluster;
+
+/** How many messages of one visitor's log Redis keeps (approximate trim, XADD MAXLEN ~). */
+const LOG_MAX_LENGTH = 10_000;
+const CHAT_LIST_LIMIT = 1000;
+
+const SCRIPTS = {
+  appendVisitorMessage: { numberOfKeys: 4, lua: APPEND_VISITOR_MESSAGE },
+  updateChat: { numberOfKeys: 2, lua: UPDATE_CHAT },
+  claimAgent: { numberOfKeys: 3, lua: CLAIM_AGENT },
+};
+
+interface ScriptCommands {
+  appendVisitorMessage(...args: (string | number)[]): Promise<unknown>;
+  updateChat(...args: string[]): Promise<[string, string[]] | null>;
+  claimAgent(...args: (string | number)[]): Promise<number>;
+}
+
+export type RedisTarget = { url: string } | { clusterNodes: { host: string; port: number }[] };
+
+/**
+ * The shared store. Commands go through one connection (auto-pipelined); pub/sub uses a
+ * second one, as Redis requires. ioredis reconnects both and re-subscribes by itself.
+ */
+export class RedisStore implements Store {
+  readonly kind: "redis" | "redis-cluster";
+  private readonly redis: Client & ScriptCommands;
+  private readonly sub: Client;
+  private readonly handlers = new Map<string, Set<BusHandler>>();
+
+  constructor(target: RedisTarget, onError: (err: Error) => void = () => {}) {
+    const options: RedisOptions = {
+      enableAutoPipelining: true,
+      // Fail commands fast while Redis is down instead of queueing them without bound:
+      // the visitor gets an error instead of a late (or false) ack.
+      maxRetriesPerRequest: 2,
+      retryStrategy: (attempt) => Math.min(50 * 2 ** attempt, 2000) * (0.5 + Math.random() / 2),
+    };
+    if ("url" in target) {
+      this.kind = "redis";
+      this.redis = new Redis(target.url, options) as Client & ScriptCommands;
+      this.sub = new Redis(target.url, { ...options, maxRetriesPerRequest: null });
+    } else {
+      this.kind = "redis-cluster";
+      this.redis = new Cluster(target.clusterNodes, { enableAutoPipelining: true, redisOptions: options }) as Client & ScriptCommands;
+      this.sub = new Cluster(target.clusterNodes, { redisOptions: { ...options, maxRetriesPerRequest: null } });
+    }
+    for (const [name, script] of Object.entries(SCRIPTS)) this.redis.defineCommand(name, script);
+    this.redis.on("error", onError);
+    this.sub.on("error", onError);
+    this.sub.on("message", (channel: string, payload: string) => this.dispatch(channel, payload));
+  }
+
+  async ping(): Promise<void> {
+    await this.redis.ping();
+    if (this.sub.status !== "ready") throw new Error(`Redis subscriber connection is ${this.sub.status}`);
+  }
+
+  async close(): Promise<void> {
+    this.handlers.clear();
+    await Promise.allSettled([this.redis.quit(), this.sub.quit()]);
+  }
+
+  // --- sites and agents
+  async putSite(site: Site) {
+    await this.redis.set(keys.site(site.id), encodeSite(site));
+    await this.redis.sadd(keys.sites(), site.id);
+  }
+  async getSite(siteId: string) {
+    const raw = await this.redis.get(keys.site(siteId));
+    return raw === null ? null : decodeSite(raw);
+  }
+  async listSites() {
+    const ids = (await this.redis.smembers(keys.sites())).sort();
+    const sites = await Promise.all(ids.map((id) => this.getSite(id)));
+    return sites.filter((s): s is Site => s !== null);
+  }
+  async deleteSite(siteId: string) {
+    const agents = await this.listAgents(siteId);
+    await Promise.all(agents.map((a) => this.redis.srem(keys.agentSites(a.jid), siteId)));
+    const removed = await this.redis.del(keys.site(siteId), keys.agents(siteId));
+    await this.redis.srem(keys.sites(), siteId);
+    return removed > 0;
+  }
+  async putAgent(siteId: string, agent: Agent) {
+    await this.redis.hset(keys.agents(siteId), agent.jid, encodeAgent(agent));
+    await this.redis.sadd(keys.agentSites(agent.jid), siteId);
+  }
+  async removeAgent(siteId: string, jid: string) {
+    const removed = await this.redis.hdel(keys.agents(siteId), jid);
+    await this.redis.srem(keys.agentSites(jid), siteId);
+    return removed > 0;
+  }
+  async listAgents(siteId: string) {
+    const all = await this.redis.hgetall(keys.agents(siteId));
+    return Object.values(all).map(decodeAgent).sort((a, b) => a.jid.localeCompare(b.jid));
+  }
+  async sitesOfAgent(jid: string) {
+    return (await this.redis.smembers(keys.agentSites(jid))).sort();
+  }
+
+  // --- presence
+  async setAgentResource(jid: string, resource: string, show: AgentShow | null, now: number) {
+    const key = keys.agentResources(jid);
+    const tx = this.redis.multi().hvals(key);
+    if (show === null) tx.hdel(key, resource);
+    else tx.hset(key, resource, show);
+    const results = await tx.hvals(key).exec();
+    if (!results) throw new Error("presence transaction aborted");
+    const [beforeVals, , afterVals] = results.map(([err, value]) => {
+      if (err) throw err;
+      return value;
+    }) as [AgentShow[], unknown, AgentShow[]];
+    const before = aggregatePresence(beforeVals);
+    const after = aggregatePresence(afterVals);
+    if (before === "available" && after !== "available") await this.redis.set(keys.agentUnavailableSince(jid), String(now));
+    if (after === "available") await this.redis.del(keys.agentUnavailableSince(jid));
+    return { before, after };
+  }
+  async getAgentPresence(jid: string): Promise<AgentPresence> {
+    return aggregatePresence((await this.redis.hvals(keys.agentResources(jid))) as AgentShow[]);
+  }
+  async agentUnavailableSince(jid: string) {
+    const raw = await this.redis.get(keys.agentUnavailableSince(jid));
+    return raw === null ? null : Number(raw);
+  }
+
+  // --- visitors
+  async createVisitor(v: Visitor) {
+    const fields: Record<string, string> = {
+      id: v.id,
+      siteId: v.siteId,
+      jid: v.jid,
+      tokenHash: v.tokenHash,
+      number: String(v.number),
+      createdAt: String(v.createdAt),
+      ...visitorPatchFields(v),
+    };
+    if (v.chatId) fields.chatId = v.chatId;
+    await this.redis.hset(keys.visitor(v.id), fields);
+  }
+  async getVisitor(visitorId: string) {
+    return decodeVisitor(await this.redis.hgetall(keys.visitor(visitorId)));
+  }
+  async updateVisitor(visitorId: string, patch: Partial<Pick<Visitor, "name" | "email" | "page" | "referrer" | "userAgent">>) {
+    const key = keys.visitor(visitorId);
+    if (!(await this.redis.exists(key))) return null;
+    const fields = visitorPatchFields(patch);
+    if (Object.keys(fields).length > 0) await this.redis.hset(key, fields);
+    return this.getVisitor(visitorId);
+  }
+  async nextVisitorNumber(siteId: string) {
+    return this.redis.incr(keys.visitorNumber(siteId));
+  }
+  async markOnline(siteId: string, visitorId: string, until: number) {
+    await this.redis.zadd(keys.online(siteId), until, visitorId);
+  }
+  async onlineVisitors(siteId: string, now: number) {
+    const key = keys.online(siteId);
+    await this.redis.zremrangebyscore(key, "-inf", now);
+    return this.redis.zrange(key, "0", "-1");
+  }
+  async isOnline(siteId: string, visitorId: string, now: number) {
+    const until = await this.redis.zscore(keys.online(siteId), visitorId);
+    return until !== null && Number(until) > now;
+  }
+
+  // --- chats and messages
+  async appendVisitorMessage(input: AppendVisitorMessage): Promise<AppendResult> {
+    const { visitorId } = input;
+    const reply = (await this.redis.appendVisitorMessage(
+      keys.visitor(visitorId),
+      keys.clientIds(visitorId),
+      keys.log(visitorId),
+      keys.chat(visitorId, input.newChatId),
+      input.clientId,
+      input.newChatId,
+      input.siteId,
+      visitorId,
+      input.name,
+      input.text,
+      input.ts,
+      keys.chatPrefix(visitorId),
+      LOG_MAX_LENGTH,
+    )) as [number, string, number?, string[]?];
+    const [duplicate, messageId] = reply;
+    if (duplicate === 1) {
+      const message = await this.messageById(visitorId, messageId);
+      const chat = message && (await this.getChat(message.chatId));
+      if (!message || !chat) throw new StoredValueError(`message ${messageId} of visitor ${visitorId} was trimmed`);
+      return { message, chat, chatCreated: false, duplicate: true };
+    }
+    const chat = decodeChat(pairsToObject(reply[3] ?? []));
+    if (!chat) throw new StoredValueError(`chat of visitor ${visitorId} vanished while appending`);
+    const message: StoredMessage = { id: messageId, chatId: chat.id, from: "visitor", name: input.name, text: input.text, ts: input.ts, clientId: input.clientId };
+    if (reply[2] === 1) {
+      await this.redis.zadd(keys.siteChats(input.siteId), input.ts, chat.id);
+      await this.redis.hincrby(keys.chatStateCounts(), "new", 1);
+    }
+    return { message, chat, chatCreated: reply[2] === 1, duplicate: false };
+  }
+  async appendMessage(visitorId: string, m: Omit<StoredMessage, "id">) {
+    const id = await this.redis.xadd(
+      keys.log(visitorId),
+      "MAXLEN",
+      "~",
+      LOG_MAX_LENGTH,
+      "*",
+      "chatId",
+      m.chatId,
+      "from",
+      m.from,
+      "name",
+      m.name,
+      "text",
+      m.text,
+      "ts",
+      String(m.ts),
+    );
+    return { id: id!, ...m };
+  }
+  async history(visitorId: string, limit: number) {
+    const entries = await this.redis.xrevrange(keys.log(visitorId), "+", "-", "COUNT", limit);
+    return entries.reverse().map(([id, fields]) => decodeMessage(id, fields));
+  }
+  async transcript(chatId: string) {
+    const visitorId = visitorIdOfChat(chatId);
+    const chat = visitorId && (await this.getChat(chatId));
+    if (!visitorId || !chat) return [];
+    // Stream ids are milliseconds: start a little before the chat to be safe against clock skew between processes.
+    const entries = await this.redis.xrange(keys.log(visitorId), String(Math.max(0, chat.startedAt - 60_000)), "+");
+    return entries.map(([id, fields]) => decodeMessage(id, fields)).filter((m) => m.chatId === chatId);
+  }
+  async getChat(chatId: string) {
+    const visitorId = visitorIdOfChat(chatId);
+    if (!visitorId) return null;
+    return decodeChat(await this.redis.hgetall(keys.chat(visitorId, chatId)));
+  }
+  async updateChat(chatId: string, from: readonly ChatState[], patch: Partial<Omit<Chat, "id" | "siteId" | "visitorId">>) {
+    const visitorId = visitorIdOfChat(chatId);
+    if (!visitorId) return null;
+    const args: string[] = [from.join(",")];
+    for (const [field, value] of Object.entries(patch)) args.push(field, value === undefined || value === null ? "" : String(value));
+    const reply = await this.redis.updateChat(keys.chat(visitorId, chatId), keys.visitor(visitorId), ...args);
+    if (!reply) return null;
+    const chat = decodeChat(pairsToObject(reply[1]));
+    if (chat && chat.state !== reply[0]) {
+      await this.redis.multi().hincrby(keys.chatStateCounts(), reply[0], -1).hincrby(keys.chatStateCounts(), chat.state, 1).exec();
+    }
+    return chat;
+  }
+  async listChats(siteId: string, state: "active" | "queued" | "ended") {
+    const ids = await this.redis.zrevrange(keys.siteChats(siteId), 0, CHAT_LIST_LIMIT - 1);
+    const chats = await Promise.all(ids.map((id) => this.getChat(id)));
+    return chats.filter((c): c is Chat => c !== null && chatMatchesListState(c, state)).sort((a, b) => a.startedAt - b.startedAt);
+  }
+
+  async chatStateCounts() {
+    const raw = await this.redis.hgetall(keys.chatStateCounts());
+    const counts = { new: 0, queued: 0, active: 0, offline: 0, ended: 0 };
+    for (const state of Object.keys(counts) as ChatState[]) counts[state] = Math.max(0, Number(raw[state] ?? 0));
+    return counts;
+  }
+
+  // --- routing
+  async claimAgent(siteId: string, agentJid: string, chatId: string, cap: number, now: number) {
+    const claimed = await this.redis.claimAgent(keys.agentChats(siteId, agentJid), keys.lastAssigned(siteId), keys.loadedAgents(siteId), chatId, cap, now, agentJid);
+    return claimed === 1;
+  }
+  async releaseAgent(siteId: string, agentJid: string, chatId: string) {
+    await this.redis.srem(keys.agentChats(siteId, agentJid), chatId);
+  }
+  async agentLoads(siteId: string) {
+    const [agents, last] = await Promise.all([this.redis.smembers(keys.loadedAgents(siteId)), this.redis.hgetall(keys.lastAssigned(siteId))]);
+    const result = new Map<string, { chatIds: string[]; lastAssignedAt: number }>();
+    const sets = await Promise.all(agents.map((jid) => this.redis.smembers(keys.agentChats(siteId, jid))));
+    agents.forEach((jid, i) => result.set(jid, { chatIds: sets[i]!, lastAssignedAt: Number(last[jid] ?? 0) }));
+    return result;
+  }
+  async enqueue(siteId: string, chatId: string, ts: number) {
+    await this.redis.zadd(keys.queue(siteId), "NX", ts, chatId);
+  }
+  async dequeue(siteId: string) {
+    const popped = await this.redis.zpopmin(keys.queue(siteId));
+    return popped[0] ?? null;
+  }
+  async queuePosition(siteId: string, chatId: string) {
+    const rank = await this.redis.zrank(keys.queue(siteId), chatId);
+    return rank === null ? null : rank + 1;
+  }
+  async removeFromQueue(siteId: string, chatId: string) {
+    await this.redis.zrem(keys.queue(siteId), chatId);
+  }
+  async queueLength(siteId: string) {
+    return this.redis.zcard(keys.queue(siteId));
+  }
+
+  // --- bus (Redis pub/sub: at most once; the durable copy of every message is the log)
+  async publishToVisitor(visitorId: string, frame: ServerFrame) {
+    await this.redis.publish(channels.visitor(visitorId), JSON.stringify(frame));
+  }
+  async subscribeVisitor(visitorId: string, handler: BusHandler) {
+    return this.subscribe(channels.visitor(visitorId), handler);
+  }
+  async publishToSite(siteId: string, frame: ServerFrame) {
+    await this.redis.publish(channels.site(siteId), JSON.stringify(frame));
+  }
+  async subscribeSite(siteId: string, handler: BusHandler) {
+    return this.subscribe(channels.site(siteId), handler);
+  }
+
+  private async subscribe(channel: string, handler: BusHandler) {
+    let set = this.handlers.get(channel);
+    if (!set) {
+      this.handlers.set(channel, (set = new Set()));
+      await this.sub.subscribe(channel);
+    }
+    set.add(handler);
+    return async () => {
+      const current = this.handlers.get(channel);
+      if (!current?.delete(handler) || current.size > 0) return;
+      this.handlers.delete(channel);
+      await this.sub.unsubscribe(channel).catch(() => {});
+    };
+  }
+
+  private dispatch(channel: string, payload: string) {
+    const set = this.handlers.get(channel);
+    if (!set) return;
+    let frame: ServerFrame;
+    try {
+      frame = JSON.parse(payload) as ServerFrame;
+    } catch {
+      return; // only Parley publishes on these channels; a foreign payload is not ours to deliver
+    }
+    for (const handler of set) handler(frame);
+  }
+
+  private async messageById(visitorId: string, id: string) {
+    const [entry] = await this.redis.xrange(keys.log(visitorId), id, id);
+    return entry ? decodeMessage(entry[0], entry[1]) : null;
+  }
+}
+
+function visitorPatchFields(p: Partial<Pick<Visitor, "name" | "email" | "page" | "referrer" | "userAgent">>) {
+  const fields: Record<string, string> = {};
+  if (p.name !== undefined) fields.name = p.name;
+  if (p.email !== undefined) fields.email = p.email;
+  if (p.page !== undefined) fields.page = JSON.stringify(p.page);
+  if (p.referrer !== undefined) fields.referrer = p.referrer;
+  if (p.userAgent !== undefined) fields.userAgent = p.userAgent;
+  return fields;
+}
+
+function decodeVisitor(h: Record<string, string>): Visitor | null {
+  if (!h.id) return null;
+  if (!h.siteId || !h.jid || !h.tokenHash || !h.number || !h.createdAt) throw new StoredValueError(`stored visitor ${h.id} is incomplete`);
+  const visitor: Visitor = { id: h.id, siteId: h.siteId, jid: h.jid, tokenHash: h.tokenHash, number: Number(h.number), createdAt: Number(h.createdAt) };
+  if (h.name !== undefined) visitor.name = h.name;
+  if (h.email !== undefined) visitor.email = h.email;
+  if (h.page !== undefined) visitor.page = JSON.parse(h.page) as { url: string; title: string };
+  if (h.referrer !== undefined) visitor.referrer = h.referrer;
+  if (h.userAgent !== undefined) visitor.userAgent = h.userAgent;
+  if (h.chatId !== undefined) visitor.chatId = h.chatId;
+  return visitor;
+}
+
+const CHAT_STATES = new Set<ChatState>(["new", "queued", "active", "offline", "ended"]);
+
+function decodeChat(h: Record<string, string>): Chat | null {
+  if (!h.id) return null;
+  if (!h.siteId || !h.visitorId || !CHAT_STATES.has(h.state as ChatState) || !h.startedAt) throw new StoredValueError(`stored chat ${h.id} is invalid`);
+  const chat: Chat = { id: h.id, siteId: h.siteId, visitorId: h.visitorId, state: h.state as ChatState, startedAt: Number(h.startedAt) };
+  if (h.agentJid) chat.agentJid = h.agentJid;
+  if (h.agentName) chat.agentName = h.agentName;
+  if (h.assignedAt) chat.assignedAt = Number(h.assignedAt);
+  if (h.endedAt) chat.endedAt = Number(h.endedAt);
+  return chat;
+}
+
+const AUTHORS = new Set(["visitor", "agent", "system", "note"]);
+
+function decodeMessage(id: string, fields: string[]): StoredMessage {
+  const f = pairsToObject(fields);
+  if (!f.chatId || !AUTHORS.has(f.from ?? "") || f.text === undefined || !f.ts) throw new StoredValueError(`stored message ${id} is invalid`);
+  const message: StoredMessage = { id, chatId: f.chatId, from: f.from as StoredMessage["from"], name: f.name ?? "", text: f.text, ts: Number(f.ts) };
+  if (f.cid) message.clientId = f.cid;
+  return message;
+}
+
+function pairsToObject(pairs: string[]): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (let i = 0; i + 1 < pairs.length; i += 2) out[pairs[i]!] = pairs[i + 1]!;
+  return out;
+}

@@ -1,0 +1,167 @@
+import type { AgentPresence, AgentShow } from "../../stanza-mappers/presence-to-agent-state.js";
+import type { ServerFrame } from "../../stanza-mappers/visitor-protocol.js";
+
+// The store: every piece of state that more than one Parley process must see. Shaped by
+// use cases, split into narrow interfaces; `memory-store.ts` and `redis-store.ts`
+// implement all of them and pass the same contract tests (test/integration/store-contract).
+
+export interface Site {
+  id: string;
+  name: string;
+  origins: string[];
+  maxChatsPerAgent: number;
+  welcome?: string;
+  offlineMessage?: string;
+  webhookUrl?: string;
+  webhookSecret?: string;
+  createdAt: number;
+  updatedAt: number;
+}
+
+export interface Agent {
+  jid: string; // bare JID, lower case
+  name?: string;
+  addedAt: number;
+}
+
+export interface Visitor {
+  id: string;
+  siteId: string;
+  jid: string;
+  /** sha256 of the resume token's secret part, hex. The token itself is never stored. */
+  tokenHash: string;
+  number: number; // "Visitor 0042"
+  name?: string;
+  email?: string;
+  page?: { url: string; title: string };
+  referrer?: string;
+  userAgent?: string;
+  createdAt: number;
+  chatId?: string; // the current (not ended) chat
+}
+
+export type ChatState = "new" | "queued" | "active" | "offline" | "ended";
+
+export interface Chat {
+  id: string;
+  siteId: string;
+  visitorId: string;
+  state: ChatState;
+  agentJid?: string;
+  agentName?: string;
+  startedAt: number;
+  assignedAt?: number;
+  endedAt?: number;
+}
+
+export type Author = "visitor" | "agent" | "system" | "note";
+
+export interface StoredMessage {
+  id: string;
+  chatId: string;
+  from: Author;
+  name: string;
+  text: string;
+  ts: number;
+  clientId?: string;
+}
+
+export interface SiteStore {
+  putSite(site: Site): Promise<void>;
+  getSite(siteId: string): Promise<Site | null>;
+  listSites(): Promise<Site[]>;
+  deleteSite(siteId: string): Promise<boolean>;
+  putAgent(siteId: string, agent: Agent): Promise<void>;
+  removeAgent(siteId: string, jid: string): Promise<boolean>;
+  listAgents(siteId: string): Promise<Agent[]>;
+  /** Sites an agent belongs to (to update availability when their presence changes). */
+  sitesOfAgent(jid: string): Promise<string[]>;
+}
+
+export interface PresenceStore {
+  /** Records one resource's presence (`null` = gone) and returns the agent's aggregate before and after. */
+  setAgentResource(jid: string, resource: string, show: AgentShow | null, now: number): Promise<{ before: AgentPresence; after: AgentPresence }>;
+  getAgentPresence(jid: string): Promise<AgentPresence>;
+  /** When the agent was last seen going from available to not available (for the grace period). */
+  agentUnavailableSince(jid: string): Promise<number | null>;
+}
+
+export interface VisitorStore {
+  createVisitor(visitor: Visitor): Promise<void>;
+  getVisitor(visitorId: string): Promise<Visitor | null>;
+  updateVisitor(visitorId: string, patch: Partial<Pick<Visitor, "name" | "email" | "page" | "referrer" | "userAgent">>): Promise<Visitor | null>;
+  /** Next visitor number of a site ("Visitor 0042"). */
+  nextVisitorNumber(siteId: string): Promise<number>;
+  /** Marks the visitor online until `until` (ms); refreshed while a socket is open. */
+  markOnline(siteId: string, visitorId: string, until: number): Promise<void>;
+  /** Visitors whose online mark has not expired at `now`. */
+  onlineVisitors(siteId: string, now: number): Promise<string[]>;
+  isOnline(siteId: string, visitorId: string, now: number): Promise<boolean>;
+}
+
+export interface AppendVisitorMessage {
+  visitorId: string;
+  siteId: string;
+  clientId: string;
+  name: string;
+  text: string;
+  ts: number;
+  /** Used only if the visitor has no current chat: a chat begins with the first message. */
+  newChatId: string;
+}
+
+export interface AppendResult {
+  message: StoredMessage;
+  chat: Chat;
+  /** True when the visitor's first message opened this chat. */
+  chatCreated: boolean;
+  /** True when `clientId` was already stored: the original message is returned, nothing is added. */
+  duplicate: boolean;
+}
+
+export interface ChatStore {
+  /** Atomically: dedupe by client id, open a chat if none, append the message. */
+  appendVisitorMessage(input: AppendVisitorMessage): Promise<AppendResult>;
+  /** Appends an agent, system or note message to a chat of the visitor. */
+  appendMessage(visitorId: string, message: Omit<StoredMessage, "id">): Promise<StoredMessage>;
+  /** The visitor's messages, oldest first, at most `limit` of the newest. */
+  history(visitorId: string, limit: number): Promise<StoredMessage[]>;
+  transcript(chatId: string): Promise<StoredMessage[]>;
+  getChat(chatId: string): Promise<Chat | null>;
+  /** Compare-and-set on the chat's state: applies `patch` only if the state is one of `from`. */
+  updateChat(chatId: string, from: readonly ChatState[], patch: Partial<Omit<Chat, "id" | "siteId" | "visitorId">>): Promise<Chat | null>;
+  listChats(siteId: string, state: "active" | "queued" | "ended"): Promise<Chat[]>;
+  /** How many chats are in each state, over all sites (for metrics). */
+  chatStateCounts(): Promise<Record<ChatState, number>>;
+}
+
+export interface RoutingStore {
+  /** Atomically adds the chat to the agent's active set if they are below `cap` (or it is there already). */
+  claimAgent(siteId: string, agentJid: string, chatId: string, cap: number, now: number): Promise<boolean>;
+  releaseAgent(siteId: string, agentJid: string, chatId: string): Promise<void>;
+  /** Active chat ids and last assignment time of each agent of the site with any. */
+  agentLoads(siteId: string): Promise<Map<string, { chatIds: string[]; lastAssignedAt: number }>>;
+  enqueue(siteId: string, chatId: string, ts: number): Promise<void>;
+  /** Removes and returns the oldest queued chat; exactly one caller gets each. */
+  dequeue(siteId: string): Promise<string | null>;
+  queuePosition(siteId: string, chatId: string): Promise<number | null>;
+  removeFromQueue(siteId: string, chatId: string): Promise<void>;
+  queueLength(siteId: string): Promise<number>;
+}
+
+export type BusHandler = (frame: ServerFrame) => void;
+
+/** Delivery of frames to whichever process holds a visitor's (or a site's visitors') sockets. */
+export interface VisitorBus {
+  publishToVisitor(visitorId: string, frame: ServerFrame): Promise<void>;
+  subscribeVisitor(visitorId: string, handler: BusHandler): Promise<() => Promise<void>>;
+  publishToSite(siteId: string, frame: ServerFrame): Promise<void>;
+  subscribeSite(siteId: string, handler: BusHandler): Promise<() => Promise<void>>;
+}
+
+export interface Store extends SiteStore, PresenceStore, VisitorStore, ChatStore, RoutingStore, VisitorBus {
+  readonly kind: "memory" | "redis" | "redis-cluster";
+  /** Resolves when the store answers; rejects otherwise. */
+  ping(): Promise<void>;
+  close(): Promise<void>;
+}

@@ -1,0 +1,269 @@
+import type { IncomingMessage } from "node:http";
+import type { Duplex } from "node:stream";
+import { WebSocketServer, type WebSocket } from "ws";
+import { parseClientFrame } from "../stanza-mappers/parse-client-frame.js";
+import { SITE_ID_PATTERN } from "../stanza-mappers/addressing.js";
+import type { MessageFrame, ServerFrame } from "../stanza-mappers/visitor-protocol.js";
+import type { Logger } from "./logger.js";
+import type { Metrics } from "./metrics.js";
+import { TokenBucket, type RateSpec } from "./rate-limit.js";
+import type { Site, Store } from "./store/types.js";
+import type { Session, VisitorService } from "./visitors.js";
+
+/**
+ * The only user of `ws` (CONTRACT §4): upgrade checks (unknown site 404, foreign origin
+ * 403), frame limits, rate limits, heartbeats, and fan-out of a visitor's frames to every
+ * socket (tab) this process holds for them. Frames for a visitor reach this process
+ * through the store's bus, whichever process produced them.
+ */
+export interface GatewayDeps {
+  store: Store;
+  visitors: VisitorService;
+  logger: Logger;
+  metrics: Metrics;
+  now(): number;
+  visitorRate: RateSpec;
+  heartbeatMs?: number;
+}
+
+/** All frames of one socket (pings, typing, bad frames): generous, but bounded. */
+const SOCKET_RATE: RateSpec = { perSecond: 30, burst: 200 };
+/** Refusals in a row after which a socket counts as flooding and is closed (1008). */
+const FLOOD_REFUSALS = 50;
+/** A socket that lets this much pile up unread is terminated (slow reader). */
+const MAX_BUFFERED_BYTES = 1024 * 1024;
+/** ws refuses anything larger outright; between 16 KiB and this the client gets `too_large` first. */
+const HARD_MAX_PAYLOAD = 64 * 1024;
+
+interface LocalVisitor {
+  siteId: string;
+  sockets: Set<VisitorSocket>;
+  messageBucket: TokenBucket;
+  unsubscribe: Promise<() => Promise<void>>;
+}
+
+interface VisitorSocket {
+  ws: WebSocket;
+  alive: boolean;
+  /** Frames from the bus held back until the welcome frame has gone out. */
+  pending: ServerFrame[] | null;
+  frameBucket: TokenBucket;
+  refusals: number;
+}
+
+export class VisitorGateway {
+  private readonly wss = new WebSocketServer({ noServer: true, maxPayload: HARD_MAX_PAYLOAD, skipUTF8Validation: true, perMessageDeflate: false });
+  private readonly local = new Map<string, LocalVisitor>();
+  private readonly siteSubscriptions = new Map<string, { count: number; unsubscribe: Promise<() => Promise<void>> }>();
+  private readonly heartbeat: NodeJS.Timeout;
+  private readonly log: Logger;
+  private accepting = true;
+
+  constructor(private readonly deps: GatewayDeps) {
+    this.log = deps.logger.child({ module: "visitor-gateway" });
+    const heartbeatMs = deps.heartbeatMs ?? 30_000;
+    this.heartbeat = setInterval(() => this.beat(heartbeatMs), heartbeatMs);
+    this.heartbeat.unref();
+  }
+
+  get connections(): number {
+    return this.wss.clients.size;
+  }
+
+  /** Called by the HTTP server for `GET /visitor?site=…[&token=…]` upgrades. */
+  async handleUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer, url: URL): Promise<void> {
+    socket.on("error", () => socket.destroy());
+    if (!this.accepting) return refuse(socket, 503, "shutting down");
+    const siteId = url.searchParams.get("site") ?? "";
+    let site: Site | null;
+    try {
+      site = SITE_ID_PATTERN.test(siteId) ? await this.deps.store.getSite(siteId) : null;
+    } catch (err) {
+      this.log.warn({ err }, "store unavailable during upgrade");
+      return refuse(socket, 503, "store unavailable");
+    }
+    if (!site) return refuse(socket, 404, "unknown site");
+    const origin = req.headers.origin;
+    if (site.origins.length > 0 && (!origin || !site.origins.includes(origin))) return refuse(socket, 403, "origin not allowed");
+
+    let session: Session;
+    try {
+      session = await this.deps.visitors.connect(site, url.searchParams.get("token") ?? undefined, {
+        userAgent: req.headers["user-agent"],
+        referrer: req.headers.referer,
+      });
+    } catch (err) {
+      this.log.warn({ err }, "could not start a visitor session");
+      return refuse(socket, 503, "store unavailable");
+    }
+    this.wss.handleUpgrade(req, socket, head, (ws) => void this.attach(ws, site, session));
+  }
+
+  /** Graceful shutdown: stop accepting and ask every visitor to reconnect elsewhere (1012). */
+  async close(): Promise<void> {
+    this.accepting = false;
+    clearInterval(this.heartbeat);
+    for (const ws of this.wss.clients) ws.close(1012, "server restarting");
+    await Promise.all(
+      [...this.wss.clients].map(
+        (ws) =>
+          new Promise<void>((resolve) => {
+            const timer = setTimeout(() => {
+              ws.terminate();
+              resolve();
+            }, 2000);
+            ws.once("close", () => {
+              clearTimeout(timer);
+              resolve();
+            });
+          }),
+      ),
+    );
+    await new Promise<void>((resolve) => this.wss.close(() => resolve()));
+  }
+
+  private async attach(ws: WebSocket, site: Site, session: Session): Promise<void> {
+    const { visitor } = session;
+    const now = this.deps.now();
+    const socket: VisitorSocket = { ws, alive: true, pending: [], frameBucket: new TokenBucket(SOCKET_RATE, now), refusals: 0 };
+    this.deps.metrics.visitorsConnected.inc();
+    let entry = this.local.get(visitor.id);
+    if (!entry) {
+      entry = {
+        siteId: site.id,
+        sockets: new Set(),
+        messageBucket: new TokenBucket(this.deps.visitorRate, now),
+        unsubscribe: this.deps.store.subscribeVisitor(visitor.id, (frame) => this.fanOut(visitor.id, frame)),
+      };
+      this.local.set(visitor.id, entry);
+      this.subscribeSite(site.id);
+    }
+    entry.sockets.add(socket);
+
+    ws.on("pong", () => (socket.alive = true));
+    ws.on("message", (data, isBinary) => void this.onData(site, visitor.id, socket, data as Buffer, isBinary));
+    ws.on("error", (err) => this.log.debug({ err, visitorId: visitor.id }, "visitor socket error"));
+    ws.on("close", () => void this.detach(site, visitor.id, socket));
+
+    try {
+      await entry.unsubscribe; // subscribed before reading history, so nothing falls in between
+      const frames = await this.deps.visitors.welcome(site, session);
+      const welcome = frames[0];
+      const seen = new Set(welcome?.type === "welcome" ? welcome.history.map((m) => m.messageId) : []);
+      for (const frame of frames) this.sendTo(socket, frame);
+      const held = socket.pending ?? [];
+      socket.pending = null;
+      for (const frame of held) if (!(frame.type === "message" && seen.has((frame as MessageFrame).messageId))) this.sendTo(socket, frame);
+      await this.deps.visitors.socketOpened(site, visitor);
+    } catch (err) {
+      this.log.warn({ err, visitorId: visitor.id }, "could not welcome visitor");
+      ws.close(1011, "temporarily unavailable");
+    }
+  }
+
+  private async detach(site: Site, visitorId: string, socket: VisitorSocket): Promise<void> {
+    this.deps.metrics.visitorsConnected.dec();
+    const entry = this.local.get(visitorId);
+    if (!entry?.sockets.delete(socket) || entry.sockets.size > 0) return;
+    this.local.delete(visitorId);
+    this.unsubscribeSite(site.id);
+    try {
+      await (await entry.unsubscribe)();
+      if (this.accepting) await this.deps.visitors.lastSocketClosed(site, visitorId);
+    } catch (err) {
+      this.log.warn({ err, visitorId }, "could not record visitor leaving");
+    }
+  }
+
+  private async onData(site: Site, visitorId: string, socket: VisitorSocket, data: Buffer, isBinary: boolean): Promise<void> {
+    const now = this.deps.now();
+    if (!socket.frameBucket.take(now)) return this.refuse(socket, { type: "error", code: "rate_limited", message: "too many frames; slow down" });
+    const parsed = parseClientFrame(data, isBinary);
+    if (!parsed.ok) {
+      this.deps.metrics.frameErrors.inc({ code: parsed.code });
+      this.sendTo(socket, { type: "error", code: parsed.code, message: parsed.message, ...(parsed.id ? { id: parsed.id } : {}) });
+      if (parsed.close) socket.ws.close(parsed.close, parsed.message);
+      return;
+    }
+    const { frame } = parsed;
+    const entry = this.local.get(visitorId);
+    if (frame.type === "message" && entry && !entry.messageBucket.take(now)) {
+      return this.refuse(socket, { type: "error", code: "rate_limited", message: "too many messages; wait a moment", id: frame.id });
+    }
+    socket.refusals = 0;
+    try {
+      await this.deps.visitors.onFrame(site, visitorId, frame, (reply) => this.sendTo(socket, reply));
+    } catch (err) {
+      this.log.warn({ err, visitorId, type: frame.type }, "visitor frame failed");
+      const id = frame.type === "message" ? { id: frame.id } : {};
+      this.sendTo(socket, { type: "error", code: "unavailable", message: "temporarily unavailable; try again", ...id });
+    }
+  }
+
+  private refuse(socket: VisitorSocket, frame: ServerFrame): void {
+    this.deps.metrics.frameErrors.inc({ code: "rate_limited" });
+    this.sendTo(socket, frame);
+    socket.refusals += 1;
+    if (socket.refusals >= FLOOD_REFUSALS) socket.ws.close(1008, "flooding");
+  }
+
+  private fanOut(visitorId: string, frame: ServerFrame): void {
+    for (const socket of this.local.get(visitorId)?.sockets ?? []) this.sendTo(socket, frame);
+  }
+
+  private sendTo(socket: VisitorSocket, frame: ServerFrame): void {
+    if (socket.pending && frame.type !== "welcome" && frame.type !== "queue" && frame.type !== "error") {
+      socket.pending.push(frame);
+      return;
+    }
+    if (socket.ws.readyState !== socket.ws.OPEN) return;
+    socket.ws.send(JSON.stringify(frame));
+    if (socket.ws.bufferedAmount > MAX_BUFFERED_BYTES) {
+      this.log.info("terminating a visitor socket that does not read");
+      socket.ws.terminate();
+    }
+  }
+
+  private subscribeSite(siteId: string): void {
+    const existing = this.siteSubscriptions.get(siteId);
+    if (existing) {
+      existing.count += 1;
+      return;
+    }
+    const unsubscribe = this.deps.store.subscribeSite(siteId, (frame) => {
+      for (const entry of this.local.values()) if (entry.siteId === siteId) for (const socket of entry.sockets) this.sendTo(socket, frame);
+    });
+    unsubscribe.catch((err: unknown) => this.log.warn({ err, siteId }, "site subscription failed"));
+    this.siteSubscriptions.set(siteId, { count: 1, unsubscribe });
+  }
+
+  private unsubscribeSite(siteId: string): void {
+    const entry = this.siteSubscriptions.get(siteId);
+    if (!entry || --entry.count > 0) return;
+    this.siteSubscriptions.delete(siteId);
+    void entry.unsubscribe.then((unsubscribe) => unsubscribe()).catch(() => {});
+  }
+
+  private beat(heartbeatMs: number): void {
+    for (const socket of [...this.local.values()].flatMap((e) => [...e.sockets])) {
+      if (!socket.alive) {
+        socket.ws.terminate();
+        continue;
+      }
+      socket.alive = false;
+      socket.ws.ping();
+    }
+    for (const [visitorId, entry] of this.local) {
+      void this.deps.visitors.markOnline(entry.siteId, visitorId, heartbeatMs).catch(() => {});
+    }
+  }
+}
+
+function refuse(socket: Duplex, status: number, reason: string): void {
+  const body = JSON.stringify({ error: { code: reason.replace(/ /g, "_"), message: reason } });
+  socket.end(
+    `HTTP/1.1 ${status} ${STATUS_TEXT[status] ?? "Error"}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`,
+  );
+}
+
+const STATUS_TEXT: Record<number, string> = { 403: "Forbidden", 404: "Not Found", 503: "Service Unavailable" };

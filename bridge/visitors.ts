@@ -1,0 +1,233 @@
+import { createHash, randomBytes, timingSafeEqual } from "node:crypto";
+import type { Element } from "@xmpp/xml";
+import { visitorIdFromBytes, visitorJid, VISITOR_ID_PATTERN } from "../stanza-mappers/addressing.js";
+import type { ClientFrame, ServerFrame } from "../stanza-mappers/visitor-protocol.js";
+import { pageStatus, presenceToStanza, visitorTypingToStanza } from "../stanza-mappers/visitor-to-stanza.js";
+import { messageFrame, type ChatService } from "./chats.js";
+import type { KeyedQueue } from "./keyed-queue.js";
+import type { Logger } from "./logger.js";
+import type { Metrics } from "./metrics.js";
+import { visitorDisplayName } from "./names.js";
+import type { PresenceService } from "./presence.js";
+import type { Rosters } from "./rosters.js";
+import { newChatId } from "./store/ids.js";
+import type { Site, Store, Visitor } from "./store/types.js";
+
+/**
+ * The visitor side of a chat (CONTRACT §4), independent of WebSockets: who a connecting
+ * visitor is (resume tokens), the welcome frame, and what each client frame does.
+ *
+ * A resume token is `{visitorId}.{secret}`: 256 random bits, of which the store keeps only
+ * a SHA-256 hash, compared in constant time. A token of another site, or one that does
+ * not match, starts a new visitor.
+ */
+export interface VisitorDeps {
+  store: Store;
+  domain: string;
+  send(stanza: Element): void;
+  chats: ChatService;
+  presence: PresenceService;
+  rosters: Rosters;
+  lanes: KeyedQueue;
+  now(): number;
+  newId(): string;
+  logger: Logger;
+  metrics: Metrics;
+  graceMs: number;
+}
+
+const HISTORY_LIMIT = 200;
+
+export interface Session {
+  visitor: Visitor;
+  token: string;
+  resumed: boolean;
+}
+
+export type Reply = (frame: ServerFrame) => void;
+
+export class VisitorService {
+  private readonly log: Logger;
+  private readonly graceTimers = new Map<string, NodeJS.Timeout>();
+
+  constructor(private readonly deps: VisitorDeps) {
+    this.log = deps.logger.child({ module: "visitors" });
+  }
+
+  async connect(site: Site, token: string | undefined, meta: { userAgent?: string; referrer?: string }): Promise<Session> {
+    const resumed = token ? await this.resume(site, token) : null;
+    if (resumed) return { visitor: resumed, token: token!, resumed: true };
+
+    const { store } = this.deps;
+    const id = visitorIdFromBytes(randomBytes(17));
+    const secret = randomBytes(32).toString("base64url");
+    const visitor: Visitor = {
+      id,
+      siteId: site.id,
+      jid: visitorJid(site.id, id, this.deps.domain),
+      tokenHash: sha256(secret),
+      number: await store.nextVisitorNumber(site.id),
+      createdAt: this.deps.now(),
+    };
+    if (meta.userAgent) visitor.userAgent = meta.userAgent.slice(0, 512);
+    if (meta.referrer) visitor.referrer = meta.referrer.slice(0, 2048);
+    await store.createVisitor(visitor);
+    this.log.debug({ visitorId: id, siteId: site.id }, "new visitor");
+    return { visitor, token: `${id}.${secret}`, resumed: false };
+  }
+
+  async welcome(site: Site, session: Session): Promise<ServerFrame[]> {
+    const { store } = this.deps;
+    const { visitor } = session;
+    const [history, agentsOnline, chat] = await Promise.all([
+      store.history(visitor.id, HISTORY_LIMIT),
+      this.deps.presence.agentsOnline(site.id),
+      visitor.chatId ? store.getChat(visitor.chatId) : Promise.resolve(null),
+    ]);
+    const frames: ServerFrame[] = [
+      {
+        type: "welcome",
+        visitorId: visitor.id,
+        token: session.token,
+        resumed: session.resumed,
+        agentsOnline,
+        agent: chat?.state === "active" && chat.agentName ? { name: chat.agentName } : null,
+        history: history.filter((m) => m.from !== "note").map(messageFrame),
+        ...(site.welcome ? { welcome: site.welcome } : {}),
+      },
+    ];
+    if (chat?.state === "queued") {
+      const position = await store.queuePosition(site.id, chat.id);
+      if (position !== null) frames.push({ type: "queue", position });
+    }
+    return frames;
+  }
+
+  /** A socket of the visitor opened: they are online (again). */
+  async socketOpened(site: Site, visitor: Visitor): Promise<void> {
+    clearTimeout(this.graceTimers.get(visitor.id));
+    this.graceTimers.delete(visitor.id);
+    const now = this.deps.now();
+    const wasOnline = await this.deps.store.isOnline(site.id, visitor.id, now);
+    await this.markOnline(site.id, visitor.id);
+    if (!wasOnline) await this.announcePresence(visitor.id);
+  }
+
+  /** Keeps the online mark fresh while sockets stay open (called by the heartbeat). */
+  async markOnline(siteId: string, visitorId: string, heartbeatMs = 30_000): Promise<void> {
+    await this.deps.store.markOnline(siteId, visitorId, this.deps.now() + 2 * heartbeatMs + this.deps.graceMs);
+  }
+
+  /** The visitor's last socket on this process closed: offline once the grace period passes. */
+  async lastSocketClosed(site: Site, visitorId: string): Promise<void> {
+    await this.deps.store.markOnline(site.id, visitorId, this.deps.now() + this.deps.graceMs);
+    clearTimeout(this.graceTimers.get(visitorId));
+    const timer = setTimeout(() => {
+      this.graceTimers.delete(visitorId);
+      void this.deps.store
+        .isOnline(site.id, visitorId, this.deps.now())
+        .then((online) => (online ? undefined : this.announcePresence(visitorId)))
+        .catch((err: unknown) => this.log.warn({ err, visitorId }, "grace check failed"));
+    }, this.deps.graceMs + 50);
+    timer.unref();
+    this.graceTimers.set(visitorId, timer);
+  }
+
+  async onFrame(site: Site, visitorId: string, frame: ClientFrame, reply: Reply): Promise<void> {
+    switch (frame.type) {
+      case "ping":
+        reply({ type: "pong" });
+        return;
+      case "message":
+        await this.deps.lanes.run(visitorId, () => this.onMessage(site, visitorId, frame, reply));
+        return;
+      case "typing":
+        await this.deps.lanes.run(visitorId, () => this.onTyping(visitorId, frame.state));
+        return;
+      case "page":
+        await this.deps.lanes.run(visitorId, () => this.onPage(visitorId, { url: frame.url, title: frame.title }));
+        return;
+      case "identify":
+        await this.deps.lanes.run(visitorId, () => this.onIdentify(site, visitorId, frame));
+        return;
+    }
+  }
+
+  stop(): void {
+    for (const timer of this.graceTimers.values()) clearTimeout(timer);
+    this.graceTimers.clear();
+  }
+
+  private async resume(site: Site, token: string): Promise<Visitor | null> {
+    const dot = token.indexOf(".");
+    const visitorId = token.slice(0, dot);
+    const secret = token.slice(dot + 1);
+    if (dot === -1 || !VISITOR_ID_PATTERN.test(visitorId) || secret.length < 32 || secret.length > 64) return null;
+    const visitor = await this.deps.store.getVisitor(visitorId);
+    if (!visitor || visitor.siteId !== site.id) return null;
+    const expected = Buffer.from(visitor.tokenHash, "hex");
+    const actual = Buffer.from(sha256(secret), "hex");
+    return expected.length === actual.length && timingSafeEqual(expected, actual) ? visitor : null;
+  }
+
+  private async onMessage(site: Site, visitorId: string, frame: Extract<ClientFrame, { type: "message" }>, reply: Reply): Promise<void> {
+    const started = performance.now();
+    const { store } = this.deps;
+    const visitor = await store.getVisitor(visitorId);
+    if (!visitor) return;
+    const now = this.deps.now();
+    const appended = await store.appendVisitorMessage({
+      visitorId,
+      siteId: site.id,
+      clientId: frame.id,
+      name: visitorDisplayName(visitor),
+      text: frame.text,
+      ts: now,
+      newChatId: newChatId(visitorId, now),
+    });
+    // Stored durably: only now may the visitor be told (CONTRACT §4, §6).
+    reply({ type: "ack", id: frame.id, messageId: appended.message.id, ts: appended.message.ts });
+    if (appended.duplicate) return;
+    await this.deps.chats.publishMessage(visitorId, appended.message);
+    await this.deps.chats.onVisitorMessage(site, visitor, appended);
+    this.deps.metrics.messages.inc({ direction: "in" });
+    this.deps.metrics.stanzaLatency.observe({ direction: "in" }, (performance.now() - started) / 1000);
+  }
+
+  private async onTyping(visitorId: string, state: "composing" | "paused"): Promise<void> {
+    const chat = await this.activeChat(visitorId);
+    if (!chat) return;
+    this.deps.send(visitorTypingToStanza({ from: chat.visitor.jid, to: chat.agentJid, state, id: this.deps.newId() }));
+  }
+
+  private async onPage(visitorId: string, page: { url: string; title: string }): Promise<void> {
+    await this.deps.store.updateVisitor(visitorId, { page });
+    const chat = await this.activeChat(visitorId);
+    if (chat) this.deps.send(presenceToStanza({ from: chat.visitor.jid, to: chat.agentJid, status: pageStatus(page) }));
+  }
+
+  private async onIdentify(site: Site, visitorId: string, frame: Extract<ClientFrame, { type: "identify" }>): Promise<void> {
+    const patch: { name?: string; email?: string } = {};
+    if (frame.name?.trim()) patch.name = frame.name.trim();
+    if (frame.email) patch.email = frame.email;
+    const visitor = await this.deps.store.updateVisitor(visitorId, patch);
+    const chat = visitor && (await this.activeChat(visitorId));
+    if (chat && patch.name) await this.deps.rosters.upsert(chat.agentJid, { jid: chat.visitor.jid, name: visitorDisplayName(chat.visitor), group: site.name });
+  }
+
+  /** Sends the visitor's current presence to their agent, if they have one. */
+  private async announcePresence(visitorId: string): Promise<void> {
+    const chat = await this.activeChat(visitorId);
+    if (chat) await this.deps.presence.sendVisitorPresence(visitorId, chat.agentJid);
+  }
+
+  private async activeChat(visitorId: string): Promise<{ visitor: Visitor; agentJid: string } | null> {
+    const visitor = await this.deps.store.getVisitor(visitorId);
+    const chat = visitor?.chatId ? await this.deps.store.getChat(visitor.chatId) : null;
+    return visitor && chat?.state === "active" && chat.agentJid ? { visitor, agentJid: chat.agentJid } : null;
+  }
+}
+
+function sha256(secret: string): string {
+  return createHash("sha256").update(secret).digest("hex");
+}

@@ -1,0 +1,183 @@
+import { EventEmitter } from "node:events";
+import { component, type Component, type IqContext } from "@xmpp/component";
+import type { Element } from "@xmpp/xml";
+import { backoffDelay, type BackoffSpec } from "./backoff.js";
+import type { Logger } from "./logger.js";
+
+/**
+ * The only user of @xmpp/component (XEP-0114). It owns the connection to ejabberd:
+ * - reconnects with capped exponential backoff and jitter (instead of xmpp.js's fixed 1 s);
+ * - keeps an ordered outbound queue while disconnected and flushes it, in order, first;
+ * - fixes two xmpp.js 0.13 traps: Nagle (≈44 ms per round trip) and UTF-8 sequences
+ *   split across TCP reads; and survives input that makes its parser throw.
+ *
+ * Events: `online`, `offline`, `message` (Element), `presence` (Element).
+ */
+export interface XmppLinkOptions {
+  service: string;
+  domain: string;
+  secret: string;
+  logger: Logger;
+  backoff?: BackoffSpec;
+  /** Outbound stanzas kept while disconnected; beyond it the oldest are dropped (and logged). */
+  maxQueued?: number;
+}
+
+/** Returns the child of the result, `true` for an empty result, or an `<error/>` element. */
+export type IqHandler = (ctx: IqContext) => Element | true | Promise<Element | true>;
+
+export class XmppLink extends EventEmitter {
+  private readonly entity: Component;
+  private readonly log: Logger;
+  private readonly backoff: BackoffSpec;
+  private readonly maxQueued: number;
+  private readonly queue: Element[] = [];
+  private attempt = 0;
+  private retryTimer: NodeJS.Timeout | undefined;
+  private stopped = true;
+  private connected = false;
+  reconnects = 0;
+
+  constructor(private readonly options: XmppLinkOptions) {
+    super();
+    this.log = options.logger.child({ module: "xmpp-link" });
+    this.backoff = options.backoff ?? { baseMs: 250, maxMs: 30_000 };
+    this.maxQueued = options.maxQueued ?? 200_000;
+    this.entity = component({ service: options.service, domain: options.domain, password: options.secret });
+    this.entity.reconnect.stop();
+    this.guardParser();
+
+    this.entity.on("connect", () => {
+      const socket = this.entity.socket;
+      socket?.setNoDelay(true);
+      socket?.setEncoding("utf8");
+    });
+    this.entity.on("online", () => this.onOnline());
+    this.entity.on("disconnect", () => this.onDisconnect());
+    this.entity.on("error", (err: Error) => this.log.warn({ err }, "xmpp connection error"));
+    this.entity.on("stanza", (stanza: Element) => {
+      if (stanza.name === "message") this.emit("message", stanza);
+      else if (stanza.name === "presence") this.emit("presence", stanza);
+    });
+  }
+
+  get online(): boolean {
+    return this.connected;
+  }
+
+  get queued(): number {
+    return this.queue.length;
+  }
+
+  start(): void {
+    if (!this.stopped) return;
+    this.stopped = false;
+    void this.connect();
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    clearTimeout(this.retryTimer);
+    if (this.entity.status !== "offline") await this.entity.stop().catch(() => {});
+  }
+
+  /** Sends now if online; otherwise queues in order for the next connection. */
+  send(stanza: Element): void {
+    if (!this.connected || this.queue.length > 0) {
+      this.enqueue(stanza);
+      return;
+    }
+    this.write(stanza);
+  }
+
+  /** Sends an IQ and waits for its result. Rejects at once while offline. */
+  async request(iq: Element, timeoutMs: number): Promise<Element> {
+    if (!this.connected) throw new Error("xmpp link is offline");
+    return this.entity.iqCaller.request(iq, timeoutMs);
+  }
+
+  onIqGet(ns: string, name: string, handler: IqHandler): void {
+    this.entity.iqCallee.get(ns, name, handler);
+  }
+
+  onIqSet(ns: string, name: string, handler: IqHandler): void {
+    this.entity.iqCallee.set(ns, name, handler);
+  }
+
+  private async connect(): Promise<void> {
+    if (this.stopped) return;
+    try {
+      this.log.debug({ service: this.options.service, attempt: this.attempt }, "connecting to ejabberd");
+      await this.entity.connect(this.options.service);
+      await this.entity.open({ domain: this.options.domain });
+    } catch (err) {
+      this.log.warn({ err, service: this.options.service }, "could not open the component stream");
+      // A refused connection ends in a socket close, which schedules the retry; a
+      // failure after the socket opened may not, so make sure it is closed.
+      if (this.entity.socket) this.entity.socket.destroy();
+      else this.scheduleRetry();
+    }
+  }
+
+  private onOnline(): void {
+    this.connected = true;
+    if (this.attempt > 0 || this.reconnects > 0) this.reconnects += 1;
+    this.attempt = 0;
+    this.log.info({ domain: this.options.domain, queued: this.queue.length }, "component online");
+    // Flush everything queued, in order, before new stanzas (send() queues while the queue is non-empty).
+    while (this.queue.length > 0 && this.connected) this.write(this.queue.shift()!);
+    this.emit("online");
+  }
+
+  private onDisconnect(): void {
+    const wasConnected = this.connected;
+    this.connected = false;
+    if (wasConnected) {
+      this.log.warn({ queued: this.queue.length }, "component offline");
+      this.emit("offline");
+    }
+    this.scheduleRetry();
+  }
+
+  private scheduleRetry(): void {
+    if (this.stopped) return;
+    clearTimeout(this.retryTimer);
+    const delay = backoffDelay(this.backoff, this.attempt, Math.random());
+    this.attempt += 1;
+    this.log.debug({ delay, attempt: this.attempt }, "reconnect scheduled");
+    this.retryTimer = setTimeout(() => void this.connect(), delay);
+  }
+
+  private write(stanza: Element): void {
+    this.entity.send(stanza).catch((err: unknown) => {
+      // The socket went away mid-write. What the kernel had not taken is re-queued; what it
+      // had taken is beyond our reach (XEP-0114 has no acknowledgements).
+      this.log.warn({ err }, "stanza write failed; queued for the next connection");
+      this.enqueue(stanza);
+    });
+  }
+
+  private enqueue(stanza: Element): void {
+    this.queue.push(stanza);
+    if (this.queue.length > this.maxQueued) {
+      this.queue.shift();
+      this.log.error({ maxQueued: this.maxQueued }, "outbound queue full while ejabberd is unreachable; dropped the oldest stanza");
+    }
+  }
+
+  /**
+   * xmpp.js lets parser exceptions (an undefined entity such as `&bogus;`) escape from the
+   * socket's data handler, which kills the process. Treat them as a broken stream instead.
+   */
+  private guardParser(): void {
+    const original = this.entity._onData.bind(this.entity);
+    this.entity._onData = (data: unknown) => {
+      try {
+        original(data);
+      } catch (err) {
+        this.log.error({ err }, "unparseable input from ejabberd; reconnecting");
+        this.entity.socket?.destroy();
+      }
+    };
+  }
+}

@@ -1,0 +1,89 @@
+import { z } from "zod";
+import { MAX_CLIENT_ID_CHARS, MAX_FRAME_BYTES, MAX_TEXT_CHARS, type ClientFrame, type ErrorCode } from "./visitor-protocol.js";
+
+// Validation of visitor frames (CONTRACT §4). Pure: bytes in, a frame or an error out.
+// Expected bad input is a value, never an exception.
+
+export type ParseResult =
+  | { ok: true; frame: ClientFrame }
+  | { ok: false; code: ErrorCode; message: string; id?: string; close?: 1009 };
+
+const codePoints = (s: string) => {
+  let n = 0;
+  for (const _ of s) n++;
+  return n;
+};
+
+// Control characters other than tab and newlines have no place in chat text and are a
+// classic way to confuse clients; NUL in particular is not allowed in XML at all.
+// eslint-disable-next-line no-control-regex
+const FORBIDDEN_CHARS = /[\u0000-\u0008\u000B\u000C\u000E-\u001F\uFFFE\uFFFF]/;
+const xmlSafe = (s: string) => !FORBIDDEN_CHARS.test(s) && !/[\uD800-\uDFFF]/.test(s.replace(/[\uD800-\uDBFF][\uDC00-\uDFFF]/g, ""));
+
+const text = (max: number) =>
+  z
+    .string()
+    .refine((s) => codePoints(s) <= max, { message: `at most ${max} characters` })
+    .refine(xmlSafe, { message: "contains characters that cannot be sent" });
+
+const schema = z.discriminatedUnion("type", [
+  z.strictObject({
+    type: z.literal("message"),
+    id: text(MAX_CLIENT_ID_CHARS).refine((s) => s.length > 0, { message: "must not be empty" }),
+    text: text(MAX_TEXT_CHARS).refine((s) => s.trim().length > 0, { message: "must not be empty" }),
+  }),
+  z.strictObject({ type: z.literal("typing"), state: z.enum(["composing", "paused"]) }),
+  z.strictObject({ type: z.literal("page"), url: text(2048), title: text(512).default("") }),
+  z.strictObject({
+    type: z.literal("identify"),
+    name: text(128).optional(),
+    email: z.email().max(254).optional(),
+  }),
+  z.strictObject({ type: z.literal("ping") }),
+]);
+
+const KNOWN_TYPES = new Set(["message", "typing", "page", "identify", "ping"]);
+const utf8 = new TextDecoder("utf-8", { fatal: true });
+
+export function parseClientFrame(data: Uint8Array | string, isBinary: boolean): ParseResult {
+  const size = typeof data === "string" ? Buffer.byteLength(data) : data.byteLength;
+  if (size > MAX_FRAME_BYTES) {
+    return { ok: false, code: "too_large", message: `frames are limited to ${MAX_FRAME_BYTES} bytes`, close: 1009 };
+  }
+  if (isBinary) return { ok: false, code: "bad_frame", message: "binary frames are not accepted; send JSON text" };
+
+  let raw: string;
+  try {
+    raw = typeof data === "string" ? data : utf8.decode(data);
+  } catch {
+    return { ok: false, code: "bad_frame", message: "frame is not valid UTF-8" };
+  }
+
+  let json: unknown;
+  try {
+    json = JSON.parse(raw);
+  } catch {
+    return { ok: false, code: "bad_frame", message: "frame is not valid JSON" };
+  }
+  if (typeof json !== "object" || json === null || Array.isArray(json)) {
+    return { ok: false, code: "bad_frame", message: "frame must be a JSON object" };
+  }
+
+  const clientId = typeof (json as { id?: unknown }).id === "string" ? ((json as { id: string }).id.slice(0, MAX_CLIENT_ID_CHARS)) : undefined;
+  const type = (json as { type?: unknown }).type;
+  if (typeof type !== "string" || !KNOWN_TYPES.has(type)) {
+    return withId({ ok: false, code: "invalid", message: `unknown frame type ${JSON.stringify(type)?.slice(0, 40) ?? "undefined"}` }, clientId);
+  }
+
+  const parsed = schema.safeParse(json);
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0];
+    const field = issue?.path.join(".") || "frame";
+    return withId({ ok: false, code: "invalid", message: `${field}: ${issue?.message ?? "invalid"}` }, clientId);
+  }
+  return { ok: true, frame: parsed.data as ClientFrame };
+}
+
+function withId(result: Extract<ParseResult, { ok: false }>, id: string | undefined): ParseResult {
+  return id === undefined ? result : { ...result, id };
+}

@@ -1,0 +1,76 @@
+import type { Element } from "@xmpp/xml";
+import { NS } from "./namespaces.js";
+import type { ChatState } from "./visitor-protocol.js";
+
+/**
+ * What an agent's `<message/>` to a visitor (or desk) JID means for Parley. Pure.
+ *
+ * Real clients wrap a body in many extensions; each is either mapped or dropped here
+ * with a reason that the handler logs at debug:
+ * - XEP-0085 chat states → `chat-state` (composing/paused; active/inactive/gone → paused)
+ * - XEP-0184 request → `receiptRequested`; an agent's own `<received/>` → dropped
+ * - XEP-0333 markers, XEP-0359 ids, XEP-0334 hints → ignored alongside the body
+ * - XEP-0071 XHTML-IM → the plain `<body/>` is used; markup never reaches the visitor
+ * - XEP-0308 correction → sent on as a new message (the widget has no edit) marked `correction`
+ * - XEP-0280 carbons → dropped: a component never needs its own copies
+ * - OMEMO / OpenPGP → `encrypted`: the fallback body is not the message, the agent is told
+ */
+export type AgentMessageEvent =
+  | { kind: "text"; text: string; receiptRequested: boolean; correction: boolean }
+  | { kind: "command"; name: string; args: string; receiptRequested: boolean }
+  | { kind: "chat-state"; state: ChatState }
+  | { kind: "encrypted" }
+  | { kind: "drop"; reason: string };
+
+const MAX_AGENT_TEXT = 10_000;
+
+export function stanzaToAgentEvent(stanza: Element): AgentMessageEvent {
+  const type = stanza.attrs.type ?? "normal";
+  if (type === "error") return { kind: "drop", reason: "error stanza" };
+  if (type === "groupchat" || type === "headline") return { kind: "drop", reason: `message type ${type}` };
+  if (stanza.getChild("sent", NS.carbons) || stanza.getChild("received", NS.carbons)) {
+    return { kind: "drop", reason: "carbon copy" };
+  }
+  if (isEncrypted(stanza)) return { kind: "encrypted" };
+
+  const body = stanza.getChildText("body");
+  const receiptRequested = Boolean(stanza.getChild("request", NS.receipts)) && Boolean(stanza.attrs.id);
+  if (body !== null && body.trim() !== "") {
+    const text = body.length > MAX_AGENT_TEXT ? body.slice(0, MAX_AGENT_TEXT) : body;
+    const command = parseCommand(text);
+    if (command) return { kind: "command", ...command, receiptRequested };
+    return { kind: "text", text, receiptRequested, correction: Boolean(stanza.getChild("replace", NS.correction)) };
+  }
+
+  const state = chatStateOf(stanza);
+  if (state) return { kind: "chat-state", state };
+  if (stanza.getChild("received", NS.receipts)) return { kind: "drop", reason: "delivery receipt" };
+  if (stanza.getChild("displayed", NS.chatMarkers) || stanza.getChild("received", NS.chatMarkers)) {
+    return { kind: "drop", reason: "chat marker" };
+  }
+  return { kind: "drop", reason: body === null ? "no body" : "empty body" };
+}
+
+/** `!transfer bob@x` → `{ name: "transfer", args: "bob@x" }`; a lone `!` is not a command. */
+export function parseCommand(text: string): { name: string; args: string } | null {
+  const match = /^!([A-Za-z][\w-]*)(?:\s+([\s\S]*))?$/.exec(text.trim());
+  if (!match) return null;
+  return { name: match[1]!.toLowerCase(), args: (match[2] ?? "").trim() };
+}
+
+function chatStateOf(stanza: Element): ChatState | null {
+  if (stanza.getChild("composing", NS.chatStates)) return "composing";
+  for (const name of ["paused", "active", "inactive", "gone"]) {
+    if (stanza.getChild(name, NS.chatStates)) return "paused";
+  }
+  return null;
+}
+
+function isEncrypted(stanza: Element): boolean {
+  return Boolean(
+    stanza.getChild("encrypted", NS.omemo) ||
+      stanza.getChild("encrypted", NS.omemo2) ||
+      stanza.getChild("openpgp", NS.openpgp) ||
+      stanza.getChild("x", NS.legacyPgp),
+  );
+}

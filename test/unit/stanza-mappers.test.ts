@@ -1,0 +1,104 @@
+import { readdirSync, readFileSync } from "node:fs";
+import { join } from "node:path";
+import { parse } from "ltx";
+import { describe, expect, it } from "vitest";
+import { parseClientFrame } from "../../stanza-mappers/parse-client-frame.js";
+import { stanzaToAgentEvent } from "../../stanza-mappers/stanza-to-agent-event.js";
+import { pageStatus, presenceToStanza, visitorMessageToStanza, visitorTypingToStanza } from "../../stanza-mappers/visitor-to-stanza.js";
+import { stanzaErrorReply } from "../../stanza-mappers/stanza-errors.js";
+import { stanzaToPresenceEvent, aggregatePresence } from "../../stanza-mappers/presence-to-agent-state.js";
+import { stanzaToPrivilegeGrant } from "../../stanza-mappers/privileges.js";
+
+const fixtures = join(import.meta.dirname, "../fixtures");
+const read = (path: string) => readFileSync(join(fixtures, path), "utf8");
+
+describe("agent stanzas as real clients send them", () => {
+  const dir = join(fixtures, "stanzas/from-agents");
+  const names = readdirSync(dir)
+    .filter((f) => f.endsWith(".xml"))
+    .map((f) => f.slice(0, -4));
+
+  it("has a fixture for each client family and extension", () => {
+    expect(names.length).toBeGreaterThanOrEqual(15);
+  });
+
+  it.each(names)("maps %s to its expected event", (name) => {
+    const stanza = parse(read(`stanzas/from-agents/${name}.xml`));
+    const expected = JSON.parse(read(`stanzas/from-agents/${name}.expected.json`)) as unknown;
+    expect(stanzaToAgentEvent(stanza)).toEqual(expected);
+  });
+});
+
+describe("visitor frames to stanzas (golden pairs with the same basename)", () => {
+  type Fixture = { context: Record<string, string>; frame: unknown };
+  const load = (name: string) => {
+    const fixture = JSON.parse(read(`visitor/${name}.json`)) as Fixture;
+    const parsed = parseClientFrame(JSON.stringify(fixture.frame), false);
+    if (!parsed.ok) throw new Error(`fixture ${name} is not a valid frame: ${parsed.message}`);
+    return { ...fixture, frame: parsed.frame, expected: parse(read(`stanzas/${name}.xml`).trim()) };
+  };
+
+  it("maps a message, keeping multibyte text and markup-looking text exact", () => {
+    const { context, frame, expected } = load("message-multibyte");
+    if (frame.type !== "message") throw new Error("fixture is not a message");
+    const stanza = visitorMessageToStanza({ from: context.from!, to: context.to!, messageId: context.messageId!, text: frame.text });
+    expect(stanza.toString()).toBe(expected.toString());
+    expect(parse(stanza.toString()).getChildText("body")).toBe(frame.text);
+  });
+
+  it("maps typing to a XEP-0085 chat state that servers do not store", () => {
+    const { context, frame, expected } = load("typing-composing");
+    if (frame.type !== "typing") throw new Error("fixture is not typing");
+    expect(visitorTypingToStanza({ from: context.from!, to: context.to!, state: frame.state, id: context.id! }).toString()).toBe(expected.toString());
+  });
+
+  it("maps a page change to presence with the title and URL as status", () => {
+    const { context, frame, expected } = load("page");
+    if (frame.type !== "page") throw new Error("fixture is not a page");
+    expect(presenceToStanza({ from: context.from!, to: context.to!, status: pageStatus(frame) }).toString()).toBe(expected.toString());
+  });
+});
+
+describe("stanza errors", () => {
+  it("swaps addresses, keeps the id and names the condition", () => {
+    const stanza = parse('<message from="eve@localhost/x" to="acme.q7m2x4tb3wr5czn6v2aqd7hsek@chat.localhost" id="m1" type="chat"><body>hi</body></message>');
+    const reply = stanzaErrorReply(stanza, "forbidden");
+    expect(reply.attrs).toMatchObject({ type: "error", from: "acme.q7m2x4tb3wr5czn6v2aqd7hsek@chat.localhost", to: "eve@localhost/x", id: "m1" });
+    expect(reply.getChild("error")?.attrs.type).toBe("auth");
+    expect(reply.getChild("error")?.getChild("forbidden", "urn:ietf:params:xml:ns:xmpp-stanzas")).toBeDefined();
+  });
+});
+
+describe("agent presence", () => {
+  it.each([
+    ["<presence/>", { kind: "resource", show: "available" }],
+    ["<presence><show>chat</show></presence>", { kind: "resource", show: "available" }],
+    ["<presence><show>away</show><status>lunch</status></presence>", { kind: "resource", show: "away" }],
+    ["<presence><show>dnd</show></presence>", { kind: "resource", show: "dnd" }],
+    ["<presence><show>xa</show></presence>", { kind: "resource", show: "xa" }],
+    ['<presence type="unavailable"/>', { kind: "resource-gone" }],
+    ['<presence type="probe"/>', { kind: "probe" }],
+    ['<presence type="subscribe"/>', { kind: "subscribe" }],
+  ])("reads %s", (xml, expected) => {
+    expect(stanzaToPresenceEvent(parse(xml))).toEqual(expected);
+  });
+
+  it("counts the most available resource", () => {
+    expect(aggregatePresence([])).toBe("offline");
+    expect(aggregatePresence(["away", "available"])).toBe("available");
+    expect(aggregatePresence(["xa", "dnd"])).toBe("dnd");
+  });
+});
+
+describe("XEP-0356 privilege grants", () => {
+  it("reads ejabberd 23.01's grant message", () => {
+    const stanza = parse(
+      '<message from="localhost" to="chat.localhost"><privilege xmlns="urn:xmpp:privilege:1"><perm access="roster" type="both"/><perm access="message" type="outgoing"/><perm access="presence" type="roster"/></privilege></message>',
+    );
+    expect(stanzaToPrivilegeGrant(stanza)).toEqual({ host: "localhost", roster: "both", presence: "roster", message: "outgoing" });
+  });
+
+  it("ignores the same element from a user", () => {
+    expect(stanzaToPrivilegeGrant(parse('<message from="eve@localhost"><privilege xmlns="urn:xmpp:privilege:1"/></message>'))).toBeNull();
+  });
+});
