@@ -5,7 +5,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
-import { cleanUpOnExit } from "./exit-cleanup.js";
+import { trackLeftover } from "./leftovers.js";
 import { freePorts } from "./ports.js";
 
 /**
@@ -18,8 +18,8 @@ import { freePorts } from "./ports.js";
  *   await xmpp.destroy();                        // afterAll
  *
  * Every process is stopped even when a test fails: call destroy() (or stop())
- * in afterAll; a process 'exit' hook kills whatever is still running and
- * removes the dir if a file never got there.
+ * in afterAll; if a file never gets there, ./leftovers.ts kills the server
+ * and removes its dir after the file's last hook.
  */
 export interface PrivateEjabberd {
   /** The XMPP host users live on: "localhost". */
@@ -107,7 +107,7 @@ class EjabberdProcess implements PrivateEjabberd {
   readonly dir: string;
   pid: number | null = null;
   private readonly resumeTimeoutSeconds: number;
-  private readonly forgetOnExit: () => void;
+  private readonly untrack: () => void;
 
   constructor(settings: Settings) {
     this.host = settings.host;
@@ -119,7 +119,7 @@ class EjabberdProcess implements PrivateEjabberd {
     this.apiUrl = `http://127.0.0.1:${settings.httpPort}/api`;
     this.dir = settings.dir;
     this.resumeTimeoutSeconds = settings.resumeTimeoutSeconds;
-    this.forgetOnExit = cleanUpOnExit({ pids: () => (this.pid === null ? [] : [this.pid]), dirs: [this.dir] });
+    this.untrack = trackLeftover({ pids: () => (this.pid === null ? [] : [this.pid]), dirs: [this.dir] });
   }
 
   async start(): Promise<void> {
@@ -151,7 +151,7 @@ class EjabberdProcess implements PrivateEjabberd {
   async destroy(): Promise<void> {
     await this.kill();
     await rm(this.dir, { recursive: true, force: true });
-    this.forgetOnExit();
+    this.untrack();
   }
 
   async register(user: string, password: string): Promise<void> {

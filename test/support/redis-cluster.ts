@@ -3,7 +3,7 @@ import { mkdir, mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
-import { cleanUpOnExit } from "./exit-cleanup.js";
+import { trackLeftover } from "./leftovers.js";
 import { freePorts } from "./ports.js";
 import { launchRedisServer, redisCli } from "./redis-process.js";
 import { signalAndWait, waitUntil } from "./wait.js";
@@ -32,11 +32,11 @@ export async function startRedisCluster({ masters = 3 }: { masters?: number } = 
   // which nobody checked was free).
   const ports = await freePorts(masters * 2);
   const pids: number[] = [];
-  const forgetOnExit = cleanUpOnExit({ pids: () => pids, dirs: [dir] });
+  const untrack = trackLeftover({ pids: () => pids, dirs: [dir] });
   const stop = async (): Promise<void> => {
     await Promise.all(pids.splice(0).map((pid) => signalAndWait(pid, "SIGKILL")));
     await rm(dir, { recursive: true, force: true });
-    forgetOnExit();
+    untrack();
   };
 
   try {

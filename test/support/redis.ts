@@ -1,7 +1,7 @@
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { cleanUpOnExit } from "./exit-cleanup.js";
+import { trackLeftover } from "./leftovers.js";
 import { freePort } from "./ports.js";
 import { launchRedisServer } from "./redis-process.js";
 import { signalAndWait } from "./wait.js";
@@ -14,8 +14,8 @@ import { signalAndWait } from "./wait.js";
  *   new Redis(redis.url) ...
  *   await redis.destroy();              // afterAll (stop() also works)
  *
- * A process 'exit' hook kills the server and removes the dir if a test file
- * never reached its afterAll.
+ * If a test file never reaches its afterAll, ./leftovers.ts kills the server
+ * and removes its dir after the file's last hook.
  */
 export interface PrivateRedis {
   /** redis://127.0.0.1:<port> */
@@ -49,7 +49,7 @@ export async function startRedis(opts: { appendonly?: boolean } = {}): Promise<P
 class RedisProcess implements PrivateRedis {
   readonly url: string;
   pid: number | null = null;
-  private readonly forgetOnExit: () => void;
+  private readonly untrack: () => void;
 
   constructor(
     readonly port: number,
@@ -57,7 +57,7 @@ class RedisProcess implements PrivateRedis {
     private readonly appendonly: boolean,
   ) {
     this.url = `redis://127.0.0.1:${port}`;
-    this.forgetOnExit = cleanUpOnExit({ pids: () => (this.pid === null ? [] : [this.pid]), dirs: [dir] });
+    this.untrack = trackLeftover({ pids: () => (this.pid === null ? [] : [this.pid]), dirs: [dir] });
   }
 
   async start(): Promise<void> {
@@ -76,7 +76,7 @@ class RedisProcess implements PrivateRedis {
   async destroy(): Promise<void> {
     await this.kill();
     await rm(this.dir, { recursive: true, force: true });
-    this.forgetOnExit();
+    this.untrack();
   }
 
   private async signal(signal: NodeJS.Signals): Promise<void> {
