@@ -54,9 +54,14 @@ ensure_ejabberd_installed() {
 # --- ports ------------------------------------------------------------------
 
 # Ports any socket on this machine uses now, from /proc (no ss/netstat needed).
+# Lines look like "  0: 0100007F:1F90 00000000:0000 0A ...": the port is the
+# hex after the colon of the second field.
 ports_in_use() {
-  awk 'NR > 1 { split($2, a, ":"); print strtonum("0x" a[2]) }' \
-    /proc/net/tcp /proc/net/tcp6 2>/dev/null | sort -un
+  local _ local_address
+  cat /proc/net/tcp /proc/net/tcp6 2>/dev/null |
+    while read -r _ local_address _; do
+      if [[ $local_address == *:* ]]; then echo $((16#${local_address##*:})); fi
+    done | sort -un
 }
 
 # A free port below the kernel's ephemeral range, so it cannot collide with
