@@ -49,6 +49,9 @@ interface VisitorSocket {
   pending: ServerFrame[] | null;
   frameBucket: TokenBucket;
   refusals: number;
+  /** The frame being handled, so a close for flooding waits for the acks of accepted messages. */
+  inFlight: Promise<void>;
+  closing: boolean;
 }
 
 export class VisitorGateway {
@@ -125,7 +128,15 @@ export class VisitorGateway {
   private async attach(ws: WebSocket, site: Site, session: Session): Promise<void> {
     const { visitor } = session;
     const now = this.deps.now();
-    const socket: VisitorSocket = { ws, alive: true, pending: [], frameBucket: new TokenBucket(SOCKET_RATE, now), refusals: 0 };
+    const socket: VisitorSocket = {
+      ws,
+      alive: true,
+      pending: [],
+      frameBucket: new TokenBucket(SOCKET_RATE, now),
+      refusals: 0,
+      inFlight: Promise.resolve(),
+      closing: false,
+    };
     this.deps.metrics.visitorsConnected.inc();
     let entry = this.local.get(visitor.id);
     if (!entry) {
@@ -176,6 +187,7 @@ export class VisitorGateway {
   }
 
   private async onData(site: Site, visitorId: string, socket: VisitorSocket, data: Buffer, isBinary: boolean): Promise<void> {
+    if (socket.closing) return;
     const now = this.deps.now();
     if (!socket.frameBucket.take(now)) return this.refuse(socket, { type: "error", code: "rate_limited", message: "too many frames; slow down" });
     const parsed = parseClientFrame(data, isBinary);
@@ -191,20 +203,25 @@ export class VisitorGateway {
       return this.refuse(socket, { type: "error", code: "rate_limited", message: "too many messages; wait a moment", id: frame.id });
     }
     socket.refusals = 0;
-    try {
-      await this.deps.visitors.onFrame(site, visitorId, frame, (reply) => this.sendTo(socket, reply));
-    } catch (err) {
+    const handled = this.deps.visitors.onFrame(site, visitorId, frame, (reply) => this.sendTo(socket, reply)).catch((err: unknown) => {
       this.log.warn({ err, visitorId, type: frame.type }, "visitor frame failed");
       const id = frame.type === "message" ? { id: frame.id } : {};
       this.sendTo(socket, { type: "error", code: "unavailable", message: "temporarily unavailable; try again", ...id });
-    }
+    });
+    socket.inFlight = handled;
+    await handled;
   }
 
   private refuse(socket: VisitorSocket, frame: ServerFrame): void {
     this.deps.metrics.frameErrors.inc({ code: "rate_limited" });
     this.sendTo(socket, frame);
     socket.refusals += 1;
-    if (socket.refusals >= FLOOD_REFUSALS) socket.ws.close(1008, "flooding");
+    if (socket.refusals >= FLOOD_REFUSALS) {
+      // Frames are handled in order per visitor, so once the last accepted one is done,
+      // every accepted message has been stored and acknowledged.
+      socket.closing = true;
+      void socket.inFlight.then(() => socket.ws.close(1008, "flooding"));
+    }
   }
 
   private fanOut(visitorId: string, frame: ServerFrame): void {

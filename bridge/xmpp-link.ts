@@ -107,11 +107,11 @@ export class XmppLink extends EventEmitter {
   private async connect(): Promise<void> {
     if (this.stopped) return;
     try {
-      this.log.debug({ service: this.options.service, attempt: this.attempt }, "connecting to ejabberd");
+      this.log.debug({ xmppService: this.options.service, attempt: this.attempt }, "connecting to ejabberd");
       await this.entity.connect(this.options.service);
       await this.entity.open({ domain: this.options.domain });
     } catch (err) {
-      this.log.warn({ err, service: this.options.service }, "could not open the component stream");
+      this.log.warn({ err, xmppService: this.options.service }, "could not open the component stream");
       // A refused connection ends in a socket close, which schedules the retry; a
       // failure after the socket opened may not, so make sure it is closed.
       if (this.entity.socket) this.entity.socket.destroy();

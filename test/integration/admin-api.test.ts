@@ -1,0 +1,91 @@
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { startStack, type Stack } from "../support/stack.js";
+
+// The admin HTTP API (CONTRACT §3).
+
+let stack: Stack;
+
+beforeAll(async () => {
+  stack = await startStack({ agents: ["agent1"] });
+});
+afterAll(async () => {
+  await stack?.stop();
+});
+
+describe("admin API", () => {
+  it("creates, reads, updates, lists and deletes sites", async () => {
+    const created = await stack.api("PUT", "/api/sites/acme", { name: "Acme", origins: ["https://acme.test"], welcome: "Hello!", webhookSecret: "s".repeat(20) });
+    expect(created.status).toBe(201);
+    expect(created.body).toMatchObject({ id: "acme", name: "Acme", origins: ["https://acme.test"], maxChatsPerAgent: 3, welcome: "Hello!", webhookSecret: "[set]" });
+    const updated = await stack.api("PUT", "/api/sites/acme", { name: "Acme Corp", maxChatsPerAgent: 5 });
+    expect(updated.status).toBe(200);
+    expect(updated.body).toMatchObject({ name: "Acme Corp", maxChatsPerAgent: 5, createdAt: created.body.createdAt });
+    expect((await stack.api("GET", "/api/sites/acme")).body.name).toBe("Acme Corp");
+    expect((await stack.api("GET", "/api/sites")).body.map((s: { id: string }) => s.id)).toContain("acme");
+    expect((await stack.api("DELETE", "/api/sites/acme")).status).toBe(204);
+    expect((await stack.api("GET", "/api/sites/acme")).status).toBe(404);
+  });
+
+  it("manages agents and reports their presence and active chats", async () => {
+    await stack.api("PUT", "/api/sites/desk", { name: "Desk" });
+    expect((await stack.api("PUT", "/api/sites/desk/agents/Agent1@LocalHost", { name: "Ann" })).status).toBe(201);
+    expect((await stack.api("PUT", "/api/sites/desk/agents/agent1@localhost", { name: "Ann B." })).status).toBe(200);
+    const agent = await stack.agent("agent1");
+    await expect.poll(async () => (await stack.api("GET", "/api/sites/desk/agents")).body, { timeout: 15_000 }).toEqual([
+      { jid: "agent1@localhost", name: "Ann B.", presence: "available", activeChats: 0 },
+    ]);
+    const visitor = await stack.visitor("desk");
+    visitor.send({ type: "page", url: "https://desk.test/pricing", title: "Pricing" });
+    await visitor.say("hi");
+    await agent.nextBody(`desk.${visitor.welcome.visitorId}@chat.localhost`);
+    expect((await stack.api("GET", "/api/sites/desk/agents")).body[0].activeChats).toBe(1);
+    const visitors = (await stack.api("GET", "/api/sites/desk/visitors")).body;
+    expect(visitors).toEqual([
+      expect.objectContaining({ id: visitor.welcome.visitorId, jid: `desk.${visitor.welcome.visitorId}@chat.localhost`, page: { url: "https://desk.test/pricing", title: "Pricing" } }),
+    ]);
+    const chats = (await stack.api("GET", "/api/sites/desk/chats?state=active")).body;
+    expect(chats).toHaveLength(1);
+    expect(chats[0]).toMatchObject({ siteId: "desk", state: "active", visitor: { id: visitor.welcome.visitorId }, agent: { jid: "agent1@localhost" } });
+    expect((await stack.api("DELETE", "/api/sites/desk/agents/agent1@localhost")).status).toBe(204);
+    expect((await stack.api("DELETE", "/api/sites/desk/agents/agent1@localhost")).status).toBe(404);
+  });
+
+  it("names the invalid field with 400, and answers 404 for unknown things", async () => {
+    const bad = await stack.api("PUT", "/api/sites/acme", { name: "", origins: ["not a url"] });
+    expect(bad.status).toBe(400);
+    expect(bad.body.error.code).toBe("invalid");
+    expect(bad.body.error.message).toMatch(/^name/);
+    expect((await stack.api("PUT", "/api/sites/acme", { name: "A", origins: ["https://a.test/path"] })).body.error.message).toMatch(/^origins\.0/);
+    expect((await stack.api("PUT", "/api/sites/acme", { name: "A", surprise: 1 })).status).toBe(400);
+    expect((await stack.api("PUT", "/api/sites/Bad_Id", { name: "A" })).body.error.message).toMatch(/^siteId/);
+    await stack.api("PUT", "/api/sites/acme", { name: "A" });
+    expect((await stack.api("PUT", "/api/sites/acme/agents/not-a-jid", {})).body.error.message).toMatch(/^jid/);
+    expect((await stack.api("GET", "/api/sites/acme/chats?state=weird")).status).toBe(400);
+    expect((await stack.api("GET", "/api/chats/nope")).status).toBe(404);
+    expect((await stack.api("GET", "/api/sites/nope/agents")).status).toBe(404);
+    const raw = await fetch(new URL("/api/sites/x", stack.bridge.httpUrl), {
+      method: "PUT",
+      headers: { authorization: `Bearer ${stack.adminToken}`, "content-type": "application/json" },
+      body: "{not json",
+    });
+    expect(raw.status).toBe(400);
+  });
+
+  it("answers 401 without the right token, and 503 when no token is configured", async () => {
+    expect((await fetch(new URL("/api/sites", stack.bridge.httpUrl))).status).toBe(401);
+    const wrong = await fetch(new URL("/api/sites", stack.bridge.httpUrl), { headers: { authorization: "Bearer wrong-token-wrong-token" } });
+    expect(wrong.status).toBe(401);
+    expect(await wrong.json()).toEqual({ error: { code: "unauthorized", message: expect.any(String) } });
+    const closed = await stack.startBridge({ PARLEY_ADMIN_TOKEN: "" });
+    expect((await fetch(new URL("/api/sites", closed.httpUrl), { headers: { authorization: `Bearer ${stack.adminToken}` } })).status).toBe(503);
+  });
+
+  it("serves the widget and the demo page", async () => {
+    const widget = await fetch(new URL("/widget.js", stack.bridge.httpUrl));
+    expect(widget.status).toBe(200);
+    expect(widget.headers.get("content-type")).toMatch(/javascript/);
+    const demo = await fetch(new URL("/demo?site=acme", stack.bridge.httpUrl));
+    expect(await demo.text()).toContain('data-site="acme"');
+    expect((await fetch(new URL("/demo?site=%3Cscript%3E", stack.bridge.httpUrl))).status).toBe(400);
+  });
+});

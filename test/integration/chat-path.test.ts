@@ -1,0 +1,159 @@
+import { xml } from "@xmpp/client";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import type { AgentClient } from "../support/agent-client.js";
+import { startStack, type Stack } from "../support/stack.js";
+
+// The core path (issue 2): visitor → agent's Jabber client → visitor, against a real
+// ejabberd 23.01 (and Redis when PARLEY_TEST_STORE=redis).
+
+const CHATSTATES = "http://jabber.org/protocol/chatstates";
+const RECEIPTS = "urn:xmpp:receipts";
+const MULTIBYTE = "Zoë: 你好, مرحبا! 👋🏽👩‍👩‍👧 e\u0301 — ok";
+
+let stack: Stack;
+let agent1: AgentClient;
+
+beforeAll(async () => {
+  stack = await startStack();
+  expect((await stack.api("PUT", "/api/sites/acme", { name: "Acme Inc", maxChatsPerAgent: 3, welcome: "Hi there" })).status).toBe(201);
+  expect((await stack.api("PUT", "/api/sites/acme/agents/agent1@localhost", { name: "Alice" })).status).toBe(201);
+  agent1 = await stack.agent("agent1");
+  await stack.waitForPresence("acme", "agent1@localhost", "available");
+});
+afterAll(async () => {
+  await stack?.stop();
+});
+
+describe("core chat path", () => {
+  it("puts the site's desk contact in each agent's roster", async () => {
+    const desk = (await agent1.roster()).find((item) => item.attrs.jid === "acme@chat.localhost");
+    expect(desk?.attrs).toMatchObject({ name: "Acme Inc", subscription: "both" });
+    expect(desk?.getChildText("group")).toBe("Acme Inc");
+  });
+
+  it("carries a visitor's message to the agent and the reply back, with typing, receipts and multibyte text", async () => {
+    const visitor = await stack.visitor("acme");
+    expect(visitor.welcome).toMatchObject({ type: "welcome", resumed: false, agentsOnline: true, agent: null, history: [] });
+    const visitorJid = `acme.${visitor.welcome.visitorId}@chat.localhost`;
+
+    // visitor sends → stored and acknowledged → agent expects it from the visitor's JID
+    const ack = await visitor.say(MULTIBYTE);
+    expect(ack.messageId).toBeTruthy();
+    const received = await agent1.nextBody(visitorJid);
+    expect(received.getChildText("body")).toBe(MULTIBYTE);
+    expect(received.attrs.type).toBe("chat");
+    expect(received.attrs.to).toBe("agent1@localhost"); // to the bare JID, so carbons reach every device
+
+    // the roster item was there before the message
+    const push = agent1.rosterPushes.all.find((item) => item.attrs.jid === visitorJid);
+    expect(push?.attrs.name).toMatch(/^Visitor \d{4}$/);
+    expect(push?.getChildText("group")).toBe("Acme Inc");
+    expect(agent1.rosterPushes.all.indexOf(push!)).toBeGreaterThanOrEqual(0);
+    await visitor.next("agent", (f) => f.state === "joined" && f.name === "Alice");
+
+    // the visitor's presence shows in the agent's roster
+    const presence = await agent1.presences.next((p) => p.attrs.from?.startsWith(visitorJid) === true && !p.attrs.type, "visitor presence");
+    expect(presence.attrs.type).toBeUndefined();
+
+    // typing both ways
+    visitor.send({ type: "typing", state: "composing" });
+    await agent1.messages.next((m) => m.attrs.from === visitorJid && Boolean(m.getChild("composing", CHATSTATES)), "composing");
+    await agent1.sendMessage(visitorJid, null, [xml("composing", { xmlns: CHATSTATES })]);
+    await visitor.next("typing", (f) => f.state === "composing" && f.name === "Alice");
+
+    // agent replies with a receipt request → visitor gets it → receipt answered
+    const replyId = await agent1.sendMessage(visitorJid, `Re: ${MULTIBYTE}`, [xml("request", { xmlns: RECEIPTS }), xml("active", { xmlns: CHATSTATES })]);
+    const reply = await visitor.next("message", (f) => f.from === "agent");
+    expect(reply).toMatchObject({ from: "agent", name: "Alice", text: `Re: ${MULTIBYTE}` });
+    const receipt = await agent1.messages.next((m) => m.getChild("received", RECEIPTS)?.attrs.id === replyId, "the receipt");
+    expect(receipt.attrs.from).toBe(visitorJid);
+
+    // the transcript has both, in order
+    const chatId = (await stack.api("GET", "/api/sites/acme/chats?state=active")).body[0].id as string;
+    const transcript = (await stack.api("GET", `/api/chats/${chatId}`)).body;
+    expect(transcript.messages.map((m: { from: string; text: string }) => [m.from, m.text])).toEqual([
+      ["visitor", MULTIBYTE],
+      ["agent", `Re: ${MULTIBYTE}`],
+    ]);
+    expect(transcript).toMatchObject({ siteId: "acme", state: "active", agent: { jid: "agent1@localhost", name: "Alice" } });
+  });
+
+  it("resumes a visitor with their token, and every tab gets every frame", async () => {
+    const tab1 = await stack.visitor("acme");
+    const visitorJid = `acme.${tab1.welcome.visitorId}@chat.localhost`;
+    await tab1.say("first from tab 1", "t1-1");
+    await agent1.nextBody(visitorJid, (b) => b === "first from tab 1");
+
+    const tab2 = await stack.visitor("acme", { token: tab1.welcome.token });
+    expect(tab2.welcome).toMatchObject({ resumed: true, visitorId: tab1.welcome.visitorId, agent: { name: "Alice" } });
+    expect(tab2.welcome.history.map((m) => m.text)).toEqual(["first from tab 1"]);
+
+    await tab2.say("second from tab 2", "t2-1");
+    await tab1.next("message", (f) => f.from === "visitor" && f.text === "second from tab 2" && f.id === "t2-1");
+    await agent1.nextBody(visitorJid, (b) => b === "second from tab 2");
+
+    await agent1.sendMessage(visitorJid, "to both tabs");
+    await tab1.next("message", (f) => f.text === "to both tabs");
+    await tab2.next("message", (f) => f.text === "to both tabs");
+
+    // a resent id (after a reconnect) is acknowledged again, not duplicated
+    const firstAck = tab2.frames.all.find((f) => f.type === "ack" && f.id === "t2-1");
+    const again = await tab2.say("second from tab 2", "t2-1");
+    expect(firstAck).toMatchObject({ messageId: again.messageId });
+    const tab3 = await stack.visitor("acme", { token: tab1.welcome.token });
+    expect(tab3.welcome.history.filter((m) => m.text === "second from tab 2")).toHaveLength(1);
+  });
+
+  it("starts a new visitor for a token of another site or a forged one", async () => {
+    await stack.api("PUT", "/api/sites/other", { name: "Other" });
+    const visitor = await stack.visitor("acme");
+    const foreign = await stack.visitor("other", { token: visitor.welcome.token });
+    expect(foreign.welcome.resumed).toBe(false);
+    expect(foreign.welcome.visitorId).not.toBe(visitor.welcome.visitorId);
+    const forged = await stack.visitor("acme", { token: `${visitor.welcome.visitorId}.${"A".repeat(43)}` });
+    expect(forged.welcome.resumed).toBe(false);
+  });
+
+  it("answers item-not-found for an unknown visitor and forbidden for anyone but the chat's agent", async () => {
+    const unknownId = await agent1.sendMessage("acme.aaaaaaaaaaaaaaaaaaaaaaaaaa@chat.localhost", "anyone there?");
+    const notFound = await agent1.messages.next((m) => m.attrs.type === "error" && m.attrs.id === unknownId, "item-not-found");
+    expect(notFound.getChild("error")?.getChild("item-not-found", "urn:ietf:params:xml:ns:xmpp-stanzas")).toBeDefined();
+
+    const visitor = await stack.visitor("acme");
+    const visitorJid = `acme.${visitor.welcome.visitorId}@chat.localhost`;
+    await visitor.say("hello agent");
+    await agent1.nextBody(visitorJid);
+    await stack.ejabberd.register("stranger", "stranger-password");
+    const { AgentClient } = await import("../support/agent-client.js");
+    const stranger = await AgentClient.connect({ port: stack.ejabberd.c2sPort, username: "stranger", password: "stranger-password" });
+    try {
+      const id = await stranger.sendMessage(visitorJid, "I am not your agent");
+      const forbidden = await stranger.messages.next((m) => m.attrs.type === "error" && m.attrs.id === id, "forbidden");
+      expect(forbidden.getChild("error")?.getChild("forbidden", "urn:ietf:params:xml:ns:xmpp-stanzas")).toBeDefined();
+    } finally {
+      await stranger.stop();
+    }
+    expect(visitor.frames.pending((f) => f.type === "message" && f.text === "I am not your agent")).toEqual([]);
+  });
+
+  it("answers disco#info, version and ping, and service-unavailable for unknown IQs", async () => {
+    const info = await agent1.xmpp.iqCaller.get(xml("query", { xmlns: "http://jabber.org/protocol/disco#info" }), "chat.localhost");
+    expect(info.getChildren("feature").map((f) => f.attrs.var)).toEqual(expect.arrayContaining(["urn:xmpp:ping", "jabber:iq:version"]));
+    const version = await agent1.xmpp.iqCaller.get(xml("query", { xmlns: "jabber:iq:version" }), "chat.localhost");
+    expect(version.getChildText("name")).toBe("Parley");
+    await agent1.xmpp.iqCaller.get(xml("ping", { xmlns: "urn:xmpp:ping" }), "chat.localhost");
+    await expect(agent1.xmpp.iqCaller.get(xml("query", { xmlns: "urn:example:nothing" }), "chat.localhost")).rejects.toMatchObject({
+      condition: "service-unavailable",
+    });
+  });
+
+  it("reports health and metrics", async () => {
+    const health = await fetch(new URL("/healthz", stack.bridge.httpUrl));
+    expect(health.status).toBe(200);
+    expect(await health.json()).toMatchObject({ status: "ok", xmpp: "up", store: "up" });
+    const metrics = await (await fetch(new URL("/metrics", stack.bridge.httpUrl))).text();
+    expect(metrics).toMatch(/parley_messages_total\{direction="in"\} [1-9]/);
+    expect(metrics).toMatch(/parley_chats\{state="active"\} [1-9]/);
+    expect(metrics).toContain("parley_stanza_handling_seconds_bucket");
+  });
+});

@@ -1,0 +1,110 @@
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import type { ServerFrame } from "../../stanza-mappers/visitor-protocol.js";
+import { startStack, type Stack } from "../support/stack.js";
+import { VisitorClient } from "../support/visitor-client.js";
+
+// Bad input (CONTRACT §4): every malformed frame gets the contract's error, oversized
+// frames and floods are closed, and nothing reaches another visitor or stops the bridge.
+
+let stack: Stack;
+
+beforeAll(async () => {
+  stack = await startStack({ agents: ["agent1"] });
+  await stack.api("PUT", "/api/sites/acme", { name: "Acme" });
+  await stack.api("PUT", "/api/sites/locked", { name: "Locked", origins: ["https://shop.example.com"] });
+  await stack.api("PUT", "/api/sites/acme/agents/agent1@localhost", {});
+});
+afterAll(async () => {
+  await stack?.stop();
+});
+
+type Bad = { name: string; data: string | Buffer; binary?: boolean; code: string };
+
+const BAD_FRAMES: Bad[] = [
+  { name: "not JSON", data: "{oops", code: "bad_frame" },
+  { name: "a JSON number", data: "42", code: "bad_frame" },
+  { name: "a JSON array", data: '[{"type":"ping"}]', code: "bad_frame" },
+  { name: "invalid UTF-8", data: Buffer.from([0x7b, 0x22, 0xc3, 0x28, 0x22, 0x7d]), code: "bad_frame" },
+  { name: "a binary frame", data: Buffer.from('{"type":"ping"}'), binary: true, code: "bad_frame" },
+  { name: "an unknown type", data: '{"type":"hack"}', code: "invalid" },
+  { name: "no type", data: '{"text":"hi"}', code: "invalid" },
+  { name: "a number as text", data: '{"type":"message","id":"x","text":12}', code: "invalid" },
+  { name: "a missing id", data: '{"type":"message","text":"hi"}', code: "invalid" },
+  { name: "an oversized text", data: JSON.stringify({ type: "message", id: "x", text: "é".repeat(4001) }), code: "invalid" },
+  { name: "an oversized id", data: JSON.stringify({ type: "message", id: "i".repeat(65), text: "hi" }), code: "invalid" },
+  { name: "a bad typing state", data: '{"type":"typing","state":"yelling"}', code: "invalid" },
+  { name: "a bad email", data: '{"type":"identify","email":"nope"}', code: "invalid" },
+  { name: "an extra field", data: '{"type":"ping","admin":true}', code: "invalid" },
+];
+
+function errors(client: VisitorClient, count: number): Promise<Extract<ServerFrame, { type: "error" }>[]> {
+  return Promise.all(Array.from({ length: count }, () => client.next("error")));
+}
+
+describe("hostile visitor input", () => {
+  it("answers 1,000 malformed frames of 14 kinds each with the contract's error, and another visitor's chat goes on", async () => {
+    const agent = await stack.agent("agent1");
+    await expect.poll(async () => (await stack.api("GET", "/api/sites/acme/agents")).body[0].presence, { timeout: 15_000 }).toBe("available");
+    const bystander = await stack.visitor("acme");
+    await bystander.say("before the storm");
+    await agent.nextBody(`acme.${bystander.welcome.visitorId}@chat.localhost`);
+
+    const sockets = await Promise.all(Array.from({ length: 10 }, () => stack.visitor("acme")));
+    let sent = 0;
+    const counts = new Map<string, number>();
+    await Promise.all(
+      sockets.map(async (socket, s) => {
+        const expected: string[] = [];
+        for (let i = 0; i < 100; i++) {
+          const bad = BAD_FRAMES[(s * 100 + i) % BAD_FRAMES.length]!;
+          socket.ws.send(bad.data, { binary: bad.binary ?? false });
+          expected.push(bad.code);
+          counts.set(bad.name, (counts.get(bad.name) ?? 0) + 1);
+          sent++;
+        }
+        const received = await errors(socket, 100);
+        expect(received.map((e) => e.code)).toEqual(expected);
+      }),
+    );
+    expect(sent).toBe(1000);
+    expect(counts.size).toBe(BAD_FRAMES.length);
+    console.log(`malformed frames: ${sent} sent, ${sent} errors received, ${counts.size} kinds`);
+
+    // No message leaked anywhere, the bridge is healthy and the bystander's chat goes on.
+    for (const socket of sockets) expect(socket.frames.pending((f) => f.type === "message")).toEqual([]);
+    expect((await fetch(new URL("/healthz", stack.bridge.httpUrl))).status).toBe(200);
+    await bystander.say("after the storm");
+    await agent.nextBody(`acme.${bystander.welcome.visitorId}@chat.localhost`, (b) => b === "after the storm");
+    await agent.sendMessage(`acme.${bystander.welcome.visitorId}@chat.localhost`, "still here");
+    await bystander.next("message", (f) => f.text === "still here");
+  });
+
+  it("closes a 20 KiB frame with too_large and 1009", async () => {
+    const visitor = await stack.visitor("acme");
+    visitor.send(JSON.stringify({ type: "message", id: "big", text: "x".repeat(20 * 1024) }));
+    expect(await visitor.next("error")).toMatchObject({ code: "too_large" });
+    expect((await visitor.closed).code).toBe(1009);
+  });
+
+  it("rate-limits a flooding visitor and closes the socket (1008) when the flood goes on", async () => {
+    const visitor = await stack.visitor("acme");
+    for (let i = 0; i < 300; i++) visitor.send({ type: "message", id: `f${i}`, text: `flood ${i}` });
+    const closed = await visitor.closed;
+    expect(closed.code).toBe(1008);
+    const acks = visitor.frames.all.filter((f) => f.type === "ack").length;
+    const limited = visitor.frames.all.filter((f) => f.type === "error" && f.code === "rate_limited").length;
+    expect(acks).toBeGreaterThanOrEqual(20); // the burst is always accepted
+    expect(acks).toBeLessThan(40);
+    expect(limited).toBeGreaterThanOrEqual(50);
+    console.log(`flood: ${acks} acked, ${limited} rate_limited, closed ${closed.code}`);
+  });
+
+  it("refuses the upgrade with 404 for an unknown site and 403 for a foreign origin", async () => {
+    await expect(VisitorClient.connect(stack.bridge.httpUrl, "nope")).rejects.toMatchObject({ status: 404 });
+    await expect(VisitorClient.connect(stack.bridge.httpUrl, "locked", { origin: "https://evil.example.com" })).rejects.toMatchObject({ status: 403 });
+    await expect(VisitorClient.connect(stack.bridge.httpUrl, "locked")).rejects.toMatchObject({ status: 403 });
+    const allowed = await VisitorClient.connect(stack.bridge.httpUrl, "locked", { origin: "https://shop.example.com" });
+    expect(allowed.welcome.type).toBe("welcome");
+    await allowed.close();
+  });
+});

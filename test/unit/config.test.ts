@@ -1,0 +1,44 @@
+import { describe, expect, it } from "vitest";
+import { ConfigError, loadConfig } from "../../bridge/config.js";
+
+describe("loadConfig", () => {
+  it("applies the contract's defaults", () => {
+    expect(loadConfig({ PARLEY_XMPP_SECRET: "s3cret" })).toMatchObject({
+      xmppService: "xmpp://127.0.0.1:5275",
+      xmppDomain: "chat.localhost",
+      redis: { kind: "memory" },
+      visitorRate: { perSecond: 5, burst: 20 },
+      httpHost: "127.0.0.1",
+      httpPort: 8080,
+      visitorGraceMs: 15_000,
+      agentGraceMs: 60_000,
+      logLevel: "info",
+    });
+  });
+
+  it("refuses to start without a secret, naming the variable", () => {
+    expect(() => loadConfig({})).toThrow(/PARLEY_XMPP_SECRET/);
+  });
+
+  it("names every bad variable in one error", () => {
+    try {
+      loadConfig({ PARLEY_XMPP_SECRET: "x", PARLEY_HTTP_PORT: "http", PARLEY_VISITOR_RATE: "lots", PARLEY_LOG_LEVEL: "loud" });
+      expect.unreachable();
+    } catch (err) {
+      expect(err).toBeInstanceOf(ConfigError);
+      const message = (err as Error).message;
+      for (const name of ["PARLEY_HTTP_PORT", "PARLEY_VISITOR_RATE", "PARLEY_LOG_LEVEL"]) expect(message).toContain(name);
+      expect(message.split("\n")).toHaveLength(1);
+    }
+  });
+
+  it("refuses both Redis and Redis Cluster", () => {
+    expect(() => loadConfig({ PARLEY_XMPP_SECRET: "x", PARLEY_REDIS_URL: "redis://a:1", PARLEY_REDIS_CLUSTER: "a:1,b:2" })).toThrow(/PARLEY_REDIS_URL and PARLEY_REDIS_CLUSTER/);
+  });
+
+  it("reads Redis Cluster nodes and the ejabberd API credentials", () => {
+    const config = loadConfig({ PARLEY_XMPP_SECRET: "x", PARLEY_REDIS_CLUSTER: "10.0.0.1:7000, 10.0.0.2:7001", PARLEY_EJABBERD_API_AUTH: "admin@localhost:p:w" });
+    expect(config.redis).toEqual({ kind: "cluster", nodes: [{ host: "10.0.0.1", port: 7000 }, { host: "10.0.0.2", port: 7001 }] });
+    expect(config.ejabberdApiAuth).toEqual({ user: "admin@localhost", password: "p:w" });
+  });
+});
