@@ -3,18 +3,21 @@ import type { IncomingMessage, ServerResponse } from "node:http";
 import type { z } from "zod";
 import { SITE_ID_PATTERN } from "../stanza-mappers/addressing.js";
 import { HttpError, readJson, sendError, sendJson } from "./http-util.js";
+import { openApiDocument } from "./openapi.js";
 import type { Logger } from "./logger.js";
 import { visitorDisplayName } from "./names.js";
 import { agentBodySchema, bareJidSchema, siteBodySchema } from "./site-schema.js";
 import type { SiteService } from "./sites.js";
 import { visitorIdOfChat } from "./store/ids.js";
 import type { Chat, Site, Store } from "./store/types.js";
+import { chatTranscript } from "./transcripts.js";
 
 /** The admin HTTP API (CONTRACT §3): `Authorization: Bearer $PARLEY_ADMIN_TOKEN`, JSON in and out. */
 export interface AdminApiDeps {
   store: Store;
   sites: SiteService;
   adminToken?: string;
+  version: string;
   now(): number;
   logger: Logger;
 }
@@ -27,8 +30,10 @@ export class AdminApi {
   private readonly routes: Route[];
   private readonly tokenDigest: Buffer | null;
   private readonly log: Logger;
+  private readonly openApi: object;
 
   constructor(private readonly deps: AdminApiDeps) {
+    this.openApi = openApiDocument(deps.version);
     this.log = deps.logger.child({ module: "admin-api" });
     this.tokenDigest = deps.adminToken ? digest(deps.adminToken) : null;
     const site = "([^/]+)";
@@ -48,6 +53,7 @@ export class AdminApi {
 
   async handle(req: IncomingMessage, res: ServerResponse, url: URL): Promise<void> {
     try {
+      if (url.pathname === "/api/openapi.json" && req.method === "GET") return sendJson(res, 200, this.openApi);
       if (!this.tokenDigest) throw new HttpError(503, "admin_disabled", "the admin API is off: set PARLEY_ADMIN_TOKEN");
       this.authenticate(req);
       const path = url.pathname.replace(/\/+$/, "");
@@ -158,23 +164,6 @@ export class AdminApi {
     if (!site) throw new HttpError(404, "not_found", `no site ${siteId}`);
     return site;
   }
-}
-
-/** The transcript object of CONTRACT §3 (also the `chat` of webhook bodies). */
-export async function chatTranscript(store: Store, chat: Chat, withMessages: boolean) {
-  const visitor = await store.getVisitor(chat.visitorId);
-  const messages = withMessages ? await store.transcript(chat.id) : undefined;
-  return {
-    id: chat.id,
-    siteId: chat.siteId,
-    state: chat.state === "ended" ? "ended" : chat.state === "queued" || chat.state === "offline" ? "queued" : "active",
-    offline: chat.state === "offline",
-    visitor: { id: chat.visitorId, jid: visitor?.jid ?? null, name: visitor ? visitorDisplayName(visitor) : null, email: visitor?.email ?? null },
-    agent: chat.agentJid ? { jid: chat.agentJid, name: chat.agentName ?? chat.agentJid } : null,
-    startedAt: chat.startedAt,
-    endedAt: chat.endedAt ?? null,
-    ...(messages ? { messages: messages.map((m) => ({ id: m.id, from: m.from, name: m.name, text: m.text, ts: m.ts })) } : {}),
-  };
 }
 
 /** Sites as the API shows them: the webhook secret is write-only. */

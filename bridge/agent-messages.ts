@@ -111,6 +111,7 @@ export class AgentMessages {
           ts: this.deps.now(),
         });
         await chats.publishMessage(visitor.id, message);
+        await chats.agentAnswered(chat);
         // Stored durably: the visitor gets it now or on their return (CONTRACT §5).
         this.answerReceipt(stanza, visitor.jid, event.receiptRequested);
         this.deps.metrics.messages.inc({ direction: "out" });

@@ -7,6 +7,7 @@ import type { KeyedQueue } from "./keyed-queue.js";
 import type { Logger } from "./logger.js";
 import { agentDisplayName, visitorDisplayName } from "./names.js";
 import type { Rosters } from "./rosters.js";
+import type { Scheduler } from "./scheduler.js";
 import { chooseAgent, type AgentLoad } from "./routing.js";
 import type { AppendResult, Chat, Site, Store, StoredMessage, Visitor } from "./store/types.js";
 
@@ -16,8 +17,15 @@ import type { AppendResult, Chat, Site, Store, StoredMessage, Visitor } from "./
  * touches one visitor runs in that visitor's lane of the keyed queue, so that within a
  * process nothing of one conversation overtakes anything else of it.
  */
+export interface ChatEvents {
+  chatEnded(chat: Chat): Promise<void>;
+  offlineMessage(chat: Chat): Promise<void>;
+}
+
 export interface ChatDeps {
   store: Store;
+  scheduler: Pick<Scheduler, "schedule" | "cancel">;
+  events?: ChatEvents;
   domain: string;
   send(stanza: Element): void;
   rosters: Rosters;
@@ -27,6 +35,7 @@ export interface ChatDeps {
   onChange?(siteId: string): void;
 }
 
+export const DEFAULT_ANSWER_TIMEOUT_SECONDS = 120;
 const DEFAULT_OFFLINE_MESSAGE = "No one is available right now. Leave your message and we will get back to you.";
 const REPLAY_AS_DELAYED_AFTER_MS = 5000;
 const CONTEXT_MESSAGES = 10;
@@ -50,6 +59,7 @@ export class ChatService {
         return;
       case "offline":
         await this.sendToEveryAgent(site, visitor, message);
+        await this.deps.events?.offlineMessage(chat);
         return;
       case "queued":
       case "ended":
@@ -110,8 +120,55 @@ export class ChatService {
       }
     }
     await this.publish(visitor.id, { type: "agent", state: "joined", name: agentName });
+    await this.expectAnswer(site, chat.id, agentJid, now);
     this.deps.onChange?.(site.id);
     return true;
+  }
+
+  /** The agent has `answerTimeoutSeconds` to say something before the chat moves on. */
+  private async expectAnswer(site: Site, chatId: string, agentJid: string, now: number): Promise<void> {
+    const seconds = site.answerTimeoutSeconds ?? DEFAULT_ANSWER_TIMEOUT_SECONDS;
+    await this.deps.scheduler.schedule("unanswered", `${chatId}|${agentJid}`, now + seconds * 1000);
+  }
+
+  async renameInRoster(site: Site, visitor: Visitor, agentJid: string): Promise<void> {
+    await this.deps.rosters.upsert(agentJid, { jid: visitor.jid, name: visitorDisplayName(visitor), group: site.name });
+  }
+
+  /** Called for every agent message: the agent answered, so the chat stays with them. */
+  async agentAnswered(chat: Chat): Promise<void> {
+    if (chat.agentJid) await this.deps.scheduler.cancel("unanswered", `${chat.id}|${chat.agentJid}`);
+  }
+
+  /**
+   * Takes the chat from its agent (unanswered, or gone past the grace period) and routes it
+   * to another available agent with the context replayed, or queues it. The first agent
+   * is told why; the visitor sees the agent leave (and the next one join).
+   */
+  async reassign(site: Site, visitor: Visitor, chat: Chat, why: string): Promise<void> {
+    const { store } = this.deps;
+    const fromAgentJid = chat.agentJid;
+    if (chat.state !== "active" || !fromAgentJid) return;
+    await this.deps.scheduler.cancel("unanswered", `${chat.id}|${fromAgentJid}`);
+    const others = (await this.agentLoads(site)).filter((a) => a.jid !== fromAgentJid);
+    const decision = chooseAgent(others, site.maxChatsPerAgent);
+    const notice = (to: string) =>
+      this.deps.send(noticeToStanza({ from: visitor.jid, to: fromAgentJid, id: `${chat.id}-moved-${this.deps.now()}`, text: `[parley] ${why} The chat with ${visitorDisplayName(visitor)} ${to}.` }));
+    if (decision.kind === "assign" && (await this.transfer(site, visitor, chat, decision.agentJid))) {
+      const moved = await store.getChat(chat.id);
+      notice(`moved to ${moved?.agentName ?? decision.agentJid}`);
+      return;
+    }
+    const queued = await store.updateChat(chat.id, ["active"], { state: "queued", agentJid: undefined, agentName: undefined });
+    if (!queued) return;
+    await store.releaseAgent(site.id, fromAgentJid, chat.id);
+    await this.deps.rosters.remove(fromAgentJid, { jid: visitor.jid, name: visitorDisplayName(visitor), group: site.name });
+    notice("is waiting for the next available agent");
+    await this.publish(visitor.id, { type: "agent", state: "left", name: chat.agentName ?? agentDisplayName(undefined, fromAgentJid) });
+    await store.enqueue(site.id, chat.id, chat.startedAt);
+    await this.publish(visitor.id, { type: "queue", position: (await store.queuePosition(site.id, chat.id)) ?? 1 });
+    this.log.info({ chatId: chat.id, from: fromAgentJid }, "chat queued again");
+    this.deps.onChange?.(site.id);
   }
 
   /**
@@ -135,6 +192,8 @@ export class ChatService {
       return false;
     }
     await store.releaseAgent(site.id, fromAgentJid, chat.id);
+    await this.deps.scheduler.cancel("unanswered", `${chat.id}|${fromAgentJid}`);
+    await this.expectAnswer(site, chat.id, toAgentJid, now);
     const item = { jid: visitor.jid, name: visitorDisplayName(visitor), group: site.name };
     await this.deps.rosters.remove(fromAgentJid, item);
     await this.deps.rosters.upsert(toAgentJid, item);
@@ -165,12 +224,15 @@ export class ChatService {
     const ended = await store.updateChat(chat.id, ["new", "queued", "active", "offline"], { state: "ended", endedAt: this.deps.now() });
     if (!ended) return false;
     await store.removeFromQueue(site.id, chat.id);
+    await this.deps.scheduler.cancel("chat-idle", visitor.id);
     if (chat.agentJid) {
+      await this.deps.scheduler.cancel("unanswered", `${chat.id}|${chat.agentJid}`);
       await store.releaseAgent(site.id, chat.agentJid, chat.id);
       await this.deps.rosters.remove(chat.agentJid, { jid: visitor.jid, name: visitorDisplayName(visitor), group: site.name });
     }
     await this.publish(visitor.id, { type: "ended" });
     this.log.info({ chatId: chat.id, siteId: site.id }, "chat ended");
+    await this.deps.events?.chatEnded(ended);
     this.deps.onChange?.(site.id);
     await this.drainQueue(site);
     return true;
@@ -216,7 +278,8 @@ export class ChatService {
     return Promise.all(
       agents.map(async (agent) => ({
         jid: agent.jid,
-        presence: await store.getAgentPresence(agent.jid),
+        // An agent who said !busy to the desk keeps their chats but gets no new ones.
+        presence: (await store.isAgentBusy(agent.jid)) ? "dnd" : await store.getAgentPresence(agent.jid),
         activeChats: loads.get(agent.jid)?.chatIds.length ?? 0,
         lastAssignedAt: loads.get(agent.jid)?.lastAssignedAt ?? 0,
       })),
@@ -269,6 +332,7 @@ export class ChatService {
       if (message.from === "visitor") await this.sendToEveryAgent(site, visitor, message);
     }
     this.log.info({ chatId: chat.id, siteId: site.id }, "no agent available: chat is in offline mode");
+    await this.deps.events?.offlineMessage(offline);
     this.deps.onChange?.(site.id);
   }
 

@@ -36,8 +36,11 @@ const VISITOR_HELP = [
   "[parley] Commands in a visitor's chat:",
   "!info — who the visitor is and where they are",
   "!note <text> — add a note to the transcript (the visitor never sees it)",
+  "!name <name> — save the visitor's name (kept across visits)",
+  "!email <address> — save the visitor's email (kept across visits)",
   "!transfer <agent jid> — hand the chat to another agent of this site",
   "!end — end the chat",
+  "!block — end the chat and refuse this visitor's later messages",
   "!help — this text",
 ].join("\n");
 
@@ -45,8 +48,12 @@ const DESK_HELP = [
   "[parley] Commands to the desk contact:",
   "!queue — visitors waiting for an agent",
   "!visitors — visitors on the site now",
+  "!busy — take no new chats (your IM status stays as it is)",
+  "!available — take new chats again",
   "!help — this text",
 ].join("\n");
+
+const EMAIL = /^[^\s@<>]+@[^\s@<>]+\.[^\s@<>]+$/;
 
 export class CommandService {
   private readonly log: Logger;
@@ -56,27 +63,33 @@ export class CommandService {
   }
 
   async onAgentCommand(command: AgentCommand): Promise<void> {
-    const { visitor, agentJid } = command;
-    const reply = (text: string) => this.reply(visitor.jid, agentJid, text);
     this.log.debug({ command: command.name, chatId: command.chat.id }, "agent command");
+    this.reply(command.visitor.jid, command.agentJid, await this.run(command));
+  }
+
+  /** Runs a command of the visitor's chat and returns the answer (also used by ad-hoc commands). */
+  async run(command: Omit<AgentCommand, "stanza">): Promise<string> {
+    const { visitor } = command;
     switch (command.name) {
       case "help":
-        reply(VISITOR_HELP);
-        return;
+        return VISITOR_HELP;
       case "info":
-        reply(this.info(visitor, command.chat));
-        return;
+        return this.info(visitor, command.chat);
       case "note":
-        await this.note(command, reply);
-        return;
+        return this.note(command);
       case "end":
-        reply((await this.deps.chats.end(command.site, visitor, command.chat)) ? "[parley] Chat ended." : "[parley] This chat has already ended.");
-        return;
+        return (await this.deps.chats.end(command.site, visitor, command.chat)) ? "[parley] Chat ended." : "[parley] This chat has already ended.";
       case "transfer":
-        await this.transfer(command, reply);
-        return;
+        return this.transfer(command);
+      case "name":
+      case "email":
+        return this.saveContact(command);
+      case "block":
+        await this.deps.store.updateVisitor(visitor.id, { blocked: true });
+        await this.deps.chats.end(command.site, visitor, command.chat);
+        return "[parley] Visitor blocked: the chat is over and their later messages are refused.";
       default:
-        reply(`[parley] Unknown command !${command.name}.\n${VISITOR_HELP}`);
+        return `[parley] Unknown command !${command.name}.\n${VISITOR_HELP}`;
     }
   }
 
@@ -99,6 +112,12 @@ export class CommandService {
       case "visitors":
         reply(await this.visitorsText(site));
         return;
+      case "busy":
+      case "available":
+        await store.setAgentBusy(sender, command.name === "busy");
+        if (command.name === "available") await this.deps.chats.drainQueue(site);
+        reply(command.name === "busy" ? "[parley] You get no new chats until you send !available." : "[parley] You get new chats again.");
+        return;
       case "help":
         reply(DESK_HELP);
         return;
@@ -115,16 +134,29 @@ export class CommandService {
       `page: ${visitor.page ? `${visitor.page.title} ${visitor.page.url}`.trim() : "—"}`,
       `referrer: ${visitor.referrer ?? "—"}`,
       `user agent: ${visitor.userAgent ?? "—"}`,
+      `pages seen: ${visitor.pagesSeen ?? 0}`,
+      `previous chats: ${Math.max(0, (visitor.chatCount ?? 1) - 1)}`,
       `chat: ${chat.id}`,
       `waited: ${waited} s`,
     ].join("\n");
   }
 
-  private async note(command: AgentCommand, reply: (text: string) => void): Promise<void> {
-    if (!command.args) {
-      reply("[parley] Usage: !note <text>");
-      return;
+  private async saveContact(command: Omit<AgentCommand, "stanza">): Promise<string> {
+    const { store, chats } = this.deps;
+    const value = command.args.trim();
+    if (command.name === "email" ? !EMAIL.test(value) : value.length === 0 || value.length > 128) {
+      return `[parley] Usage: !${command.name} <${command.name === "email" ? "address" : "name"}>`;
     }
+    const visitor = await store.updateVisitor(command.visitor.id, command.name === "email" ? { email: value } : { name: value });
+    if (visitor && command.name === "name") {
+      // The roster item shows the new name.
+      await chats.renameInRoster(command.site, visitor, command.agentJid);
+    }
+    return `[parley] Saved ${command.name}: ${value}`;
+  }
+
+  private async note(command: Omit<AgentCommand, "stanza">): Promise<string> {
+    if (!command.args) return "[parley] Usage: !note <text>";
     await this.deps.store.appendMessage(command.visitor.id, {
       chatId: command.chat.id,
       from: "note",
@@ -132,25 +164,19 @@ export class CommandService {
       text: command.args,
       ts: this.deps.now(),
     });
-    reply("[parley] Note saved to the transcript.");
+    return "[parley] Note saved to the transcript.";
   }
 
-  private async transfer(command: AgentCommand, reply: (text: string) => void): Promise<void> {
+  private async transfer(command: Omit<AgentCommand, "stanza">): Promise<string> {
     const { store, chats } = this.deps;
     const { site, visitor, chat } = command;
     const target = bareJid(command.args);
     const agents = await store.listAgents(site.id);
     const targetAgent = agents.find((a) => a.jid === target);
-    if (!target || !targetAgent) {
-      reply(`[parley] ${target || "(nobody)"} is not an agent of ${site.name}. Agents: ${agents.map((a) => a.jid).join(", ")}`);
-      return;
-    }
-    if (target === command.agentJid) {
-      reply("[parley] This chat is already yours.");
-      return;
-    }
+    if (!target || !targetAgent) return `[parley] ${target || "(nobody)"} is not an agent of ${site.name}. Agents: ${agents.map((a) => a.jid).join(", ")}`;
+    if (target === command.agentJid) return "[parley] This chat is already yours.";
     const moved = await chats.transfer(site, visitor, chat, target);
-    reply(moved ? `[parley] Chat transferred to ${agentDisplayName(targetAgent, target)}.` : "[parley] The transfer did not happen: the chat changed meanwhile.");
+    return moved ? `[parley] Chat transferred to ${agentDisplayName(targetAgent, target)}.` : "[parley] The transfer did not happen: the chat changed meanwhile.";
   }
 
   private async queueText(site: Site): Promise<string> {

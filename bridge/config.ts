@@ -18,6 +18,7 @@ export interface Config {
   sitesFile?: string;
   visitorGraceMs: number;
   agentGraceMs: number;
+  chatIdleMs: number;
   logLevel: "fatal" | "error" | "warn" | "info" | "debug" | "trace" | "silent";
 }
 
@@ -59,6 +60,7 @@ const schema = z.object({
   PARLEY_SITES_FILE: optional,
   PARLEY_VISITOR_GRACE_MS: ms(15_000),
   PARLEY_AGENT_GRACE_MS: ms(60_000),
+  PARLEY_CHAT_IDLE_MS: ms(30 * 60_000),
   PARLEY_LOG_LEVEL: optional
     .transform((s) => s ?? "info")
     .pipe(z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"])),
@@ -94,6 +96,7 @@ export function loadConfig(env: Record<string, string | undefined>): Config {
     httpPort: e.PARLEY_HTTP_PORT,
     visitorGraceMs: e.PARLEY_VISITOR_GRACE_MS,
     agentGraceMs: e.PARLEY_AGENT_GRACE_MS,
+    chatIdleMs: e.PARLEY_CHAT_IDLE_MS,
     logLevel: e.PARLEY_LOG_LEVEL,
   };
   if (e.PARLEY_ADMIN_TOKEN) config.adminToken = e.PARLEY_ADMIN_TOKEN;

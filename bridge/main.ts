@@ -5,6 +5,7 @@ import type { Element } from "@xmpp/xml";
 import { deskJid } from "../stanza-mappers/addressing.js";
 import { stanzaToPrivilegeGrant } from "../stanza-mappers/privileges.js";
 import { AdminApi } from "./admin-api.js";
+import { registerAdhocCommands } from "./adhoc-commands.js";
 import { AgentMessages } from "./agent-messages.js";
 import { ChatService } from "./chats.js";
 import { CommandService } from "./commands.js";
@@ -15,7 +16,10 @@ import { createLogger, type Logger } from "./logger.js";
 import { createMetrics } from "./metrics.js";
 import { PresenceService } from "./presence.js";
 import { Rosters } from "./rosters.js";
+import { registerLifecycleTimers } from "./lifecycle.js";
+import { Scheduler } from "./scheduler.js";
 import { SiteService } from "./sites.js";
+import { Webhooks } from "./webhooks.js";
 import { MemoryStore } from "./store/memory-store.js";
 import { RedisStore } from "./store/redis-store.js";
 import type { Store } from "./store/types.js";
@@ -77,14 +81,17 @@ export async function startBridge(config: Config, logger: Logger = createLogger(
         .catch((err: unknown) => logger.warn({ err, siteId }, "desk refresh failed"));
     });
   };
-  const chats = new ChatService({ store, domain, send, rosters, lanes, now, logger, onChange });
-  const presence = new PresenceService({ store, domain, send, chats, now, logger });
+  const scheduler = new Scheduler({ store, now, logger });
+  const webhooks = new Webhooks({ store, scheduler, now, logger });
+  const chats = new ChatService({ store, domain, send, rosters, lanes, now, logger, onChange, scheduler, events: webhooks });
+  const presence = new PresenceService({ store, domain, send, chats, scheduler, agentGraceMs: config.agentGraceMs, now, logger });
   const commands = new CommandService({ store, deskJid: (siteId) => deskJid(siteId, domain), send, chats, now, newId, logger });
   const agentMessages = new AgentMessages({ store, domain, send, chats, commands, lanes, now, newId, logger, metrics });
-  const visitors = new VisitorService({ store, domain, send, chats, presence, rosters, lanes, now, newId, logger, metrics, graceMs: config.visitorGraceMs });
-  const sites = new SiteService({ store, domain, rosters, presence, now, logger });
+  const visitors = new VisitorService({ store, domain, send, chats, presence, rosters, lanes, now, newId, logger, metrics, scheduler, graceMs: config.visitorGraceMs });
+  const sites = new SiteService({ store, domain, rosters, presence, now, logger, onSiteChanged: (site) => chats.drainQueue(site) });
+  registerLifecycleTimers({ store, scheduler, chats, presence, webhooks, lanes, agentGraceMs: config.agentGraceMs, chatIdleMs: config.chatIdleMs, logger });
   const gateway = new VisitorGateway({ store, visitors, logger, metrics, now, visitorRate: config.visitorRate });
-  const adminApi = new AdminApi({ store, sites, now, logger, ...(config.adminToken ? { adminToken: config.adminToken } : {}) });
+  const adminApi = new AdminApi({ store, sites, now, logger, version, ...(config.adminToken ? { adminToken: config.adminToken } : {}) });
 
   const xmppLog = logger.child({ module: "xmpp" });
   const guarded = (what: string, task: () => Promise<void>) =>
@@ -105,6 +112,7 @@ export async function startBridge(config: Config, logger: Logger = createLogger(
     rosters.clearGrants();
   });
   registerServiceIqs(link, { domain, version, store });
+  registerAdhocCommands(link, { domain, store, commands, lanes });
 
   await store.ping().catch((err: unknown) => logger.warn({ err }, "store not answering yet; continuing"));
   if (config.sitesFile) {
@@ -112,6 +120,7 @@ export async function startBridge(config: Config, logger: Logger = createLogger(
     logger.info({ sites: count, file: config.sitesFile }, "sites file applied");
   }
   link.start();
+  scheduler.start();
 
   const health = async () => {
     const storeUp = await store.ping().then(
@@ -136,7 +145,7 @@ export async function startBridge(config: Config, logger: Logger = createLogger(
       logger.info("stopping: closing visitor sockets (1012), flushing, disconnecting");
       server.close();
       await gateway.close();
-      visitors.stop();
+      await scheduler.stop();
       await link.stop();
       server.closeAllConnections();
       await store.close();

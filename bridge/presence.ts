@@ -4,6 +4,7 @@ import { stanzaToPresenceEvent } from "../stanza-mappers/presence-to-agent-state
 import { pageStatus, presenceToStanza } from "../stanza-mappers/visitor-to-stanza.js";
 import type { ChatService } from "./chats.js";
 import type { Logger } from "./logger.js";
+import type { Scheduler } from "./scheduler.js";
 import type { Site, Store } from "./store/types.js";
 
 /**
@@ -22,6 +23,8 @@ export interface PresenceDeps {
   domain: string;
   send(stanza: Element): void;
   chats: ChatService;
+  scheduler: Pick<Scheduler, "schedule" | "cancel">;
+  agentGraceMs: number;
   now(): number;
   logger: Logger;
 }
@@ -100,6 +103,9 @@ export class PresenceService {
     const { before, after } = await this.deps.store.setAgentResource(agentJid, resource, show, this.deps.now());
     if (before === after) return;
     this.log.info({ agent: agentJid, before, after }, "agent presence changed");
+    // Offline (not away): after the grace period their chats move (see lifecycle.ts).
+    if (after === "offline") await this.deps.scheduler.schedule("agent-gone", agentJid, this.deps.now() + this.deps.agentGraceMs);
+    else if (before === "offline") await this.deps.scheduler.cancel("agent-gone", agentJid);
     if ((before === "available") === (after === "available")) return;
     for (const siteId of await this.deps.store.sitesOfAgent(agentJid)) {
       const site = await this.deps.store.getSite(siteId);

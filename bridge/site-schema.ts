@@ -18,6 +18,7 @@ export const siteBodySchema = z.strictObject({
   name: z.string().trim().min(1).max(100),
   origins: z.array(origin).max(100).optional(),
   maxChatsPerAgent: z.number().int().min(1).max(1000).optional(),
+  answerTimeoutSeconds: z.number().int().min(1).max(86_400).optional(),
   welcome: z.string().max(1000).optional(),
   offlineMessage: z.string().max(1000).optional(),
   webhookUrl: z.url({ protocol: /^https?$/ }).max(2048).optional(),

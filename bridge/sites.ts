@@ -18,6 +18,8 @@ export interface SiteDeps {
   presence: PresenceService;
   now(): number;
   logger: Logger;
+  /** A site's settings changed (e.g. a higher cap): queued chats may now find an agent. */
+  onSiteChanged?(site: Site): Promise<void>;
 }
 
 export class SiteService {
@@ -39,6 +41,7 @@ export class SiteService {
       createdAt: existing?.createdAt ?? now,
       updatedAt: now,
     };
+    if (body.answerTimeoutSeconds !== undefined) site.answerTimeoutSeconds = body.answerTimeoutSeconds;
     if (body.welcome !== undefined) site.welcome = body.welcome;
     if (body.offlineMessage !== undefined) site.offlineMessage = body.offlineMessage;
     if (body.webhookUrl !== undefined) site.webhookUrl = body.webhookUrl;
@@ -49,6 +52,7 @@ export class SiteService {
       for (const agent of await store.listAgents(siteId)) await this.addDesk(site, agent.jid);
     }
     this.log.info({ siteId, created: !existing }, "site saved");
+    if (existing) await this.deps.onSiteChanged?.(site);
     return { site, created: !existing };
   }
 

@@ -10,6 +10,7 @@ import type { Metrics } from "./metrics.js";
 import { visitorDisplayName } from "./names.js";
 import type { PresenceService } from "./presence.js";
 import type { Rosters } from "./rosters.js";
+import type { Scheduler } from "./scheduler.js";
 import { newChatId } from "./store/ids.js";
 import type { Site, Store, Visitor } from "./store/types.js";
 
@@ -34,6 +35,7 @@ export interface VisitorDeps {
   logger: Logger;
   metrics: Metrics;
   graceMs: number;
+  scheduler: Pick<Scheduler, "schedule" | "cancel">;
 }
 
 const HISTORY_LIMIT = 200;
@@ -48,7 +50,6 @@ export type Reply = (frame: ServerFrame) => void;
 
 export class VisitorService {
   private readonly log: Logger;
-  private readonly graceTimers = new Map<string, NodeJS.Timeout>();
 
   constructor(private readonly deps: VisitorDeps) {
     this.log = deps.logger.child({ module: "visitors" });
@@ -105,12 +106,13 @@ export class VisitorService {
 
   /** A socket of the visitor opened: they are online (again). */
   async socketOpened(site: Site, visitor: Visitor): Promise<void> {
-    clearTimeout(this.graceTimers.get(visitor.id));
-    this.graceTimers.delete(visitor.id);
     const now = this.deps.now();
     const wasOnline = await this.deps.store.isOnline(site.id, visitor.id, now);
     await this.markOnline(site.id, visitor.id);
-    if (!wasOnline) await this.announcePresence(visitor.id);
+    if (!wasOnline) {
+      await Promise.all([this.deps.scheduler.cancel("visitor-left", visitor.id), this.deps.scheduler.cancel("chat-idle", visitor.id)]);
+      await this.announcePresence(visitor.id);
+    }
   }
 
   /** Keeps the online mark fresh while sockets stay open (called by the heartbeat). */
@@ -120,17 +122,10 @@ export class VisitorService {
 
   /** The visitor's last socket on this process closed: offline once the grace period passes. */
   async lastSocketClosed(site: Site, visitorId: string): Promise<void> {
-    await this.deps.store.markOnline(site.id, visitorId, this.deps.now() + this.deps.graceMs);
-    clearTimeout(this.graceTimers.get(visitorId));
-    const timer = setTimeout(() => {
-      this.graceTimers.delete(visitorId);
-      void this.deps.store
-        .isOnline(site.id, visitorId, this.deps.now())
-        .then((online) => (online ? undefined : this.announcePresence(visitorId)))
-        .catch((err: unknown) => this.log.warn({ err, visitorId }, "grace check failed"));
-    }, this.deps.graceMs + 50);
-    timer.unref();
-    this.graceTimers.set(visitorId, timer);
+    const until = this.deps.now() + this.deps.graceMs;
+    await this.deps.store.markOnline(site.id, visitorId, until);
+    // A durable timer, not a local one: if this process dies, another one still tells the agent.
+    await this.deps.scheduler.schedule("visitor-left", visitorId, until + 1);
   }
 
   async onFrame(site: Site, visitorId: string, frame: ClientFrame, reply: Reply): Promise<void> {
@@ -153,11 +148,6 @@ export class VisitorService {
     }
   }
 
-  stop(): void {
-    for (const timer of this.graceTimers.values()) clearTimeout(timer);
-    this.graceTimers.clear();
-  }
-
   private async resume(site: Site, token: string): Promise<Visitor | null> {
     const dot = token.indexOf(".");
     const visitorId = token.slice(0, dot);
@@ -175,6 +165,10 @@ export class VisitorService {
     const { store } = this.deps;
     const visitor = await store.getVisitor(visitorId);
     if (!visitor) return;
+    if (visitor.blocked) {
+      reply({ type: "error", code: "blocked", message: "This conversation has been closed.", id: frame.id });
+      return;
+    }
     const now = this.deps.now();
     const appended = await store.appendVisitorMessage({
       visitorId,
@@ -201,7 +195,7 @@ export class VisitorService {
   }
 
   private async onPage(visitorId: string, page: { url: string; title: string }): Promise<void> {
-    await this.deps.store.updateVisitor(visitorId, { page });
+    await this.deps.store.recordPage(visitorId, page);
     const chat = await this.activeChat(visitorId);
     if (chat) this.deps.send(presenceToStanza({ from: chat.visitor.jid, to: chat.agentJid, status: pageStatus(page) }));
   }
@@ -212,7 +206,7 @@ export class VisitorService {
     if (frame.email) patch.email = frame.email;
     const visitor = await this.deps.store.updateVisitor(visitorId, patch);
     const chat = visitor && (await this.activeChat(visitorId));
-    if (chat && patch.name) await this.deps.rosters.upsert(chat.agentJid, { jid: chat.visitor.jid, name: visitorDisplayName(chat.visitor), group: site.name });
+    if (chat && patch.name) await this.deps.chats.renameInRoster(site, chat.visitor, chat.agentJid);
   }
 
   /** Sends the visitor's current presence to their agent, if they have one. */

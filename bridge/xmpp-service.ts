@@ -6,9 +6,10 @@ import type { XmppLink } from "./xmpp-link.js";
 
 // The component's own IQ answers: disco#info (XEP-0030), version (XEP-0092) and ping
 // (XEP-0199), on the component domain, desk JIDs and visitor JIDs alike. Anything
-// else gets service-unavailable from xmpp.js's IQ callee.
+// else gets service-unavailable from xmpp.js's IQ callee. Ad-hoc commands (and so
+// disco#items) live in adhoc-commands.ts.
 
-const FEATURES = [NS.discoInfo, NS.version, NS.ping, NS.chatStates, NS.receipts];
+const FEATURES = [NS.discoInfo, NS.discoItems, NS.version, NS.ping, NS.chatStates, NS.receipts, NS.commands];
 
 export function registerServiceIqs(link: XmppLink, deps: { domain: string; version: string; store: Store }): void {
   link.onIqGet(NS.discoInfo, "query", async ({ stanza }) => {
@@ -17,7 +18,6 @@ export function registerServiceIqs(link: XmppLink, deps: { domain: string; versi
     if (!identity) return xml("error", { type: "cancel" }, xml("item-not-found", { xmlns: NS.stanzas }));
     return xml("query", { xmlns: NS.discoInfo }, identity, ...FEATURES.map((v) => xml("feature", { var: v })));
   });
-  link.onIqGet(NS.discoItems, "query", () => xml("query", { xmlns: NS.discoItems }));
   link.onIqGet(NS.version, "query", () => xml("query", { xmlns: NS.version }, xml("name", {}, "Parley"), xml("version", {}, deps.version)));
   // `true` makes xmpp.js answer an empty result, as XEP-0199 §4 asks.
   link.onIqGet(NS.ping, "ping", () => true);

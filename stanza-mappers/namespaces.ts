@@ -5,6 +5,7 @@ export const NS = {
   nick: "http://jabber.org/protocol/nick", // XEP-0172
   discoInfo: "http://jabber.org/protocol/disco#info", // XEP-0030
   discoItems: "http://jabber.org/protocol/disco#items", // XEP-0030
+  commands: "http://jabber.org/protocol/commands", // XEP-0050
   version: "jabber:iq:version", // XEP-0092
   ping: "urn:xmpp:ping", // XEP-0199
   roster: "jabber:iq:roster", // RFC 6121

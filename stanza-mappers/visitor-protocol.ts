@@ -20,7 +20,8 @@ export interface MessageFrame {
   id?: string;
 }
 
-export type ErrorCode = "bad_frame" | "invalid" | "too_large" | "rate_limited" | "unavailable";
+/** The contract's codes, plus `unavailable` (store down: nothing was stored) and `blocked` (see !block). */
+export type ErrorCode = "bad_frame" | "invalid" | "too_large" | "rate_limited" | "unavailable" | "blocked";
 
 export type ServerFrame =
   | {

@@ -12,6 +12,7 @@ const siteSchema = z.object({
   name: z.string(),
   origins: z.array(z.string()),
   maxChatsPerAgent: z.number().int(),
+  answerTimeoutSeconds: z.number().int().optional(),
   welcome: z.string().optional(),
   offlineMessage: z.string().optional(),
   webhookUrl: z.string().optional(),

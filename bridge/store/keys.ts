@@ -7,6 +7,8 @@ const P = "parley";
 export const keys = {
   sites: () => `${P}:sites`,
   chatStateCounts: () => `${P}:chat-state-counts`,
+  timers: () => `${P}:timers`,
+  webhookEvent: (id: string) => `${P}:webhook-event:${id}`,
   site: (siteId: string) => `${P}:{s:${siteId}}:site`,
   agents: (siteId: string) => `${P}:{s:${siteId}}:agents`,
   visitorNumber: (siteId: string) => `${P}:{s:${siteId}}:vnum`,
@@ -20,6 +22,7 @@ export const keys = {
   agentSites: (jid: string) => `${P}:{a:${jid}}:sites`,
   agentResources: (jid: string) => `${P}:{a:${jid}}:resources`,
   agentUnavailableSince: (jid: string) => `${P}:{a:${jid}}:unavailable-since`,
+  agentBusy: (jid: string) => `${P}:{a:${jid}}:busy`,
 
   visitor: (visitorId: string) => `${P}:{v:${visitorId}}:visitor`,
   clientIds: (visitorId: string) => `${P}:{v:${visitorId}}:client-ids`,

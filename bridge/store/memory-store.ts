@@ -3,7 +3,7 @@ import { aggregatePresence, type AgentPresence, type AgentShow } from "../../sta
 import type { ServerFrame } from "../../stanza-mappers/visitor-protocol.js";
 import { visitorIdOfChat } from "./ids.js";
 import { chatMatchesListState } from "./chat-list-state.js";
-import type { Agent, AppendResult, AppendVisitorMessage, BusHandler, Chat, ChatState, Site, Store, StoredMessage, Visitor } from "./types.js";
+import type { Agent, AppendResult, AppendVisitorMessage, BusHandler, Chat, ChatState, Site, Store, StoredMessage, Visitor, WebhookEvent } from "./types.js";
 
 /**
  * The store for a single process (the default when PARLEY_REDIS_URL is unset). Same
@@ -16,6 +16,7 @@ export class MemoryStore implements Store {
   private readonly agents = new Map<string, Map<string, Agent>>();
   private readonly resources = new Map<string, Map<string, AgentShow>>();
   private readonly unavailableSince = new Map<string, number>();
+  private readonly busyAgents = new Set<string>();
   private readonly visitors = new Map<string, Visitor>();
   private readonly visitorNumbers = new Map<string, number>();
   private readonly online = new Map<string, Map<string, number>>();
@@ -25,6 +26,8 @@ export class MemoryStore implements Store {
   private readonly clientIds = new Map<string, Map<string, string>>();
   private readonly loads = new Map<string, Map<string, { chatIds: Set<string>; lastAssignedAt: number }>>();
   private readonly queues = new Map<string, { chatId: string; ts: number }[]>();
+  private readonly timers = new Map<string, number>();
+  private readonly webhookEvents = new Map<string, WebhookEvent>();
   private readonly bus = new EventEmitter().setMaxListeners(0);
   private lastMessageMs = 0;
   private messageSeq = 0;
@@ -79,6 +82,14 @@ export class MemoryStore implements Store {
     return this.unavailableSince.get(jid) ?? null;
   }
 
+  async setAgentBusy(jid: string, busy: boolean) {
+    if (busy) this.busyAgents.add(jid);
+    else this.busyAgents.delete(jid);
+  }
+  async isAgentBusy(jid: string) {
+    return this.busyAgents.has(jid);
+  }
+
   // --- visitors
   async createVisitor(visitor: Visitor) {
     this.visitors.set(visitor.id, clone(visitor));
@@ -86,7 +97,13 @@ export class MemoryStore implements Store {
   async getVisitor(visitorId: string) {
     return cloneOrNull(this.visitors.get(visitorId));
   }
-  async updateVisitor(visitorId: string, patch: Partial<Pick<Visitor, "name" | "email" | "page" | "referrer" | "userAgent">>) {
+  async recordPage(visitorId: string, page: { url: string; title: string }) {
+    const visitor = this.visitors.get(visitorId);
+    if (!visitor) return;
+    visitor.page = { ...page };
+    visitor.pagesSeen = (visitor.pagesSeen ?? 0) + 1;
+  }
+  async updateVisitor(visitorId: string, patch: Partial<Pick<Visitor, "name" | "email" | "page" | "referrer" | "userAgent" | "blocked">>) {
     const visitor = this.visitors.get(visitorId);
     if (!visitor) return null;
     Object.assign(visitor, clone(patch));
@@ -126,6 +143,7 @@ export class MemoryStore implements Store {
       this.chats.set(chat.id, chat);
       setOf(this.siteChats, input.siteId).add(chat.id);
       visitor.chatId = chat.id;
+      visitor.chatCount = (visitor.chatCount ?? 0) + 1;
       chatCreated = true;
     }
     const message = this.push(input.visitorId, {
@@ -214,6 +232,35 @@ export class MemoryStore implements Store {
   }
   async queueLength(siteId: string) {
     return this.queues.get(siteId)?.length ?? 0;
+  }
+
+  // --- timers and webhook events
+  async setTimer(id: string, dueAt: number) {
+    this.timers.set(id, dueAt);
+  }
+  async clearTimer(id: string) {
+    this.timers.delete(id);
+  }
+  async takeDueTimers(now: number, leaseMs: number, limit: number) {
+    const due = [...this.timers.entries()]
+      .filter(([, at]) => at <= now)
+      .sort((a, b) => a[1] - b[1])
+      .slice(0, limit)
+      .map(([id]) => id);
+    for (const id of due) this.timers.set(id, now + leaseMs);
+    return due;
+  }
+  async finishTimer(id: string, leasedUntil: number) {
+    if (this.timers.get(id) === leasedUntil) this.timers.delete(id);
+  }
+  async putWebhookEvent(event: WebhookEvent) {
+    this.webhookEvents.set(event.id, clone(event));
+  }
+  async getWebhookEvent(id: string) {
+    return cloneOrNull(this.webhookEvents.get(id));
+  }
+  async deleteWebhookEvent(id: string) {
+    this.webhookEvents.delete(id);
   }
 
   // --- bus: frames are cloned so that subscribers never share an object with the publisher

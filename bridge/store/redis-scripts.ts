@@ -13,6 +13,7 @@ if not chatId then
   chatId = ARGV[2]
   redis.call('HSET', KEYS[4], 'id', chatId, 'siteId', ARGV[3], 'visitorId', ARGV[4], 'state', 'new', 'startedAt', ARGV[7])
   redis.call('HSET', KEYS[1], 'chatId', chatId)
+  redis.call('HINCRBY', KEYS[1], 'chatCount', 1)
   created = 1
 end
 local id = redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[9], '*', 'chatId', chatId, 'from', 'visitor', 'name', ARGV[5], 'text', ARGV[6], 'ts', ARGV[7], 'cid', ARGV[1])
@@ -49,5 +50,22 @@ if redis.call('SCARD', KEYS[1]) >= tonumber(ARGV[2]) then return 0 end
 redis.call('SADD', KEYS[1], ARGV[1])
 redis.call('HSET', KEYS[2], ARGV[4], ARGV[3])
 redis.call('SADD', KEYS[3], ARGV[4])
+return 1
+`;
+
+/** Takes due timers and leases them (see TimerStore). */
+export const TAKE_DUE_TIMERS = `
+-- KEYS: 1 timers sorted set ; ARGV: 1 now, 2 lease ms, 3 limit
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[3]))
+local leased = tonumber(ARGV[1]) + tonumber(ARGV[2])
+for _, id in ipairs(due) do redis.call('ZADD', KEYS[1], leased, id) end
+return due
+`;
+
+/** Clears a leased timer unless someone set it again meanwhile. */
+export const FINISH_TIMER = `
+-- KEYS: 1 timers sorted set ; ARGV: 1 id, 2 leased-until
+local score = redis.call('ZSCORE', KEYS[1], ARGV[1])
+if score and tonumber(score) == tonumber(ARGV[2]) then redis.call('ZREM', KEYS[1], ARGV[1]) end
 return 1
 `;

@@ -5,8 +5,8 @@ import { decodeAgent, decodeSite, encodeAgent, encodeSite, StoredValueError } fr
 import { chatMatchesListState } from "./chat-list-state.js";
 import { visitorIdOfChat } from "./ids.js";
 import { channels, keys } from "./keys.js";
-import { APPEND_VISITOR_MESSAGE, CLAIM_AGENT, UPDATE_CHAT } from "./redis-scripts.js";
-import type { Agent, AppendResult, AppendVisitorMessage, BusHandler, Chat, ChatState, Site, Store, StoredMessage, Visitor } from "./types.js";
+import { APPEND_VISITOR_MESSAGE, CLAIM_AGENT, FINISH_TIMER, TAKE_DUE_TIMERS, UPDATE_CHAT } from "./redis-scripts.js";
+import type { Agent, AppendResult, AppendVisitorMessage, BusHandler, Chat, ChatState, Site, Store, StoredMessage, Visitor, WebhookEvent } from "./types.js";
 
 type Client = Redis | Cluster;
 
@@ -18,12 +18,16 @@ const SCRIPTS = {
   appendVisitorMessage: { numberOfKeys: 4, lua: APPEND_VISITOR_MESSAGE },
   updateChat: { numberOfKeys: 2, lua: UPDATE_CHAT },
   claimAgent: { numberOfKeys: 3, lua: CLAIM_AGENT },
+  takeDueTimers: { numberOfKeys: 1, lua: TAKE_DUE_TIMERS },
+  finishTimer: { numberOfKeys: 1, lua: FINISH_TIMER },
 };
 
 interface ScriptCommands {
   appendVisitorMessage(...args: (string | number)[]): Promise<unknown>;
   updateChat(...args: string[]): Promise<[string, string[]] | null>;
   claimAgent(...args: (string | number)[]): Promise<number>;
+  takeDueTimers(...args: (string | number)[]): Promise<string[]>;
+  finishTimer(...args: (string | number)[]): Promise<number>;
 }
 
 export type RedisTarget = { url: string } | { clusterNodes: { host: string; port: number }[] };
@@ -135,6 +139,14 @@ export class RedisStore implements Store {
     return raw === null ? null : Number(raw);
   }
 
+  async setAgentBusy(jid: string, busy: boolean) {
+    if (busy) await this.redis.set(keys.agentBusy(jid), "1");
+    else await this.redis.del(keys.agentBusy(jid));
+  }
+  async isAgentBusy(jid: string) {
+    return (await this.redis.exists(keys.agentBusy(jid))) === 1;
+  }
+
   // --- visitors
   async createVisitor(v: Visitor) {
     const fields: Record<string, string> = {
@@ -152,7 +164,12 @@ export class RedisStore implements Store {
   async getVisitor(visitorId: string) {
     return decodeVisitor(await this.redis.hgetall(keys.visitor(visitorId)));
   }
-  async updateVisitor(visitorId: string, patch: Partial<Pick<Visitor, "name" | "email" | "page" | "referrer" | "userAgent">>) {
+  async recordPage(visitorId: string, page: { url: string; title: string }) {
+    const key = keys.visitor(visitorId);
+    if (!(await this.redis.exists(key))) return;
+    await this.redis.multi().hset(key, "page", JSON.stringify(page)).hincrby(key, "pagesSeen", 1).exec();
+  }
+  async updateVisitor(visitorId: string, patch: Partial<Pick<Visitor, "name" | "email" | "page" | "referrer" | "userAgent" | "blocked">>) {
     const key = keys.visitor(visitorId);
     if (!(await this.redis.exists(key))) return null;
     const fields = visitorPatchFields(patch);
@@ -305,6 +322,31 @@ export class RedisStore implements Store {
     return this.redis.zcard(keys.queue(siteId));
   }
 
+  // --- timers and webhook events
+  async setTimer(id: string, dueAt: number) {
+    await this.redis.zadd(keys.timers(), dueAt, id);
+  }
+  async clearTimer(id: string) {
+    await this.redis.zrem(keys.timers(), id);
+  }
+  async takeDueTimers(now: number, leaseMs: number, limit: number) {
+    return this.redis.takeDueTimers(keys.timers(), now, leaseMs, limit);
+  }
+  async finishTimer(id: string, leasedUntil: number) {
+    await this.redis.finishTimer(keys.timers(), id, leasedUntil);
+  }
+  async putWebhookEvent(event: WebhookEvent) {
+    await this.redis.hset(keys.webhookEvent(event.id), { siteId: event.siteId, body: event.body, attempts: String(event.attempts) });
+  }
+  async getWebhookEvent(id: string) {
+    const h = await this.redis.hgetall(keys.webhookEvent(id));
+    if (!h.body || !h.siteId) return null;
+    return { id, siteId: h.siteId, body: h.body, attempts: Number(h.attempts ?? 0) };
+  }
+  async deleteWebhookEvent(id: string) {
+    await this.redis.del(keys.webhookEvent(id));
+  }
+
   // --- bus (Redis pub/sub: at most once; the durable copy of every message is the log)
   async publishToVisitor(visitorId: string, frame: ServerFrame) {
     await this.redis.publish(channels.visitor(visitorId), JSON.stringify(frame));
@@ -352,8 +394,9 @@ export class RedisStore implements Store {
   }
 }
 
-function visitorPatchFields(p: Partial<Pick<Visitor, "name" | "email" | "page" | "referrer" | "userAgent">>) {
+function visitorPatchFields(p: Partial<Pick<Visitor, "name" | "email" | "page" | "referrer" | "userAgent" | "blocked">>) {
   const fields: Record<string, string> = {};
+  if (p.blocked !== undefined) fields.blocked = p.blocked ? "1" : "0";
   if (p.name !== undefined) fields.name = p.name;
   if (p.email !== undefined) fields.email = p.email;
   if (p.page !== undefined) fields.page = JSON.stringify(p.page);
@@ -372,6 +415,9 @@ function decodeVisitor(h: Record<string, string>): Visitor | null {
   if (h.referrer !== undefined) visitor.referrer = h.referrer;
   if (h.userAgent !== undefined) visitor.userAgent = h.userAgent;
   if (h.chatId !== undefined) visitor.chatId = h.chatId;
+  if (h.blocked === "1") visitor.blocked = true;
+  if (h.pagesSeen !== undefined) visitor.pagesSeen = Number(h.pagesSeen);
+  if (h.chatCount !== undefined) visitor.chatCount = Number(h.chatCount);
   return visitor;
 }
 

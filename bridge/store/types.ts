@@ -10,6 +10,8 @@ export interface Site {
   name: string;
   origins: string[];
   maxChatsPerAgent: number;
+  /** Seconds an assigned agent has to answer before the chat moves on (default 120). */
+  answerTimeoutSeconds?: number;
   welcome?: string;
   offlineMessage?: string;
   webhookUrl?: string;
@@ -38,6 +40,9 @@ export interface Visitor {
   userAgent?: string;
   createdAt: number;
   chatId?: string; // the current (not ended) chat
+  blocked?: boolean;
+  pagesSeen?: number;
+  chatCount?: number;
 }
 
 export type ChatState = "new" | "queued" | "active" | "offline" | "ended";
@@ -84,12 +89,17 @@ export interface PresenceStore {
   getAgentPresence(jid: string): Promise<AgentPresence>;
   /** When the agent was last seen going from available to not available (for the grace period). */
   agentUnavailableSince(jid: string): Promise<number | null>;
+  /** `busy` (desk command !busy) keeps an agent out of routing whatever their IM presence says. */
+  setAgentBusy(jid: string, busy: boolean): Promise<void>;
+  isAgentBusy(jid: string): Promise<boolean>;
 }
 
 export interface VisitorStore {
   createVisitor(visitor: Visitor): Promise<void>;
   getVisitor(visitorId: string): Promise<Visitor | null>;
-  updateVisitor(visitorId: string, patch: Partial<Pick<Visitor, "name" | "email" | "page" | "referrer" | "userAgent">>): Promise<Visitor | null>;
+  updateVisitor(visitorId: string, patch: Partial<Pick<Visitor, "name" | "email" | "page" | "referrer" | "userAgent" | "blocked">>): Promise<Visitor | null>;
+  /** Records a page view: the current page, and one more page seen. */
+  recordPage(visitorId: string, page: { url: string; title: string }): Promise<void>;
   /** Next visitor number of a site ("Visitor 0042"). */
   nextVisitorNumber(siteId: string): Promise<number>;
   /** Marks the visitor online until `until` (ms); refreshed while a socket is open. */
@@ -149,6 +159,34 @@ export interface RoutingStore {
   queueLength(siteId: string): Promise<number>;
 }
 
+/**
+ * Durable timers shared by every process (unanswered chats, agents' grace periods, idle
+ * chats, webhook retries). Taking due timers leases them: a process that dies while
+ * handling one leaves it to fire again when the lease runs out, so nothing is lost.
+ */
+export interface TimerStore {
+  setTimer(id: string, dueAt: number): Promise<void>;
+  clearTimer(id: string): Promise<void>;
+  /** Atomically takes up to `limit` timers due at `now`, pushing each one to `now + leaseMs`. */
+  takeDueTimers(now: number, leaseMs: number, limit: number): Promise<string[]>;
+  /** Clears a timer taken at `leasedUntil`, unless it was set again meanwhile. */
+  finishTimer(id: string, leasedUntil: number): Promise<void>;
+}
+
+/** Webhook events waiting for delivery: the exact body is kept so that retries are byte-identical. */
+export interface WebhookEvent {
+  id: string;
+  siteId: string;
+  body: string;
+  attempts: number;
+}
+
+export interface WebhookStore {
+  putWebhookEvent(event: WebhookEvent): Promise<void>;
+  getWebhookEvent(id: string): Promise<WebhookEvent | null>;
+  deleteWebhookEvent(id: string): Promise<void>;
+}
+
 export type BusHandler = (frame: ServerFrame) => void;
 
 /** Delivery of frames to whichever process holds a visitor's (or a site's visitors') sockets. */
@@ -159,7 +197,7 @@ export interface VisitorBus {
   subscribeSite(siteId: string, handler: BusHandler): Promise<() => Promise<void>>;
 }
 
-export interface Store extends SiteStore, PresenceStore, VisitorStore, ChatStore, RoutingStore, VisitorBus {
+export interface Store extends SiteStore, PresenceStore, VisitorStore, ChatStore, RoutingStore, TimerStore, WebhookStore, VisitorBus {
   readonly kind: "memory" | "redis" | "redis-cluster";
   /** Resolves when the store answers; rejects otherwise. */
   ping(): Promise<void>;

@@ -164,6 +164,49 @@ describe.each([
     expect(popped).toEqual(["q1", "q3", null]);
   });
 
+  it("leases due timers to one taker at a time until cleared or rescheduled", async () => {
+    const a = `t-${siteId}-a`;
+    const b = `t-${siteId}-b`;
+    await store.setTimer(a, 100);
+    await store.setTimer(b, 200);
+    const [first, second] = await Promise.all([store.takeDueTimers(150, 1000, 10), store.takeDueTimers(150, 1000, 10)]);
+    expect([...first!, ...second!].filter((id) => id === a || id === b)).toEqual([a]);
+    expect((await store.takeDueTimers(250, 1000, 10)).filter((id) => id === a || id === b)).toEqual([b]);
+    // the lease ran out without a clear: it fires again
+    expect((await store.takeDueTimers(1200, 1000, 10)).filter((id) => id === a || id === b)).toEqual([a]);
+    await store.setTimer(b, 5000); // set again while leased: finishing the old lease keeps it
+    await store.finishTimer(b, 1250);
+    await store.finishTimer(a, 2200);
+    expect((await store.takeDueTimers(4000, 1000, 10)).filter((id) => id === a || id === b)).toEqual([]);
+    expect((await store.takeDueTimers(5000, 1000, 10)).filter((id) => id === a || id === b)).toEqual([b]);
+    await store.clearTimer(b);
+  });
+
+  it("keeps webhook events byte for byte until deleted", async () => {
+    const body = JSON.stringify({ event: "chat.ended", text: "é 你好 👋🏽" });
+    await store.putWebhookEvent({ id: `e-${siteId}`, siteId, body, attempts: 2 });
+    expect(await store.getWebhookEvent(`e-${siteId}`)).toEqual({ id: `e-${siteId}`, siteId, body, attempts: 2 });
+    await store.deleteWebhookEvent(`e-${siteId}`);
+    expect(await store.getWebhookEvent(`e-${siteId}`)).toBeNull();
+  });
+
+  it("keeps an agent's busy flag, page views and chat count", async () => {
+    const jid = `${siteId}-busy@localhost`;
+    expect(await store.isAgentBusy(jid)).toBe(false);
+    await store.setAgentBusy(jid, true);
+    expect(await store.isAgentBusy(jid)).toBe(true);
+    await store.setAgentBusy(jid, false);
+    expect(await store.isAgentBusy(jid)).toBe(false);
+
+    const v = visitor(siteId);
+    await store.createVisitor(v);
+    await store.recordPage(v.id, { url: "https://a.test/1", title: "One" });
+    await store.recordPage(v.id, { url: "https://a.test/2", title: "Two" });
+    await store.appendVisitorMessage({ visitorId: v.id, siteId, clientId: "x", name: "V", text: "hi", ts: 1, newChatId: newChatId(v.id, 1) });
+    await store.updateVisitor(v.id, { blocked: true });
+    expect(await store.getVisitor(v.id)).toMatchObject({ page: { url: "https://a.test/2", title: "Two" }, pagesSeen: 2, chatCount: 1, blocked: true });
+  });
+
   it("delivers bus frames to subscribers until they unsubscribe", async () => {
     const received: ServerFrame[] = [];
     const v = uniqueVisitorId();

@@ -1,0 +1,88 @@
+import type { ChatService } from "./chats.js";
+import type { KeyedQueue } from "./keyed-queue.js";
+import type { Logger } from "./logger.js";
+import type { PresenceService } from "./presence.js";
+import type { Scheduler } from "./scheduler.js";
+import type { Store } from "./store/types.js";
+import type { Webhooks } from "./webhooks.js";
+
+/**
+ * What happens when time passes (issue 3), as durable timers any process may fire:
+ * - `unanswered:{chatId}|{agent}` — the assigned agent said nothing in time: the chat moves on;
+ * - `agent-gone:{agent}` — an agent offline past PARLEY_AGENT_GRACE_MS loses their chats;
+ * - `visitor-left:{visitor}` — the visitor's grace period is over: their presence goes
+ *   unavailable and the idle clock starts;
+ * - `chat-idle:{visitor}` — the visitor stayed away past PARLEY_CHAT_IDLE_MS: the chat ends;
+ * - `webhook:{event}` — a webhook delivery attempt.
+ */
+export interface LifecycleDeps {
+  store: Store;
+  scheduler: Scheduler;
+  chats: ChatService;
+  presence: PresenceService;
+  webhooks: Webhooks;
+  lanes: KeyedQueue;
+  agentGraceMs: number;
+  chatIdleMs: number;
+  logger: Logger;
+}
+
+export function registerLifecycleTimers(deps: LifecycleDeps): void {
+  const { store, scheduler, chats, lanes } = deps;
+  const log = deps.logger.child({ module: "lifecycle" });
+
+  scheduler.on("unanswered", async (key) => {
+    const [chatId, agentJid] = key.split("|");
+    const chat = chatId ? await store.getChat(chatId) : null;
+    if (!chat || chat.state !== "active" || chat.agentJid !== agentJid) return;
+    const [site, visitor] = await Promise.all([store.getSite(chat.siteId), store.getVisitor(chat.visitorId)]);
+    if (!site || !visitor) return;
+    log.info({ chatId, agent: agentJid }, "chat unanswered in time; moving it");
+    await lanes.run(visitor.id, async () => {
+      const current = await store.getChat(chat.id);
+      if (current?.state === "active" && current.agentJid === agentJid) {
+        await chats.reassign(site, visitor, current, `You did not answer within ${site.answerTimeoutSeconds ?? 120} s.`);
+      }
+    });
+  });
+
+  scheduler.on("agent-gone", async (agentJid) => {
+    if ((await store.getAgentPresence(agentJid)) !== "offline") return;
+    for (const siteId of await store.sitesOfAgent(agentJid)) {
+      const site = await store.getSite(siteId);
+      const chatIds = site ? ((await store.agentLoads(siteId)).get(agentJid)?.chatIds ?? []) : [];
+      for (const chatId of chatIds) {
+        const chat = await store.getChat(chatId);
+        const visitor = chat && (await store.getVisitor(chat.visitorId));
+        if (!site || !chat || !visitor) continue;
+        log.info({ chatId, agent: agentJid }, "agent gone past the grace period; moving the chat");
+        await lanes.run(visitor.id, async () => {
+          const current = await store.getChat(chatId);
+          if (current?.state === "active" && current.agentJid === agentJid) {
+            await chats.reassign(site, visitor, current, `You were offline for more than ${Math.round(deps.agentGraceMs / 1000)} s.`);
+          }
+        });
+      }
+    }
+  });
+
+  scheduler.on("visitor-left", async (visitorId, now) => {
+    const visitor = await store.getVisitor(visitorId);
+    if (!visitor || (await store.isOnline(visitor.siteId, visitorId, now))) return;
+    const chat = visitor.chatId ? await store.getChat(visitor.chatId) : null;
+    if (!chat || chat.state === "ended") return;
+    if (chat.state === "active" && chat.agentJid) await deps.presence.sendVisitorPresence(visitorId, chat.agentJid);
+    await scheduler.schedule("chat-idle", visitorId, now + deps.chatIdleMs);
+  });
+
+  scheduler.on("chat-idle", async (visitorId, now) => {
+    const visitor = await store.getVisitor(visitorId);
+    if (!visitor || (await store.isOnline(visitor.siteId, visitorId, now))) return;
+    const [site, chat] = await Promise.all([store.getSite(visitor.siteId), visitor.chatId ? store.getChat(visitor.chatId) : null]);
+    if (!site || !chat || chat.state === "ended") return;
+    log.info({ chatId: chat.id }, "visitor gone past the idle timeout; ending the chat");
+    await lanes.run(visitorId, () => chats.end(site, visitor, chat).then(() => undefined));
+  });
+
+  scheduler.on("webhook", (eventId, now) => deps.webhooks.deliver(eventId, now));
+}
