@@ -197,26 +197,4 @@ describe("widget in a browser", () => {
     await w.host.locator(".close").click();
     await w.launcher.waitFor({ state: "visible" });
   });
-
-  // Refreshes the picture in docs/widget.md; opt-in so ordinary runs leave the tree clean:
-  //   PARLEY_UPDATE_SCREENSHOT=1 npx vitest run --project e2e -t screenshot
-  it.runIf(process.env.PARLEY_UPDATE_SCREENSHOT)("takes the screenshot for the docs", async () => {
-    const w = widgetOn(page);
-    await demo();
-    await w.open();
-    await bridge.waitFor("page");
-    bridge.toVisitors({ type: "agent", state: "joined", name: "Alice Martin" });
-    bridge.agentSays("Alice Martin", "Hi, I'm Alice from the roastery. What are you brewing with at home?");
-    await w.send("A V60 mostly. Which beans would you pick for pour-over?");
-    await expect.poll(() => w.visitorMessages.locator(".meta.delivered").count()).toBe(1);
-    bridge.agentSays("Alice Martin", "The Yirgacheffe shines in a V60: jasmine, bergamot, lemon. Try 15 g to 250 g water.");
-    bridge.agentSays("Alice Martin", "Details: https://northwind.example/shop/yirgacheffe");
-    await w.send("Perfect, thanks! Is it in stock?");
-    await expect.poll(() => w.visitorMessages.locator(".meta.delivered").count()).toBe(2);
-    bridge.toVisitors({ type: "typing", state: "composing", name: "Alice Martin" });
-    await w.typing.waitFor({ state: "visible" });
-    await w.input.fill("");
-    await page.mouse.move(0, 0);
-    await page.screenshot({ path: new URL("docs/widget-screenshot.png", ROOT).pathname });
-  });
 });
