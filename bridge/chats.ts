@@ -240,13 +240,19 @@ export class ChatService {
 
   /** Assigns queued chats, oldest first, while some available agent has room. */
   async drainQueue(site: Site): Promise<void> {
+    if (await this.assignFromQueue(site)) await this.announceQueuePositions(site);
+  }
+
+  /** Returns whether any queued chat was assigned. */
+  private async assignFromQueue(site: Site): Promise<boolean> {
     const { store } = this.deps;
-    for (;;) {
-      if ((await store.queueLength(site.id)) === 0) return;
+    let assignedAny = false;
+    for (;; assignedAny = true) {
+      if ((await store.queueLength(site.id)) === 0) return assignedAny;
       const decision = chooseAgent(await this.agentLoads(site), site.maxChatsPerAgent);
-      if (decision.kind !== "assign") return;
+      if (decision.kind !== "assign") return assignedAny;
       const chatId = await store.dequeue(site.id);
-      if (!chatId) return; // another process emptied it
+      if (!chatId) return assignedAny; // another process emptied it
       const chat = await store.getChat(chatId);
       const visitor = chat && (await store.getVisitor(chat.visitorId));
       if (!chat || !visitor || chat.state !== "queued") continue;
@@ -257,7 +263,7 @@ export class ChatService {
       if (!assigned) {
         const current = await store.getChat(chatId);
         if (current?.state === "queued") await store.enqueue(site.id, chatId, current.startedAt);
-        return;
+        return assignedAny;
       }
     }
   }

@@ -133,7 +133,8 @@ export class XmppLink extends EventEmitter {
     const wasConnected = this.connected;
     this.connected = false;
     if (wasConnected) {
-      this.log.warn({ queued: this.queue.length }, "component offline");
+      if (this.stopped) this.log.info("component stream closed");
+      else this.log.warn({ queued: this.queue.length }, "component offline");
       this.emit("offline");
     }
     this.scheduleRetry();

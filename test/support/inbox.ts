@@ -25,7 +25,7 @@ export class Inbox<T> {
     return new Promise<T>((resolve, reject) => {
       const timer = setTimeout(() => {
         this.waiters = this.waiters.filter((w) => w.resolve !== done);
-        reject(new Error(`timed out after ${timeoutMs} ms waiting for ${what}; unread: ${JSON.stringify(this.unread.map(String)).slice(0, 2000)}`));
+        reject(new Error(`timed out after ${timeoutMs} ms waiting for ${what}; unread: ${JSON.stringify(this.unread.map((item) => (typeof item === "object" && item !== null && !("attrs" in item) ? item : String(item)))).slice(0, 2000)}`));
       }, timeoutMs);
       const done = (item: T) => {
         clearTimeout(timer);
