@@ -26,6 +26,8 @@ export interface ChatDeps {
   store: Store;
   scheduler: Pick<Scheduler, "schedule" | "cancel">;
   events?: ChatEvents;
+  /** How long an ended chat's transcript is kept; 0 = forever. */
+  retentionMs?: number;
   domain: string;
   send(stanza: Element): void;
   rosters: Rosters;
@@ -233,6 +235,7 @@ export class ChatService {
     await this.publish(visitor.id, { type: "ended" });
     this.log.info({ chatId: chat.id, siteId: site.id }, "chat ended");
     await this.deps.events?.chatEnded(ended);
+    if (this.deps.retentionMs) await this.deps.scheduler.schedule("purge", chat.id, (ended.endedAt ?? this.deps.now()) + this.deps.retentionMs);
     this.deps.onChange?.(site.id);
     await this.drainQueue(site);
     return true;

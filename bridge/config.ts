@@ -19,6 +19,8 @@ export interface Config {
   visitorGraceMs: number;
   agentGraceMs: number;
   chatIdleMs: number;
+  /** Days an ended chat's transcript is kept; 0 keeps transcripts forever. */
+  transcriptRetentionDays: number;
   logLevel: "fatal" | "error" | "warn" | "info" | "debug" | "trace" | "silent";
 }
 
@@ -61,6 +63,7 @@ const schema = z.object({
   PARLEY_VISITOR_GRACE_MS: ms(15_000),
   PARLEY_AGENT_GRACE_MS: ms(60_000),
   PARLEY_CHAT_IDLE_MS: ms(30 * 60_000),
+  PARLEY_TRANSCRIPT_RETENTION_DAYS: optional.pipe(z.coerce.number<string | undefined>().min(0).max(36_500).optional()).transform((n) => n ?? 0),
   PARLEY_LOG_LEVEL: optional
     .transform((s) => s ?? "info")
     .pipe(z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"])),
@@ -97,6 +100,7 @@ export function loadConfig(env: Record<string, string | undefined>): Config {
     visitorGraceMs: e.PARLEY_VISITOR_GRACE_MS,
     agentGraceMs: e.PARLEY_AGENT_GRACE_MS,
     chatIdleMs: e.PARLEY_CHAT_IDLE_MS,
+    transcriptRetentionDays: e.PARLEY_TRANSCRIPT_RETENTION_DAYS,
     logLevel: e.PARLEY_LOG_LEVEL,
   };
   if (e.PARLEY_ADMIN_TOKEN) config.adminToken = e.PARLEY_ADMIN_TOKEN;

@@ -13,7 +13,8 @@ import type { Webhooks } from "./webhooks.js";
  * - `visitor-left:{visitor}` — the visitor's grace period is over: their presence goes
  *   unavailable and the idle clock starts;
  * - `chat-idle:{visitor}` — the visitor stayed away past PARLEY_CHAT_IDLE_MS: the chat ends;
- * - `webhook:{event}` — a webhook delivery attempt.
+ * - `webhook:{event}` — a webhook delivery attempt;
+ * - `purge:{chatId}` — an ended chat's transcript is past PARLEY_TRANSCRIPT_RETENTION_DAYS.
  */
 export interface LifecycleDeps {
   store: Store;
@@ -24,6 +25,7 @@ export interface LifecycleDeps {
   lanes: KeyedQueue;
   agentGraceMs: number;
   chatIdleMs: number;
+  transcriptRetentionDays: number;
   logger: Logger;
 }
 
@@ -85,4 +87,9 @@ export function registerLifecycleTimers(deps: LifecycleDeps): void {
   });
 
   scheduler.on("webhook", (eventId, now) => deps.webhooks.deliver(eventId, now));
+
+  scheduler.on("purge", async (chatId) => {
+    await store.purgeChat(chatId);
+    log.info({ chatId }, "transcript past retention deleted");
+  });
 }

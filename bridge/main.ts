@@ -83,13 +83,25 @@ export async function startBridge(config: Config, logger: Logger = createLogger(
   };
   const scheduler = new Scheduler({ store, now, logger });
   const webhooks = new Webhooks({ store, scheduler, now, logger });
-  const chats = new ChatService({ store, domain, send, rosters, lanes, now, logger, onChange, scheduler, events: webhooks });
+  const chats = new ChatService({
+    store,
+    domain,
+    send,
+    rosters,
+    lanes,
+    now,
+    logger,
+    onChange,
+    scheduler,
+    events: webhooks,
+    retentionMs: config.transcriptRetentionDays * 24 * 3600 * 1000,
+  });
   const presence = new PresenceService({ store, domain, send, chats, scheduler, agentGraceMs: config.agentGraceMs, now, logger });
   const commands = new CommandService({ store, deskJid: (siteId) => deskJid(siteId, domain), send, chats, now, newId, logger });
   const agentMessages = new AgentMessages({ store, domain, send, chats, commands, lanes, now, newId, logger, metrics });
   const visitors = new VisitorService({ store, domain, send, chats, presence, rosters, lanes, now, newId, logger, metrics, scheduler, graceMs: config.visitorGraceMs });
   const sites = new SiteService({ store, domain, rosters, presence, now, logger, onSiteChanged: (site) => chats.drainQueue(site) });
-  registerLifecycleTimers({ store, scheduler, chats, presence, webhooks, lanes, agentGraceMs: config.agentGraceMs, chatIdleMs: config.chatIdleMs, logger });
+  registerLifecycleTimers({ store, scheduler, chats, presence, webhooks, lanes, agentGraceMs: config.agentGraceMs, chatIdleMs: config.chatIdleMs, transcriptRetentionDays: config.transcriptRetentionDays, logger });
   const gateway = new VisitorGateway({ store, visitors, logger, metrics, now, visitorRate: config.visitorRate });
   const adminApi = new AdminApi({ store, sites, now, logger, version, ...(config.adminToken ? { adminToken: config.adminToken } : {}) });
 

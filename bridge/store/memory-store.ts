@@ -190,6 +190,14 @@ export class MemoryStore implements Store {
       .sort((a, b) => a.startedAt - b.startedAt);
   }
 
+  async purgeChat(chatId: string) {
+    const chat = this.chats.get(chatId);
+    if (!chat || chat.state !== "ended") return;
+    this.chats.delete(chatId);
+    this.siteChats.get(chat.siteId)?.delete(chatId);
+    const messages = this.messages.get(chat.visitorId);
+    if (messages) this.messages.set(chat.visitorId, messages.filter((m) => m.chatId !== chatId));
+  }
   async chatStateCounts() {
     const counts = { new: 0, queued: 0, active: 0, offline: 0, ended: 0 };
     for (const chat of this.chats.values()) counts[chat.state] += 1;

@@ -282,6 +282,15 @@ export class RedisStore implements Store {
     return chats.filter((c): c is Chat => c !== null && chatMatchesListState(c, state)).sort((a, b) => a.startedAt - b.startedAt);
   }
 
+  async purgeChat(chatId: string) {
+    const chat = await this.getChat(chatId);
+    if (!chat || chat.state !== "ended") return;
+    const ids = (await this.transcript(chatId)).map((m) => m.id);
+    if (ids.length > 0) await this.redis.xdel(keys.log(chat.visitorId), ...ids);
+    await this.redis.del(keys.chat(chat.visitorId, chatId));
+    await this.redis.zrem(keys.siteChats(chat.siteId), chatId);
+    await this.redis.hincrby(keys.chatStateCounts(), "ended", -1);
+  }
   async chatStateCounts() {
     const raw = await this.redis.hgetall(keys.chatStateCounts());
     const counts = { new: 0, queued: 0, active: 0, offline: 0, ended: 0 };

@@ -138,6 +138,15 @@ describe.each([
     expect((await store.listChats(siteId, "ended")).map((c) => c.id)).toEqual([chat.id]);
     const next = await store.appendVisitorMessage({ visitorId: v.id, siteId, clientId: "b", name: "V", text: "again", ts: 9000, newChatId: newChatId(v.id, 9000) });
     expect(next.chatCreated).toBe(true);
+
+    // retention: an ended chat goes with its messages; the next chat stays
+    await store.purgeChat(next.chat.id); // not ended: kept
+    expect(await store.getChat(next.chat.id)).not.toBeNull();
+    await store.purgeChat(chat.id);
+    expect(await store.getChat(chat.id)).toBeNull();
+    expect(await store.transcript(chat.id)).toEqual([]);
+    expect((await store.history(v.id, 10)).map((m) => m.text)).toEqual(["again"]);
+    expect((await store.listChats(siteId, "ended")).map((c) => c.id)).toEqual([]);
   });
 
   it("claims agents atomically under the cap and idempotently per chat", async () => {
