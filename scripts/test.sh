@@ -10,6 +10,7 @@ bash scripts/install-system-deps.sh
 [[ -d node_modules ]] || npm ci
 
 npm run --silent typecheck
+npm run --silent lint
 npx vitest run
 # The same integration tests once more with the Redis store instead of the
 # in-memory one (test/support/stack.ts reads PARLEY_TEST_STORE).
