@@ -9,7 +9,6 @@ import type { Logger } from "./logger.js";
 import type { Metrics } from "./metrics.js";
 import { visitorDisplayName } from "./names.js";
 import type { PresenceService } from "./presence.js";
-import type { Outbox } from "./outbox.js";
 import type { Scheduler } from "./scheduler.js";
 import { newChatId } from "./store/ids.js";
 import type { Site, Store, Visitor } from "./store/types.js";
@@ -35,7 +34,6 @@ export interface VisitorDeps {
   metrics: Metrics;
   graceMs: number;
   scheduler: Pick<Scheduler, "schedule" | "cancel">;
-  outbox?: Pick<Outbox, "processId" | "track">;
 }
 
 const HISTORY_LIMIT = 200;
@@ -170,8 +168,6 @@ export class VisitorService {
       return;
     }
     const now = this.deps.now();
-    const { outbox } = this.deps;
-    await outbox?.track(visitorId);
     const appended = await store.appendVisitorMessage({
       visitorId,
       siteId: site.id,
@@ -180,7 +176,6 @@ export class VisitorService {
       text: frame.text,
       ts: now,
       newChatId: newChatId(visitorId, now),
-      ...(outbox ? { owner: outbox.processId } : {}),
     });
     // Stored durably: only now may the visitor be told (CONTRACT §4, §6).
     reply({ type: "ack", id: frame.id, messageId: appended.message.id, ts: appended.message.ts });
