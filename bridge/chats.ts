@@ -30,6 +30,12 @@ export interface ChatDeps {
   retentionMs?: number;
   domain: string;
   send(stanza: Element): void;
+  /**
+   * Relaying visitor messages: sends, and resolves once the stanza is written to ejabberd's
+   * socket, when it leaves the durable outbox (see outbox.ts).
+   */
+  relaySend?(stanza: Element): Promise<void>;
+  relayed?(visitorId: string, messageId: string): void;
   rosters: Rosters;
   lanes: KeyedQueue;
   now(): number;
@@ -302,7 +308,42 @@ export class ChatService {
       // XEP-0203: the agent's client shows when the visitor really wrote it.
       stanza.append(xml("delay", { xmlns: NS.delay, from: this.deps.domain, stamp: new Date(message.ts).toISOString() }));
     }
-    this.deps.send(stanza);
+    const { relaySend, relayed } = this.deps;
+    if (relaySend && relayed) void relaySend(stanza).then(() => relayed(visitor.id, message.id));
+    else this.deps.send(stanza);
+  }
+
+  /**
+   * Relays visitor messages that a dead process stored (and acknowledged) but may not have
+   * written to ejabberd (see outbox.ts); called in the visitor's lane, ids oldest first.
+   */
+  async redeliver(visitorId: string, messageIds: string[]): Promise<void> {
+    const { store } = this.deps;
+    const visitor = await store.getVisitor(visitorId);
+    const [site, chat] = visitor ? await Promise.all([store.getSite(visitor.siteId), visitor.chatId ? store.getChat(visitor.chatId) : null]) : [null, null];
+    const wanted = new Set(messageIds);
+    const pending = chat ? (await store.transcript(chat.id)).filter((m) => m.from === "visitor" && wanted.has(m.id)) : [];
+    // Messages of a chat that is over (or of a visitor or site deleted since) have nowhere to go.
+    const nowhere = messageIds.filter((id) => !pending.some((m) => m.id === id));
+    await store.markRelayed(visitorId, nowhere);
+    if (!visitor || !site || !chat || pending.length === 0) return;
+    this.log.info({ chatId: chat.id, state: chat.state, count: pending.length }, "redelivering visitor messages left by a dead process");
+    switch (chat.state) {
+      case "new":
+        await this.route(site, visitor, chat); // assigning replays the whole transcript
+        return;
+      case "active":
+        for (const message of pending) this.relay(visitor, chat.agentJid!, message);
+        return;
+      case "offline":
+        for (const message of pending) await this.sendToEveryAgent(site, visitor, message);
+        return;
+      case "queued":
+        return; // replayed on assignment
+      case "ended":
+        await store.markRelayed(visitorId, [...wanted]);
+        return;
+    }
   }
 
   async publish(visitorId: string, frame: ServerFrame): Promise<void> {

@@ -17,7 +17,7 @@ export interface HttpDeps {
   gateway: VisitorGateway;
   adminApi: AdminApi;
   metrics: Metrics;
-  health(): Promise<{ ok: boolean; parts: Record<string, string> }>;
+  health(): Promise<{ ok: boolean; parts: Record<string, unknown> }>;
   logger: Logger;
 }
 

@@ -1,5 +1,6 @@
 import { randomBytes } from "node:crypto";
 import { once } from "node:events";
+import { monitorEventLoopDelay } from "node:perf_hooks";
 import type { AddressInfo } from "node:net";
 import type { Element } from "@xmpp/xml";
 import { deskJid } from "../stanza-mappers/addressing.js";
@@ -15,6 +16,7 @@ import { KeyedQueue } from "./keyed-queue.js";
 import { createLogger, type Logger } from "./logger.js";
 import { createMetrics } from "./metrics.js";
 import { PresenceService } from "./presence.js";
+import { Outbox } from "./outbox.js";
 import { Rosters } from "./rosters.js";
 import { registerLifecycleTimers } from "./lifecycle.js";
 import { Scheduler } from "./scheduler.js";
@@ -54,7 +56,10 @@ export async function startBridge(config: Config, logger: Logger = createLogger(
       : new RedisStore(config.redis.kind === "redis" ? { url: config.redis.url } : { clusterNodes: config.redis.nodes }, (err) =>
           logger.child({ module: "store" }).warn({ err: err.message }, "redis error"),
         );
-  const metrics = createMetrics(() => store.chatStateCounts());
+  // Event-loop lag: the first sign of an overloaded process (reported in /healthz and /metrics).
+  const loopDelay = monitorEventLoopDelay({ resolution: 10 });
+  loopDelay.enable();
+  const metrics = createMetrics(() => store.chatStateCounts(), loopDelay);
   const link = new XmppLink({ service: config.xmppService, domain: config.xmppDomain, secret: config.xmppSecret, logger });
   const send = (stanza: Element) => link.send(stanza);
   const lanes = new KeyedQueue();
@@ -83,10 +88,14 @@ export async function startBridge(config: Config, logger: Logger = createLogger(
   };
   const scheduler = new Scheduler({ store, now, logger });
   const webhooks = new Webhooks({ store, scheduler, now, logger });
+  // Visitor messages not yet written to ejabberd survive this process (see outbox.ts).
+  const outbox = new Outbox({ store, processId: idPrefix, lanes, now, logger, redeliver: (visitorId, ids) => chats.redeliver(visitorId, ids) });
   const chats = new ChatService({
     store,
     domain,
     send,
+    relaySend: (stanza) => link.send(stanza),
+    relayed: (visitorId, messageId) => outbox.relayed(visitorId, messageId),
     rosters,
     lanes,
     now,
@@ -99,7 +108,7 @@ export async function startBridge(config: Config, logger: Logger = createLogger(
   const presence = new PresenceService({ store, domain, send, chats, scheduler, agentGraceMs: config.agentGraceMs, now, logger });
   const commands = new CommandService({ store, deskJid: (siteId) => deskJid(siteId, domain), send, chats, now, newId, logger });
   const agentMessages = new AgentMessages({ store, domain, send, chats, commands, lanes, now, newId, logger, metrics });
-  const visitors = new VisitorService({ store, domain, send, chats, presence, lanes, now, newId, logger, metrics, scheduler, graceMs: config.visitorGraceMs });
+  const visitors = new VisitorService({ store, domain, send, chats, presence, lanes, now, newId, logger, metrics, scheduler, outbox, graceMs: config.visitorGraceMs });
   const sites = new SiteService({ store, domain, rosters, presence, now, logger, onSiteChanged: (site) => chats.drainQueue(site) });
   registerLifecycleTimers({ store, scheduler, chats, presence, webhooks, lanes, agentGraceMs: config.agentGraceMs, chatIdleMs: config.chatIdleMs, transcriptRetentionDays: config.transcriptRetentionDays, logger });
   const gateway = new VisitorGateway({ store, visitors, logger, metrics, now, visitorRate: config.visitorRate });
@@ -133,13 +142,18 @@ export async function startBridge(config: Config, logger: Logger = createLogger(
   }
   link.start();
   scheduler.start();
+  outbox.start();
 
   const health = async () => {
     const storeUp = await store.ping().then(
       () => true,
       () => false,
     );
-    return { ok: storeUp && link.online, parts: { xmpp: link.online ? "up" : "down", store: storeUp ? "up" : "down", storeKind: store.kind } };
+    const eventLoopLagMs = { p50: round(loopDelay.percentile(50) / 1e6), p99: round(loopDelay.percentile(99) / 1e6), max: round(loopDelay.max / 1e6) };
+    return {
+      ok: storeUp && link.online,
+      parts: { xmpp: link.online ? "up" : "down", store: storeUp ? "up" : "down", storeKind: store.kind, process: idPrefix, xmppQueued: link.queued, eventLoopLagMs },
+    };
   };
   const server = createHttpServer({ gateway, adminApi, metrics, health, logger });
   server.listen(config.httpPort, config.httpHost);
@@ -158,10 +172,16 @@ export async function startBridge(config: Config, logger: Logger = createLogger(
       server.close();
       await gateway.close();
       await scheduler.stop();
+      await outbox.stop();
       await link.stop();
       server.closeAllConnections();
       await store.close();
+      loopDelay.disable();
       logger.info("stopped");
     },
   };
+}
+
+function round(ms: number): number {
+  return Math.round(ms * 100) / 100;
 }

@@ -1,8 +1,9 @@
+import type { IntervalHistogram } from "node:perf_hooks";
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from "prom-client";
 
 // Prometheus metrics on an injected registry (one per bridge, so tests can run several).
 
-export function createMetrics(chatStateCounts: () => Promise<Record<string, number>>) {
+export function createMetrics(chatStateCounts: () => Promise<Record<string, number>>, loopDelay?: IntervalHistogram) {
   const registry = new Registry();
   collectDefaultMetrics({ register: registry, prefix: "parley_process_" });
   const metrics = {
@@ -24,6 +25,17 @@ export function createMetrics(chatStateCounts: () => Promise<Record<string, numb
     componentReconnects: new Counter({ name: "parley_component_reconnects_total", help: "Times the component stream to ejabberd came back", registers: [registry] }),
     componentOnline: new Gauge({ name: "parley_component_online", help: "1 while the component stream to ejabberd is open", registers: [registry] }),
     frameErrors: new Counter({ name: "parley_visitor_frame_errors_total", help: "Visitor frames refused, by error code", labelNames: ["code"] as const, registers: [registry] }),
+    eventLoopLag: new Gauge({
+      name: "parley_event_loop_lag_seconds",
+      help: "Event-loop delay of this process since it started (perf_hooks.monitorEventLoopDelay), by quantile",
+      labelNames: ["quantile"] as const,
+      registers: [registry],
+      collect() {
+        if (!loopDelay) return;
+        for (const q of [50, 99]) this.set({ quantile: String(q / 100) }, loopDelay.percentile(q) / 1e9);
+        this.set({ quantile: "1" }, loopDelay.max / 1e9);
+      },
+    }),
     chats: new Gauge({
       name: "parley_chats",
       help: "Chats by state, over all sites",

@@ -6,8 +6,11 @@ import type { Logger } from "./logger.js";
 
 /**
  * The only user of @xmpp/component (XEP-0114). It owns the connection to ejabberd:
- * - reconnects with capped exponential backoff and jitter (instead of xmpp.js's fixed 1 s);
+ * - reconnects with capped exponential backoff and jitter (instead of xmpp.js's fixed 1 s),
+ *   capped at 3 s so that the bridge is back within seconds of ejabberd's listener;
  * - keeps an ordered outbound queue while disconnected and flushes it, in order, first;
+ * - tells the caller when a stanza has been written to the socket (`send` resolves), which
+ *   is what the durable outbox waits for before marking a visitor message relayed;
  * - fixes two xmpp.js 0.13 traps: Nagle (≈44 ms per round trip) and UTF-8 sequences
  *   split across TCP reads; and survives input that makes its parser throw.
  *
@@ -23,6 +26,11 @@ export interface XmppLinkOptions {
   maxQueued?: number;
 }
 
+interface Outbound {
+  stanza: Element;
+  written(): void;
+}
+
 /** Returns the child of the result, `true` for an empty result, or an `<error/>` element. */
 export type IqHandler = (ctx: IqContext) => Element | true | Promise<Element | true>;
 
@@ -31,7 +39,7 @@ export class XmppLink extends EventEmitter {
   private readonly log: Logger;
   private readonly backoff: BackoffSpec;
   private readonly maxQueued: number;
-  private readonly queue: Element[] = [];
+  private readonly queue: Outbound[] = [];
   private attempt = 0;
   private retryTimer: NodeJS.Timeout | undefined;
   private stopped = true;
@@ -41,7 +49,7 @@ export class XmppLink extends EventEmitter {
   constructor(private readonly options: XmppLinkOptions) {
     super();
     this.log = options.logger.child({ module: "xmpp-link" });
-    this.backoff = options.backoff ?? { baseMs: 250, maxMs: 30_000 };
+    this.backoff = options.backoff ?? { baseMs: 250, maxMs: 3_000 };
     this.maxQueued = options.maxQueued ?? 200_000;
     this.entity = component({ service: options.service, domain: options.domain, password: options.secret });
     this.entity.reconnect.stop();
@@ -81,13 +89,16 @@ export class XmppLink extends EventEmitter {
     if (this.entity.status !== "offline") await this.entity.stop().catch(() => {});
   }
 
-  /** Sends now if online; otherwise queues in order for the next connection. */
-  send(stanza: Element): void {
-    if (!this.connected || this.queue.length > 0) {
-      this.enqueue(stanza);
-      return;
-    }
-    this.write(stanza);
+  /**
+   * Sends now if online; otherwise queues in order for the next connection. Resolves once
+   * the stanza is written to the socket (after a reconnect, if need be); never rejects.
+   */
+  send(stanza: Element): Promise<void> {
+    return new Promise<void>((written) => {
+      const outbound = { stanza, written };
+      if (!this.connected || this.queue.length > 0) this.enqueue(outbound);
+      else this.write(outbound);
+    });
   }
 
   /** Sends an IQ and waits for its result. Rejects at once while offline. */
@@ -149,18 +160,19 @@ export class XmppLink extends EventEmitter {
     this.retryTimer = setTimeout(() => void this.connect(), delay);
   }
 
-  private write(stanza: Element): void {
-    this.entity.send(stanza).catch((err: unknown) => {
+  private write(outbound: Outbound): void {
+    this.entity.send(outbound.stanza).then(outbound.written, (err: unknown) => {
       // The socket went away mid-write. What the kernel had not taken is re-queued; what it
       // had taken is beyond our reach (XEP-0114 has no acknowledgements).
       this.log.warn({ err }, "stanza write failed; queued for the next connection");
-      this.enqueue(stanza);
+      this.enqueue(outbound);
     });
   }
 
-  private enqueue(stanza: Element): void {
-    this.queue.push(stanza);
+  private enqueue(outbound: Outbound): void {
+    this.queue.push(outbound);
     if (this.queue.length > this.maxQueued) {
+      // Never resolved: a visitor message among them stays in the store's outbox.
       this.queue.shift();
       this.log.error({ maxQueued: this.maxQueued }, "outbound queue full while ejabberd is unreachable; dropped the oldest stanza");
     }

@@ -9,6 +9,8 @@ export const keys = {
   chatStateCounts: () => `${P}:chat-state-counts`,
   timers: () => `${P}:timers`,
   webhookEvent: (id: string) => `${P}:webhook-event:${id}`,
+  processes: () => `${P}:processes`,
+  outbox: (processId: string) => `${P}:outbox:${processId}`,
   site: (siteId: string) => `${P}:{s:${siteId}}:site`,
   agents: (siteId: string) => `${P}:{s:${siteId}}:agents`,
   visitorNumber: (siteId: string) => `${P}:{s:${siteId}}:vnum`,
@@ -27,6 +29,7 @@ export const keys = {
   visitor: (visitorId: string) => `${P}:{v:${visitorId}}:visitor`,
   clientIds: (visitorId: string) => `${P}:{v:${visitorId}}:client-ids`,
   log: (visitorId: string) => `${P}:{v:${visitorId}}:log`,
+  unrelayed: (visitorId: string) => `${P}:{v:${visitorId}}:unrelayed`,
   chat: (visitorId: string, chatId: string) => `${P}:{v:${visitorId}}:chat:${chatId}`,
   chatPrefix: (visitorId: string) => `${P}:{v:${visitorId}}:chat:`,
 } as const;

@@ -29,6 +29,9 @@ export class MemoryStore implements Store {
   private readonly timers = new Map<string, number>();
   private readonly webhookEvents = new Map<string, WebhookEvent>();
   private readonly bus = new EventEmitter().setMaxListeners(0);
+  private readonly unrelayedMessages = new Map<string, Map<string, string>>();
+  private readonly processes = new Map<string, number>();
+  private readonly outboxes = new Map<string, Set<string>>();
   private lastMessageMs = 0;
   private messageSeq = 0;
 
@@ -155,6 +158,7 @@ export class MemoryStore implements Store {
       clientId: input.clientId,
     });
     seen.set(input.clientId, message.id);
+    if (input.owner) mapOf(this.unrelayedMessages, input.visitorId).set(message.id, input.owner);
     return { message: clone(message), chat: clone(this.chats.get(visitor.chatId)!), chatCreated, duplicate: false };
   }
   async appendMessage(visitorId: string, message: Omit<StoredMessage, "id">) {
@@ -269,6 +273,39 @@ export class MemoryStore implements Store {
   }
   async deleteWebhookEvent(id: string) {
     this.webhookEvents.delete(id);
+  }
+
+  // --- outbox (see OutboxStore); insertion order is message order here
+  async unrelayed(visitorId: string) {
+    return [...(this.unrelayedMessages.get(visitorId) ?? [])].map(([messageId, owner]) => ({ messageId, owner }));
+  }
+  async markRelayed(visitorId: string, messageIds: string[]) {
+    for (const id of messageIds) this.unrelayedMessages.get(visitorId)?.delete(id);
+  }
+  async addToOutbox(processId: string, visitorId: string) {
+    const set = this.outboxes.get(processId) ?? new Set();
+    this.outboxes.set(processId, set.add(visitorId));
+  }
+  async removeFromOutbox(processId: string, visitorId: string) {
+    this.outboxes.get(processId)?.delete(visitorId);
+  }
+  async outboxVisitors(processId: string) {
+    return [...(this.outboxes.get(processId) ?? [])];
+  }
+  async heartbeat(processId: string, now: number) {
+    this.processes.set(processId, now);
+  }
+  async claimStaleProcess(staleBefore: number, now: number) {
+    for (const [id, beat] of this.processes) {
+      if (beat > staleBefore) continue;
+      this.processes.set(id, now);
+      return id;
+    }
+    return null;
+  }
+  async forgetProcess(processId: string) {
+    this.processes.delete(processId);
+    this.outboxes.delete(processId);
   }
 
   // --- bus: frames are cloned so that subscribers never share an object with the publisher

@@ -2,8 +2,8 @@
 
 /** Dedupe by client id, open a chat if the visitor has none, append the message. */
 export const APPEND_VISITOR_MESSAGE = `
--- KEYS: 1 visitor hash, 2 client-ids hash, 3 log stream, 4 new chat hash
--- ARGV: 1 clientId, 2 newChatId, 3 siteId, 4 visitorId, 5 name, 6 text, 7 ts, 8 chat key prefix, 9 log max length
+-- KEYS: 1 visitor hash, 2 client-ids hash, 3 log stream, 4 new chat hash, 5 unrelayed hash (outbox)
+-- ARGV: 1 clientId, 2 newChatId, 3 siteId, 4 visitorId, 5 name, 6 text, 7 ts, 8 chat key prefix, 9 log max length, 10 owner ('' = none)
 if redis.call('EXISTS', KEYS[1]) == 0 then return redis.error_reply('ERR unknown visitor') end
 local existing = redis.call('HGET', KEYS[2], ARGV[1])
 if existing then return {1, existing} end
@@ -18,6 +18,7 @@ if not chatId then
 end
 local id = redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[9], '*', 'chatId', chatId, 'from', 'visitor', 'name', ARGV[5], 'text', ARGV[6], 'ts', ARGV[7], 'cid', ARGV[1])
 redis.call('HSET', KEYS[2], ARGV[1], id)
+if ARGV[10] ~= '' then redis.call('HSET', KEYS[5], id, ARGV[10]) end
 return {0, id, created, redis.call('HGETALL', ARGV[8] .. chatId)}
 `;
 
@@ -68,4 +69,13 @@ export const FINISH_TIMER = `
 local score = redis.call('ZSCORE', KEYS[1], ARGV[1])
 if score and tonumber(score) == tonumber(ARGV[2]) then redis.call('ZREM', KEYS[1], ARGV[1]) end
 return 1
+`;
+
+/** Takes one process whose heartbeat is stale and leases it to the caller (see OutboxStore). */
+export const CLAIM_STALE_PROCESS = `
+-- KEYS: 1 processes sorted set ; ARGV: 1 stale-before, 2 now
+local stale = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, 1)
+if #stale == 0 then return nil end
+redis.call('ZADD', KEYS[1], ARGV[2], stale[1])
+return stale[1]
 `;

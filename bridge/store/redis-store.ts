@@ -5,7 +5,7 @@ import { decodeAgent, decodeSite, encodeAgent, encodeSite, StoredValueError } fr
 import { chatMatchesListState } from "./chat-list-state.js";
 import { visitorIdOfChat } from "./ids.js";
 import { channels, keys } from "./keys.js";
-import { APPEND_VISITOR_MESSAGE, CLAIM_AGENT, FINISH_TIMER, TAKE_DUE_TIMERS, UPDATE_CHAT } from "./redis-scripts.js";
+import { APPEND_VISITOR_MESSAGE, CLAIM_AGENT, CLAIM_STALE_PROCESS, FINISH_TIMER, TAKE_DUE_TIMERS, UPDATE_CHAT } from "./redis-scripts.js";
 import type { Agent, AppendResult, AppendVisitorMessage, BusHandler, Chat, ChatState, Site, Store, StoredMessage, Visitor, WebhookEvent } from "./types.js";
 
 type Client = Redis | Cluster;
@@ -15,7 +15,8 @@ const LOG_MAX_LENGTH = 10_000;
 const CHAT_LIST_LIMIT = 1000;
 
 const SCRIPTS = {
-  appendVisitorMessage: { numberOfKeys: 4, lua: APPEND_VISITOR_MESSAGE },
+  appendVisitorMessage: { numberOfKeys: 5, lua: APPEND_VISITOR_MESSAGE },
+  claimStaleProcess: { numberOfKeys: 1, lua: CLAIM_STALE_PROCESS },
   updateChat: { numberOfKeys: 2, lua: UPDATE_CHAT },
   claimAgent: { numberOfKeys: 3, lua: CLAIM_AGENT },
   takeDueTimers: { numberOfKeys: 1, lua: TAKE_DUE_TIMERS },
@@ -28,6 +29,7 @@ interface ScriptCommands {
   claimAgent(...args: (string | number)[]): Promise<number>;
   takeDueTimers(...args: (string | number)[]): Promise<string[]>;
   finishTimer(...args: (string | number)[]): Promise<number>;
+  claimStaleProcess(...args: (string | number)[]): Promise<string | null>;
 }
 
 export type RedisTarget = { url: string } | { clusterNodes: { host: string; port: number }[] };
@@ -48,7 +50,8 @@ export class RedisStore implements Store {
       // Fail commands fast while Redis is down instead of queueing them without bound:
       // the visitor gets an error instead of a late (or false) ack.
       maxRetriesPerRequest: 2,
-      retryStrategy: (attempt) => Math.min(50 * 2 ** attempt, 2000) * (0.5 + Math.random() / 2),
+      // Capped at 1 s (with jitter) so that the bridge serves again within ~1 s of Redis' return.
+      retryStrategy: (attempt) => Math.min(50 * 2 ** attempt, 1000) * (0.5 + Math.random() / 2),
     };
     if ("url" in target) {
       this.kind = "redis";
@@ -200,6 +203,7 @@ export class RedisStore implements Store {
       keys.clientIds(visitorId),
       keys.log(visitorId),
       keys.chat(visitorId, input.newChatId),
+      keys.unrelayed(visitorId),
       input.clientId,
       input.newChatId,
       input.siteId,
@@ -209,6 +213,7 @@ export class RedisStore implements Store {
       input.ts,
       keys.chatPrefix(visitorId),
       LOG_MAX_LENGTH,
+      input.owner ?? "",
     )) as [number, string, number?, string[]?];
     const [duplicate, messageId] = reply;
     if (duplicate === 1) {
@@ -356,6 +361,36 @@ export class RedisStore implements Store {
     await this.redis.del(keys.webhookEvent(id));
   }
 
+  // --- outbox (see OutboxStore)
+  async unrelayed(visitorId: string) {
+    const owners = await this.redis.hgetall(keys.unrelayed(visitorId));
+    return Object.entries(owners)
+      .map(([messageId, owner]) => ({ messageId, owner }))
+      .sort((a, b) => compareStreamIds(a.messageId, b.messageId));
+  }
+  async markRelayed(visitorId: string, messageIds: string[]) {
+    if (messageIds.length > 0) await this.redis.hdel(keys.unrelayed(visitorId), ...messageIds);
+  }
+  async addToOutbox(processId: string, visitorId: string) {
+    await this.redis.sadd(keys.outbox(processId), visitorId);
+  }
+  async removeFromOutbox(processId: string, visitorId: string) {
+    await this.redis.srem(keys.outbox(processId), visitorId);
+  }
+  async outboxVisitors(processId: string) {
+    return this.redis.smembers(keys.outbox(processId));
+  }
+  async heartbeat(processId: string, now: number) {
+    await this.redis.zadd(keys.processes(), now, processId);
+  }
+  async claimStaleProcess(staleBefore: number, now: number) {
+    return (await this.redis.claimStaleProcess(keys.processes(), staleBefore, now)) ?? null;
+  }
+  async forgetProcess(processId: string) {
+    await this.redis.zrem(keys.processes(), processId);
+    await this.redis.del(keys.outbox(processId));
+  }
+
   // --- bus (Redis pub/sub: at most once; the durable copy of every message is the log)
   async publishToVisitor(visitorId: string, frame: ServerFrame) {
     await this.redis.publish(channels.visitor(visitorId), JSON.stringify(frame));
@@ -451,6 +486,13 @@ function decodeMessage(id: string, fields: string[]): StoredMessage {
   const message: StoredMessage = { id, chatId: f.chatId, from: f.from as StoredMessage["from"], name: f.name ?? "", text: f.text, ts: Number(f.ts) };
   if (f.cid) message.clientId = f.cid;
   return message;
+}
+
+/** Orders Redis stream ids (`ms-seq`) numerically. */
+export function compareStreamIds(a: string, b: string): number {
+  const [am = 0, as = 0] = a.split("-").map(Number);
+  const [bm = 0, bs = 0] = b.split("-").map(Number);
+  return am - bm || as - bs;
 }
 
 function pairsToObject(pairs: string[]): Record<string, string> {

@@ -118,6 +118,11 @@ export interface AppendVisitorMessage {
   ts: number;
   /** Used only if the visitor has no current chat: a chat begins with the first message. */
   newChatId: string;
+  /**
+   * The process that will relay the message to ejabberd: the message stays in the
+   * visitor's outbox, owned by it, until `markRelayed` (see OutboxStore).
+   */
+  owner?: string;
 }
 
 export interface AppendResult {
@@ -189,6 +194,28 @@ export interface WebhookStore {
   deleteWebhookEvent(id: string): Promise<void>;
 }
 
+/**
+ * The durable outbox of visitor → agent stanzas (CONTRACT §6: a `kill -9` loses no
+ * acknowledged message). A visitor message is stored with its owner, the process that
+ * acknowledged it; once that process has written the stanza to ejabberd's socket it
+ * marks it relayed. Processes beat a heartbeat; a survivor claims the outbox of a process
+ * whose heartbeat went stale and relays what it left behind.
+ */
+export interface OutboxStore {
+  /** Visitor messages not yet written to ejabberd, oldest first, with their owner process. */
+  unrelayed(visitorId: string): Promise<{ messageId: string; owner: string }[]>;
+  markRelayed(visitorId: string, messageIds: string[]): Promise<void>;
+  /** Records that `processId` may own unrelayed messages of the visitor (before appending them). */
+  addToOutbox(processId: string, visitorId: string): Promise<void>;
+  removeFromOutbox(processId: string, visitorId: string): Promise<void>;
+  outboxVisitors(processId: string): Promise<string[]>;
+  heartbeat(processId: string, now: number): Promise<void>;
+  /** Atomically takes one process whose heartbeat is older than `staleBefore`, leasing it (its heartbeat becomes `now`). */
+  claimStaleProcess(staleBefore: number, now: number): Promise<string | null>;
+  /** Forgets a process: its heartbeat and its outbox index. */
+  forgetProcess(processId: string): Promise<void>;
+}
+
 export type BusHandler = (frame: ServerFrame) => void;
 
 /** Delivery of frames to whichever process holds a visitor's (or a site's visitors') sockets. */
@@ -199,7 +226,7 @@ export interface VisitorBus {
   subscribeSite(siteId: string, handler: BusHandler): Promise<() => Promise<void>>;
 }
 
-export interface Store extends SiteStore, PresenceStore, VisitorStore, ChatStore, RoutingStore, TimerStore, WebhookStore, VisitorBus {
+export interface Store extends SiteStore, PresenceStore, VisitorStore, ChatStore, RoutingStore, TimerStore, WebhookStore, OutboxStore, VisitorBus {
   readonly kind: "memory" | "redis" | "redis-cluster";
   /** Resolves when the store answers; rejects otherwise. */
   ping(): Promise<void>;

@@ -216,6 +216,41 @@ describe.each([
     expect(await store.getVisitor(v.id)).toMatchObject({ page: { url: "https://a.test/2", title: "Two" }, pagesSeen: 2, chatCount: 1, blocked: true });
   });
 
+  it("keeps visitor messages in the outbox with their owner until marked relayed", async () => {
+    const v = visitor(siteId);
+    await store.createVisitor(v);
+    const append = (clientId: string, ts: number, owner?: string) =>
+      store.appendVisitorMessage({ visitorId: v.id, siteId, clientId, name: "V", text: clientId, ts, newChatId: newChatId(v.id, ts), ...(owner ? { owner } : {}) });
+    const a = await append("a", 1000, "p1");
+    const b = await append("b", 1001, "p2");
+    await append("c", 1002);
+    expect((await append("a", 1003, "p2")).duplicate).toBe(true);
+    expect(await store.unrelayed(v.id)).toEqual([
+      { messageId: a.message.id, owner: "p1" },
+      { messageId: b.message.id, owner: "p2" },
+    ]);
+    await store.markRelayed(v.id, [a.message.id]);
+    expect(await store.unrelayed(v.id)).toEqual([{ messageId: b.message.id, owner: "p2" }]);
+  });
+
+  it("lets exactly one survivor claim a process whose heartbeat went stale, with a lease", async () => {
+    const dead = `dead-${siteId}`;
+    const alive = `alive-${siteId}`;
+    await store.heartbeat(dead, 1_000);
+    await store.heartbeat(alive, 10_000);
+    await store.addToOutbox(dead, "v1");
+    await store.addToOutbox(dead, "v2");
+    await store.removeFromOutbox(dead, "v2");
+    expect(await store.outboxVisitors(dead)).toEqual(["v1"]);
+    expect(await store.claimStaleProcess(5_000, 10_000)).toBe(dead);
+    expect(await store.claimStaleProcess(5_000, 10_000)).toBeNull(); // leased: its heartbeat is now 10 000
+    expect(await store.claimStaleProcess(15_000, 20_000)).not.toBeNull(); // lease over (or the live one went stale too)
+    await store.forgetProcess(dead);
+    await store.forgetProcess(alive);
+    expect(await store.outboxVisitors(dead)).toEqual([]);
+    expect(await store.claimStaleProcess(Number.MAX_SAFE_INTEGER, 30_000)).toBeNull();
+  });
+
   it("delivers bus frames to subscribers until they unsubscribe", async () => {
     const received: ServerFrame[] = [];
     const v = uniqueVisitorId();
