@@ -9,6 +9,7 @@ import type { Logger } from "./logger.js";
 import type { Metrics } from "./metrics.js";
 import { visitorDisplayName } from "./names.js";
 import type { PresenceService } from "./presence.js";
+import type { Outbox } from "./outbox.js";
 import type { Scheduler } from "./scheduler.js";
 import { newChatId } from "./store/ids.js";
 import type { Site, Store, Visitor } from "./store/types.js";
@@ -34,6 +35,7 @@ export interface VisitorDeps {
   metrics: Metrics;
   graceMs: number;
   scheduler: Pick<Scheduler, "schedule" | "cancel">;
+  outbox?: Pick<Outbox, "processId" | "track">;
 }
 
 const HISTORY_LIMIT = 200;
@@ -168,6 +170,8 @@ export class VisitorService {
       return;
     }
     const now = this.deps.now();
+    const { outbox } = this.deps;
+    await outbox?.track(visitorId);
     const appended = await store.appendVisitorMessage({
       visitorId,
       siteId: site.id,
@@ -176,6 +180,7 @@ export class VisitorService {
       text: frame.text,
       ts: now,
       newChatId: newChatId(visitorId, now),
+      ...(outbox ? { owner: outbox.processId } : {}),
     });
     // Stored durably: only now may the visitor be told (CONTRACT §4, §6).
     reply({ type: "ack", id: frame.id, messageId: appended.message.id, ts: appended.message.ts });
