@@ -78,10 +78,15 @@ export class ChatService {
   /** Decides where a new (or orphaned) chat goes; runs in the visitor's lane. */
   async route(site: Site, visitor: Visitor, chat: Chat): Promise<void> {
     for (let attempt = 0; attempt < 5; attempt++) {
-      const decision = chooseAgent(await this.agentLoads(site), site.maxChatsPerAgent);
+      const loads = await this.agentLoads(site);
+      const decision = chooseAgent(loads, site.maxChatsPerAgent);
       if (decision.kind === "assign") {
-        if (await this.assign(site, visitor, chat, decision.agentJid, { ignoreCap: false })) return;
-        continue; // another process took the last slot: decide again on fresh data
+        // Loads read a moment ago are stale when many chats start at once (on this process or
+        // others): the store picks the least loaded available agent and claims in one step.
+        const candidates = loads.filter((a) => a.presence === "available").map((a) => a.jid).sort();
+        const agentJid = await this.deps.store.claimLeastLoaded(site.id, candidates, chat.id, site.maxChatsPerAgent, this.deps.now());
+        if (agentJid && (await this.assign(site, visitor, chat, agentJid, { ignoreCap: false }))) return;
+        continue; // all full by now, or the chat moved on: decide again on fresh data
       }
       if (decision.kind === "queue") {
         await this.enqueue(site, visitor, chat);

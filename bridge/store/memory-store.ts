@@ -217,6 +217,20 @@ export class MemoryStore implements Store {
     load.lastAssignedAt = now;
     return true;
   }
+  async claimLeastLoaded(siteId: string, candidates: readonly string[], chatId: string, cap: number, now: number) {
+    let best: { jid: string; load: number; last: number } | null = null;
+    for (const jid of candidates) {
+      const { chatIds, lastAssignedAt } = this.loadOf(siteId, jid);
+      if (chatIds.has(chatId)) return jid;
+      if (chatIds.size >= cap) continue;
+      if (!best || chatIds.size < best.load || (chatIds.size === best.load && lastAssignedAt < best.last)) best = { jid, load: chatIds.size, last: lastAssignedAt };
+    }
+    if (!best) return null;
+    const load = this.loadOf(siteId, best.jid);
+    load.chatIds.add(chatId);
+    load.lastAssignedAt = now;
+    return best.jid;
+  }
   async releaseAgent(siteId: string, agentJid: string, chatId: string) {
     this.loads.get(siteId)?.get(agentJid)?.chatIds.delete(chatId);
   }

@@ -79,3 +79,27 @@ if #stale == 0 then return nil end
 redis.call('ZADD', KEYS[1], ARGV[2], stale[1])
 return stale[1]
 `;
+
+/** Picks the least loaded candidate below the cap and claims the chat for them (see RoutingStore). */
+export const CLAIM_LEAST_LOADED = `
+-- KEYS: 1 last-assigned hash, 2 loaded-agents set, 3.. each candidate's chat set
+-- ARGV: 1 chatId, 2 cap, 3 now, 4.. candidate jids (same order as KEYS 3..)
+local best, bestLoad, bestLast = nil, nil, nil
+for i = 3, #KEYS do
+  local jid = ARGV[i + 1]
+  if redis.call('SISMEMBER', KEYS[i], ARGV[1]) == 1 then return jid end
+  local load = redis.call('SCARD', KEYS[i])
+  if load < tonumber(ARGV[2]) then
+    local last = tonumber(redis.call('HGET', KEYS[1], jid) or '0')
+    if best == nil or load < bestLoad or (load == bestLoad and last < bestLast) then
+      best, bestLoad, bestLast = i, load, last
+    end
+  end
+end
+if best == nil then return nil end
+local jid = ARGV[best + 1]
+redis.call('SADD', KEYS[best], ARGV[1])
+redis.call('HSET', KEYS[1], jid, ARGV[3])
+redis.call('SADD', KEYS[2], jid)
+return jid
+`;

@@ -5,7 +5,7 @@ import { decodeAgent, decodeSite, encodeAgent, encodeSite, StoredValueError } fr
 import { chatMatchesListState } from "./chat-list-state.js";
 import { visitorIdOfChat } from "./ids.js";
 import { channels, keys } from "./keys.js";
-import { APPEND_VISITOR_MESSAGE, CLAIM_AGENT, CLAIM_STALE_PROCESS, FINISH_TIMER, TAKE_DUE_TIMERS, UPDATE_CHAT } from "./redis-scripts.js";
+import { APPEND_VISITOR_MESSAGE, CLAIM_AGENT, CLAIM_LEAST_LOADED, CLAIM_STALE_PROCESS, FINISH_TIMER, TAKE_DUE_TIMERS, UPDATE_CHAT } from "./redis-scripts.js";
 import type { Agent, AppendResult, AppendVisitorMessage, BusHandler, Chat, ChatState, Site, Store, StoredMessage, Visitor, WebhookEvent } from "./types.js";
 
 type Client = Redis | Cluster;
@@ -30,6 +30,7 @@ interface ScriptCommands {
   takeDueTimers(...args: (string | number)[]): Promise<string[]>;
   finishTimer(...args: (string | number)[]): Promise<number>;
   claimStaleProcess(...args: (string | number)[]): Promise<string | null>;
+  claimLeastLoaded(numberOfKeys: number, ...args: (string | number)[]): Promise<string | null>;
 }
 
 export type RedisTarget = { url: string } | { clusterNodes: { host: string; port: number }[] };
@@ -63,6 +64,8 @@ export class RedisStore implements Store {
       this.sub = new Cluster(target.clusterNodes, { redisOptions: { ...options, maxRetriesPerRequest: null } });
     }
     for (const [name, script] of Object.entries(SCRIPTS)) this.redis.defineCommand(name, script);
+    // Its number of keys varies (one per candidate agent): the first argument gives it.
+    this.redis.defineCommand("claimLeastLoaded", { lua: CLAIM_LEAST_LOADED });
     this.redis.on("error", onError);
     this.sub.on("error", onError);
     this.sub.on("message", (channel: string, payload: string) => this.dispatch(channel, payload));
@@ -307,6 +310,12 @@ export class RedisStore implements Store {
   async claimAgent(siteId: string, agentJid: string, chatId: string, cap: number, now: number) {
     const claimed = await this.redis.claimAgent(keys.agentChats(siteId, agentJid), keys.lastAssigned(siteId), keys.loadedAgents(siteId), chatId, cap, now, agentJid);
     return claimed === 1;
+  }
+  async claimLeastLoaded(siteId: string, candidates: readonly string[], chatId: string, cap: number, now: number) {
+    if (candidates.length === 0) return null;
+    const chatSets = candidates.map((jid) => keys.agentChats(siteId, jid));
+    const claimed = await this.redis.claimLeastLoaded(2 + candidates.length, keys.lastAssigned(siteId), keys.loadedAgents(siteId), ...chatSets, chatId, cap, now, ...candidates);
+    return claimed ?? null;
   }
   async releaseAgent(siteId: string, agentJid: string, chatId: string) {
     await this.redis.srem(keys.agentChats(siteId, agentJid), chatId);

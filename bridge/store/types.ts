@@ -155,6 +155,13 @@ export interface ChatStore {
 export interface RoutingStore {
   /** Atomically adds the chat to the agent's active set if they are below `cap` (or it is there already). */
   claimAgent(siteId: string, agentJid: string, chatId: string, cap: number, now: number): Promise<boolean>;
+  /**
+   * Atomically gives the chat to whichever of `candidates` (available agents) has the fewest
+   * active chats below `cap`, ties to the one assigned least recently, then to the order
+   * given; returns that agent (or the one already holding the chat), or null when all are full.
+   * Deciding and claiming in one step keeps concurrent routes from all picking the same agent.
+   */
+  claimLeastLoaded(siteId: string, candidates: readonly string[], chatId: string, cap: number, now: number): Promise<string | null>;
   releaseAgent(siteId: string, agentJid: string, chatId: string): Promise<void>;
   /** Active chat ids and last assignment time of each agent of the site with any. */
   agentLoads(siteId: string): Promise<Map<string, { chatIds: string[]; lastAssignedAt: number }>>;

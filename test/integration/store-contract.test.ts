@@ -216,6 +216,20 @@ describe.each([
     expect(await store.getVisitor(v.id)).toMatchObject({ page: { url: "https://a.test/2", title: "Two" }, pagesSeen: 2, chatCount: 1, blocked: true });
   });
 
+  it("claims the least loaded candidate below the cap in one step", async () => {
+    const [ann, bob] = [`ann-${siteId}@localhost`, `bob-${siteId}@localhost`];
+    expect(await store.claimLeastLoaded(siteId, [ann, bob], "c1", 2, 10)).toBe(ann); // tie: order given
+    expect(await store.claimLeastLoaded(siteId, [ann, bob], "c2", 2, 11)).toBe(bob); // fewest chats
+    expect(await store.claimLeastLoaded(siteId, [ann, bob], "c3", 2, 12)).toBe(ann); // tie: assigned least recently
+    expect(await store.claimLeastLoaded(siteId, [ann, bob], "c1", 2, 13)).toBe(ann); // already holds it
+    expect(await store.claimLeastLoaded(siteId, [ann, bob], "c4", 2, 14)).toBe(bob);
+    expect(await store.claimLeastLoaded(siteId, [ann, bob], "c5", 2, 15)).toBeNull(); // both full
+    expect(await store.claimLeastLoaded(siteId, [], "c6", 2, 16)).toBeNull();
+    const loads = await store.agentLoads(siteId);
+    expect(loads.get(ann)?.chatIds.sort()).toEqual(["c1", "c3"]);
+    expect(loads.get(bob)).toMatchObject({ lastAssignedAt: 14 });
+  });
+
   it("keeps visitor messages in the outbox with their owner until marked relayed", async () => {
     const v = visitor(siteId);
     await store.createVisitor(v);
