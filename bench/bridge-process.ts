@@ -1,4 +1,5 @@
 import { monitorEventLoopDelay, performance } from "node:perf_hooks";
+import { getHeapStatistics } from "node:v8";
 import { pino } from "pino";
 import { loadConfig } from "../bridge/config.js";
 import { startBridge } from "../bridge/main.js";
@@ -35,7 +36,14 @@ async function main(): Promise<void> {
       elu = performance.eventLoopUtilization();
       process.send!({ id: req.id });
     } else {
-      const mem = process.memoryUsage();
+      // process.memoryUsage() opens /proc/self/statm: at the open-files limit it throws EMFILE.
+      let mem: { heapUsed: number; external: number; arrayBuffers: number };
+      try {
+        mem = process.memoryUsage();
+      } catch {
+        const heap = getHeapStatistics();
+        mem = { heapUsed: heap.used_heap_size, external: heap.external_memory, arrayBuffers: 0 };
+      }
       const now = performance.eventLoopUtilization(elu);
       process.send!({
         id: req.id,
