@@ -31,12 +31,20 @@ export interface Deployment {
 const ADMIN_TOKEN = "scale-admin-token-0123456789";
 
 export async function startDeployment(options: { store: "redis" | "cluster"; bridges: number; agents: number }): Promise<Deployment> {
-  const [ejabberd, redis, cluster, entry] = await Promise.all([
-    startEjabberd({ resumeTimeoutSeconds: 1 }),
-    options.store === "redis" ? startRedis() : null,
-    options.store === "cluster" ? startRedisCluster({ masters: 3 }) : null,
-    bundleBridge(),
-  ]);
+  // One after the other: free ports are only free until bound, so parallel starts could pick the same ones.
+  const bundled = bundleBridge();
+  const ejabberd = await startEjabberd({ resumeTimeoutSeconds: 1 });
+  let redis: PrivateRedis | null = null;
+  let cluster: PrivateRedisCluster | null = null;
+  let entry: string;
+  try {
+    redis = options.store === "redis" ? await startRedis() : null;
+    cluster = options.store === "cluster" ? await startRedisCluster({ masters: 3 }) : null;
+    entry = await bundled;
+  } catch (err) {
+    await Promise.allSettled([ejabberd.destroy(), redis?.destroy(), cluster?.stop()]);
+    throw err;
+  }
   const bridges: BridgeProcess[] = [];
   const agents = new Map<string, AgentClient>();
   const stop = async () => {
