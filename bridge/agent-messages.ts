@@ -60,7 +60,8 @@ export class AgentMessages {
     const { store, chats } = this.deps;
     const sender = bareJid(stanza.attrs.from!);
     const event = stanzaToAgentEvent(stanza);
-    const visitor = await store.getVisitor(visitorId);
+    // Independent reads in parallel (sites and agents usually come from the site cache).
+    const [visitor, site, agents] = await Promise.all([store.getVisitor(visitorId), store.getSite(siteId), store.listAgents(siteId)]);
     if (!visitor || visitor.siteId !== siteId) {
       this.deps.send(stanzaErrorReply(stanza, "item-not-found"));
       return;
@@ -69,9 +70,7 @@ export class AgentMessages {
       this.log.debug({ reason: event.reason, visitorId }, "agent stanza dropped");
       return;
     }
-    const site = await store.getSite(siteId);
     let chat = visitor.chatId ? await store.getChat(visitor.chatId) : null;
-    const agents = site ? await store.listAgents(site.id) : [];
     const agent = agents.find((a) => a.jid === sender);
     const carriesText = event.kind === "text" || event.kind === "command";
 
@@ -110,8 +109,7 @@ export class AgentMessages {
           text: event.text,
           ts: this.deps.now(),
         });
-        await chats.publishMessage(visitor.id, message);
-        await chats.agentAnswered(chat);
+        await Promise.all([chats.publishMessage(visitor.id, message), chats.agentAnswered(chat)]);
         // Stored durably: the visitor gets it now or on their return (CONTRACT §5).
         this.answerReceipt(stanza, visitor.jid, event.receiptRequested);
         this.deps.metrics.messages.inc({ direction: "out" });

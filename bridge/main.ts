@@ -24,6 +24,7 @@ import { SiteService } from "./sites.js";
 import { Webhooks } from "./webhooks.js";
 import { MemoryStore } from "./store/memory-store.js";
 import { RedisStore } from "./store/redis-store.js";
+import { withSiteCache } from "./store/site-cache.js";
 import type { Store } from "./store/types.js";
 import { VisitorGateway } from "./visitor-gateway.js";
 import { packageRoot } from "./package-root.js";
@@ -50,12 +51,14 @@ export async function startBridge(config: Config, logger: Logger = createLogger(
   let idCounter = 0;
   const newId = () => `${idPrefix}-${(++idCounter).toString(36)}`;
 
-  const store: Store =
+  const backend: Store =
     config.redis.kind === "memory"
       ? new MemoryStore()
       : new RedisStore(config.redis.kind === "redis" ? { url: config.redis.url } : { clusterNodes: config.redis.nodes }, (err) =>
           logger.child({ module: "store" }).warn({ err: err.message }, "redis error"),
         );
+  // Sites and agents are read on every message: keep them for a second (see site-cache.ts).
+  const store = withSiteCache(backend, { ttlMs: 1000, now });
   // Event-loop lag: the first sign of an overloaded process (reported in /healthz and /metrics).
   const loopDelay = monitorEventLoopDelay({ resolution: 10 });
   loopDelay.enable();

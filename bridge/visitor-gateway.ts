@@ -165,7 +165,7 @@ export class VisitorGateway {
       const held = socket.pending ?? [];
       socket.pending = null;
       for (const frame of held) if (!(frame.type === "message" && seen.has((frame as MessageFrame).messageId))) this.sendTo(socket, frame);
-      await this.deps.visitors.socketOpened(site, visitor);
+      await this.deps.visitors.socketOpened(site, session);
     } catch (err) {
       this.log.warn({ err, visitorId: visitor.id }, "could not welcome visitor");
       ws.close(1011, "temporarily unavailable");
@@ -262,16 +262,22 @@ export class VisitorGateway {
   }
 
   private beat(heartbeatMs: number): void {
-    for (const socket of [...this.local.values()].flatMap((e) => [...e.sockets])) {
-      if (!socket.alive) {
-        socket.ws.terminate();
-        continue;
-      }
-      socket.alive = false;
-      socket.ws.ping();
-    }
+    const bySite = new Map<string, string[]>();
     for (const [visitorId, entry] of this.local) {
-      void this.deps.visitors.markOnline(entry.siteId, visitorId, heartbeatMs).catch(() => {});
+      for (const socket of entry.sockets) {
+        if (!socket.alive) {
+          socket.ws.terminate(); // its close handler updates `local`
+          continue;
+        }
+        socket.alive = false;
+        socket.ws.ping();
+      }
+      const ids = bySite.get(entry.siteId);
+      if (ids) ids.push(visitorId);
+      else bySite.set(entry.siteId, [visitorId]);
+    }
+    for (const [siteId, visitorIds] of bySite) {
+      this.deps.visitors.markManyOnline(siteId, visitorIds, heartbeatMs).catch((err: unknown) => this.log.warn({ err, siteId }, "heartbeat could not refresh online marks"));
     }
   }
 }

@@ -80,8 +80,9 @@ export class VisitorService {
   async welcome(site: Site, session: Session): Promise<ServerFrame[]> {
     const { store } = this.deps;
     const { visitor } = session;
+    // A new visitor has no history and no chat: only a resumed one needs them read.
     const [history, agentsOnline, chat] = await Promise.all([
-      store.history(visitor.id, HISTORY_LIMIT),
+      session.resumed ? store.history(visitor.id, HISTORY_LIMIT) : Promise.resolve([]),
       this.deps.presence.agentsOnline(site.id),
       visitor.chatId ? store.getChat(visitor.chatId) : Promise.resolve(null),
     ]);
@@ -105,7 +106,12 @@ export class VisitorService {
   }
 
   /** A socket of the visitor opened: they are online (again). */
-  async socketOpened(site: Site, visitor: Visitor): Promise<void> {
+  async socketOpened(site: Site, session: Session): Promise<void> {
+    const { visitor } = session;
+    if (!session.resumed) {
+      await this.markOnline(site.id, visitor.id); // new: no timers to cancel, no agent to tell
+      return;
+    }
     const now = this.deps.now();
     const wasOnline = await this.deps.store.isOnline(site.id, visitor.id, now);
     await this.markOnline(site.id, visitor.id);
@@ -117,7 +123,17 @@ export class VisitorService {
 
   /** Keeps the online mark fresh while sockets stay open (called by the heartbeat). */
   async markOnline(siteId: string, visitorId: string, heartbeatMs = 30_000): Promise<void> {
-    await this.deps.store.markOnline(siteId, visitorId, this.deps.now() + 2 * heartbeatMs + this.deps.graceMs);
+    await this.deps.store.markOnline(siteId, visitorId, this.onlineUntil(heartbeatMs));
+  }
+
+  /** Heartbeat: refreshes the online mark of every visitor of a site that this process holds. */
+  async markManyOnline(siteId: string, visitorIds: readonly string[], heartbeatMs: number): Promise<void> {
+    await this.deps.store.markManyOnline(siteId, visitorIds, this.onlineUntil(heartbeatMs));
+  }
+
+  /** A visitor with an open socket counts as online for two missed heartbeats and the grace period. */
+  private onlineUntil(heartbeatMs: number): number {
+    return this.deps.now() + 2 * heartbeatMs + this.deps.graceMs;
   }
 
   /** The visitor's last socket on this process closed: offline once the grace period passes. */
@@ -163,15 +179,14 @@ export class VisitorService {
   private async onMessage(site: Site, visitorId: string, frame: Extract<ClientFrame, { type: "message" }>, reply: Reply): Promise<void> {
     const started = performance.now();
     const { store } = this.deps;
-    const visitor = await store.getVisitor(visitorId);
+    const { outbox } = this.deps;
+    const [visitor] = await Promise.all([store.getVisitor(visitorId), outbox?.track(visitorId)]);
     if (!visitor) return;
     if (visitor.blocked) {
       reply({ type: "error", code: "blocked", message: "This conversation has been closed.", id: frame.id });
       return;
     }
     const now = this.deps.now();
-    const { outbox } = this.deps;
-    await outbox?.track(visitorId);
     const appended = await store.appendVisitorMessage({
       visitorId,
       siteId: site.id,
@@ -185,8 +200,8 @@ export class VisitorService {
     // Stored durably: only now may the visitor be told (CONTRACT §4, §6).
     reply({ type: "ack", id: frame.id, messageId: appended.message.id, ts: appended.message.ts });
     if (appended.duplicate) return;
-    await this.deps.chats.publishMessage(visitorId, appended.message);
-    await this.deps.chats.onVisitorMessage(site, visitor, appended);
+    // Other tabs and the agent, in parallel: neither waits for the other.
+    await Promise.all([this.deps.chats.publishMessage(visitorId, appended.message), this.deps.chats.onVisitorMessage(site, visitor, appended)]);
     this.deps.metrics.messages.inc({ direction: "in" });
     this.deps.metrics.stanzaLatency.observe({ direction: "in" }, (performance.now() - started) / 1000);
   }

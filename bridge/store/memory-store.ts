@@ -117,6 +117,9 @@ export class MemoryStore implements Store {
     this.visitorNumbers.set(siteId, n);
     return n;
   }
+  async markManyOnline(siteId: string, visitorIds: readonly string[], until: number) {
+    for (const id of visitorIds) await this.markOnline(siteId, id, until);
+  }
   async markOnline(siteId: string, visitorId: string, until: number) {
     mapOf(this.online, siteId).set(visitorId, until);
   }

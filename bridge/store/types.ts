@@ -104,6 +104,8 @@ export interface VisitorStore {
   nextVisitorNumber(siteId: string): Promise<number>;
   /** Marks the visitor online until `until` (ms); refreshed while a socket is open. */
   markOnline(siteId: string, visitorId: string, until: number): Promise<void>;
+  /** The same for many visitors of one site at once (heartbeats). */
+  markManyOnline(siteId: string, visitorIds: readonly string[], until: number): Promise<void>;
   /** Visitors whose online mark has not expired at `now`. */
   onlineVisitors(siteId: string, now: number): Promise<string[]>;
   isOnline(siteId: string, visitorId: string, now: number): Promise<boolean>;

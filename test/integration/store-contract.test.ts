@@ -93,6 +93,8 @@ describe.each([
     expect(await store.onlineVisitors(siteId, 1500)).toEqual([v.id]);
     expect(await store.isOnline(siteId, v.id, 2000)).toBe(false);
     expect(await store.onlineVisitors(siteId, 2500)).toEqual([]);
+    await store.markManyOnline(siteId, ["a", "b", "c"], 3000);
+    expect((await store.onlineVisitors(siteId, 2600)).sort()).toEqual(["a", "b", "c"]);
   });
 
   it("opens a chat with the first message and dedupes resent client ids", async () => {

@@ -1,0 +1,63 @@
+import type { Agent, Site, Store } from "./types.js";
+
+/**
+ * Sites and their agents are read on every stanza and frame but change only when an admin
+ * edits them, so each process keeps them for a moment instead of asking the store each
+ * time. Writes through this process drop its entries at once; other processes see a
+ * change within `ttlMs`.
+ *
+ * A Proxy keeps this a decorator: every other Store method passes through untouched.
+ */
+export function withSiteCache(store: Store, options: { ttlMs: number; now(): number }): Store {
+  const sites = new Map<string, { at: number; value: Promise<Site | null> }>();
+  const agents = new Map<string, { at: number; value: Promise<Agent[]> }>();
+  const fresh = (entry: { at: number } | undefined) => entry !== undefined && options.now() - entry.at < options.ttlMs;
+  const forget = (siteId: string) => {
+    sites.delete(siteId);
+    agents.delete(siteId);
+  };
+  // Failed reads are not cached: the next call asks the store again.
+  const remember = <T>(map: Map<string, { at: number; value: Promise<T> }>, key: string, load: () => Promise<T>): Promise<T> => {
+    const entry = map.get(key);
+    if (fresh(entry)) return entry!.value;
+    const value = load();
+    map.set(key, { at: options.now(), value });
+    value.catch(() => map.delete(key));
+    return value;
+  };
+
+  const overrides: Partial<Store> = {
+    getSite: (siteId) => remember(sites, siteId, () => store.getSite(siteId)),
+    listAgents: (siteId) => remember(agents, siteId, () => store.listAgents(siteId)),
+    putSite: async (site) => {
+      forget(site.id);
+      await store.putSite(site);
+      forget(site.id);
+    },
+    deleteSite: async (siteId) => {
+      forget(siteId);
+      const deleted = await store.deleteSite(siteId);
+      forget(siteId);
+      return deleted;
+    },
+    putAgent: async (siteId, agent) => {
+      forget(siteId);
+      await store.putAgent(siteId, agent);
+      forget(siteId);
+    },
+    removeAgent: async (siteId, jid) => {
+      forget(siteId);
+      const removed = await store.removeAgent(siteId, jid);
+      forget(siteId);
+      return removed;
+    },
+  };
+
+  return new Proxy(store, {
+    get(target, property, receiver) {
+      if (typeof property === "string" && property in overrides) return overrides[property as keyof Store];
+      const value: unknown = Reflect.get(target, property, receiver);
+      return typeof value === "function" ? value.bind(target) : value;
+    },
+  });
+}
