@@ -27,6 +27,8 @@ export interface RosterDeps {
 export class Rosters {
   private readonly grants = new Map<string, PrivilegeGrant>();
   private readonly privilegedSetBroken = new Set<string>();
+  /** The first privileged set per host, which the others wait for instead of failing alongside it. */
+  private readonly privilegedProbes = new Map<string, Promise<boolean>>();
   private readonly log: Logger;
 
   constructor(private readonly deps: RosterDeps) {
@@ -42,6 +44,7 @@ export class Rosters {
   /** Ejabberd removes privileges when a component connection of the domain leaves. */
   clearGrants(): void {
     this.grants.clear();
+    this.privilegedProbes.clear();
   }
 
   /** Is the agent served by the same server as Parley (so admin API / privileges apply)? */
@@ -61,7 +64,7 @@ export class Rosters {
   private async apply(agentJid: string, item: RosterItem): Promise<void> {
     const host = domainOf(agentJid);
     if (this.isLocal(agentJid)) {
-      if (this.canSetPrivileged(host) && (await this.privilegedSet(agentJid, item))) return;
+      if (this.canSetPrivileged(host) && (await this.privilegedSetOnce(host, agentJid, item))) return;
       if (this.deps.ejabberdApi && (await this.adminApi(agentJid, item))) return;
     }
     this.subscription(agentJid, item);
@@ -70,6 +73,21 @@ export class Rosters {
   private canSetPrivileged(host: string): boolean {
     const roster = this.grants.get(host)?.roster;
     return (roster === "set" || roster === "both") && !this.privilegedSetBroken.has(host);
+  }
+
+  /**
+   * Until the server has accepted one privileged set for the host, only one is in flight:
+   * when many chats start at once on ejabberd 23.01 they would all fail and time out together.
+   */
+  private async privilegedSetOnce(host: string, agentJid: string, item: RosterItem): Promise<boolean> {
+    const probe = this.privilegedProbes.get(host);
+    if (probe) {
+      if (!(await probe) || this.privilegedSetBroken.has(host)) return false;
+      return this.privilegedSet(agentJid, item);
+    }
+    const first = this.privilegedSet(agentJid, item);
+    this.privilegedProbes.set(host, first);
+    return first;
   }
 
   private async privilegedSet(agentJid: string, item: RosterItem): Promise<boolean> {
