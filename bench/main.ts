@@ -337,6 +337,7 @@ async function main(): Promise<void> {
       PARLEY_SITES_FILE: sitesFile,
       // Throughput needs many messages per visitor; the per-socket limit (30/s, burst 200) stays.
       PARLEY_VISITOR_RATE: "1000/s burst 1000",
+      PARLEY_UPGRADE_RATE: "100000/s burst 100000", // every bench visitor comes from loopback
       PARLEY_LOG_LEVEL: "warn",
     };
     // The bridge's own log (warnings only) goes to a file, not into the table.

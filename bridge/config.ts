@@ -10,6 +10,7 @@ export interface Config {
   xmppSecret: string;
   redis: { kind: "memory" } | { kind: "redis"; url: string } | { kind: "cluster"; nodes: { host: string; port: number }[] };
   visitorRate: RateSpec;
+  upgradeRate: RateSpec;
   httpHost: string;
   httpPort: number;
   adminToken?: string;
@@ -54,6 +55,9 @@ const schema = z.object({
   PARLEY_VISITOR_RATE: optional
     .transform((s) => s ?? "5/s burst 20")
     .pipe(z.string().refine((s) => parseRateSpec(s) !== null, 'must look like "5/s burst 20"')),
+  PARLEY_UPGRADE_RATE: optional
+    .transform((s) => s ?? "20/s burst 100")
+    .pipe(z.string().refine((s) => parseRateSpec(s) !== null, 'must look like "20/s burst 100"')),
   PARLEY_HTTP_HOST: optional.transform((s) => s ?? "127.0.0.1"),
   PARLEY_HTTP_PORT: optional.pipe(z.coerce.number<string | undefined>().int().min(0).max(65535).optional()).transform((n) => n ?? 8080),
   PARLEY_ADMIN_TOKEN: optional.pipe(z.string().min(16, "must be at least 16 characters").optional()),
@@ -95,6 +99,7 @@ export function loadConfig(env: Record<string, string | undefined>): Config {
           }
         : { kind: "memory" },
     visitorRate: parseRateSpec(e.PARLEY_VISITOR_RATE)!,
+    upgradeRate: parseRateSpec(e.PARLEY_UPGRADE_RATE)!,
     httpHost: e.PARLEY_HTTP_HOST,
     httpPort: e.PARLEY_HTTP_PORT,
     visitorGraceMs: e.PARLEY_VISITOR_GRACE_MS,

@@ -41,6 +41,8 @@ export interface Bridge {
   readonly httpUrl: string;
   readonly store: Store;
   readonly link: XmppLink;
+  /** Starts the ids of this process's IQs, so that answers balanced elsewhere find their way back. */
+  readonly processId: string;
   stop(): Promise<void>;
 }
 
@@ -114,7 +116,7 @@ export async function startBridge(config: Config, logger: Logger = createLogger(
   const visitors = new VisitorService({ store, domain, send, chats, presence, lanes, now, newId, logger, metrics, scheduler, outbox, graceMs: config.visitorGraceMs });
   const sites = new SiteService({ store, domain, rosters, presence, now, logger, onSiteChanged: (site) => chats.drainQueue(site) });
   registerLifecycleTimers({ store, scheduler, chats, presence, webhooks, lanes, agentGraceMs: config.agentGraceMs, chatIdleMs: config.chatIdleMs, transcriptRetentionDays: config.transcriptRetentionDays, logger });
-  const gateway = new VisitorGateway({ store, visitors, logger, metrics, now, visitorRate: config.visitorRate });
+  const gateway = new VisitorGateway({ store, visitors, logger, metrics, now, visitorRate: config.visitorRate, upgradeRate: config.upgradeRate });
   const adminApi = new AdminApi({ store, sites, now, logger, version, ...(config.adminToken ? { adminToken: config.adminToken } : {}) });
 
   const xmppLog = logger.child({ module: "xmpp" });
@@ -124,6 +126,14 @@ export async function startBridge(config: Config, logger: Logger = createLogger(
     const grant = stanzaToPrivilegeGrant(stanza);
     if (grant) rosters.grant(grant);
     else void guarded("message", () => agentMessages.onMessage(stanza));
+  });
+  // IQ answers that ejabberd balanced to this process but another one asked for.
+  link.on("foreign-iq-answer", (answer: { id: string; type: "result" | "error"; condition?: string }) => {
+    const owner = answer.id.slice(0, answer.id.indexOf("-"));
+    if (owner && owner !== idPrefix) void store.publishToProcess(owner, { kind: "iq-result", ...answer }).catch(() => {});
+  });
+  const processSubscription = store.subscribeProcess(idPrefix, (message) => {
+    if (message.kind === "iq-result") link.settleIq(message);
   });
   link.on("presence", (stanza: Element) => void guarded("presence", () => presence.onPresence(stanza)));
   link.on("online", () => {
@@ -139,6 +149,7 @@ export async function startBridge(config: Config, logger: Logger = createLogger(
   registerAdhocCommands(link, { domain, store, commands, lanes });
 
   await store.ping().catch((err: unknown) => logger.warn({ err }, "store not answering yet; continuing"));
+  await processSubscription.catch((err: unknown) => logger.warn({ err }, "could not subscribe to this process's channel yet"));
   if (config.sitesFile) {
     const count = await sites.applySitesFile(config.sitesFile);
     logger.info({ sites: count, file: config.sitesFile }, "sites file applied");
@@ -170,12 +181,14 @@ export async function startBridge(config: Config, logger: Logger = createLogger(
     httpUrl,
     store,
     link,
+    processId: idPrefix,
     async stop() {
       logger.info("stopping: closing visitor sockets (1012), flushing, disconnecting");
       server.close();
       await gateway.close();
       await scheduler.stop();
       await outbox.stop();
+      await processSubscription.then((unsubscribe) => unsubscribe()).catch(() => {});
       await link.stop();
       server.closeAllConnections();
       await store.close();

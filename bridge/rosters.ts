@@ -17,7 +17,7 @@ import type { Logger } from "./logger.js";
 export interface RosterDeps {
   domain: string;
   send(stanza: Element): void;
-  request(iq: Element, timeoutMs: number): Promise<Element>;
+  request(iq: Element, timeoutMs: number): Promise<Element | null>;
   newId(): string;
   logger: Logger;
   ejabberdApi?: { url: string; auth?: { user: string; password: string } };

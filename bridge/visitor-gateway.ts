@@ -23,6 +23,8 @@ export interface GatewayDeps {
   metrics: Metrics;
   now(): number;
   visitorRate: RateSpec;
+  /** New visitor connections per client address (PARLEY_UPGRADE_RATE). */
+  upgradeRate: RateSpec;
   heartbeatMs?: number;
 }
 
@@ -57,6 +59,8 @@ interface VisitorSocket {
 export class VisitorGateway {
   private readonly wss = new WebSocketServer({ noServer: true, maxPayload: HARD_MAX_PAYLOAD, skipUTF8Validation: true, perMessageDeflate: false });
   private readonly local = new Map<string, LocalVisitor>();
+  /** Per client address. Behind a load balancer this is the balancer's address: limit there too. */
+  private readonly upgradeBuckets = new Map<string, { bucket: TokenBucket; seen: number }>();
   private readonly siteSubscriptions = new Map<string, { count: number; unsubscribe: Promise<() => Promise<void>> }>();
   private readonly heartbeat: NodeJS.Timeout;
   private readonly log: Logger;
@@ -77,6 +81,7 @@ export class VisitorGateway {
   async handleUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer, url: URL): Promise<void> {
     socket.on("error", () => socket.destroy());
     if (!this.accepting) return refuse(socket, 503, "shutting down");
+    if (!this.takeUpgradeToken(req.socket.remoteAddress ?? "unknown")) return refuse(socket, 429, "too many connections");
     const siteId = url.searchParams.get("site") ?? "";
     let site: Site | null;
     try {
@@ -261,7 +266,18 @@ export class VisitorGateway {
     void entry.unsubscribe.then((unsubscribe) => unsubscribe()).catch(() => {});
   }
 
+  private takeUpgradeToken(address: string): boolean {
+    const now = this.deps.now();
+    let entry = this.upgradeBuckets.get(address);
+    if (!entry) this.upgradeBuckets.set(address, (entry = { bucket: new TokenBucket(this.deps.upgradeRate, now), seen: now }));
+    entry.seen = now;
+    return entry.bucket.take(now);
+  }
+
   private beat(heartbeatMs: number): void {
+    // Addresses quiet for a whole beat have refilled their bucket: forget them.
+    const quietSince = this.deps.now() - heartbeatMs;
+    for (const [address, entry] of this.upgradeBuckets) if (entry.seen < quietSince) this.upgradeBuckets.delete(address);
     const bySite = new Map<string, string[]>();
     for (const [visitorId, entry] of this.local) {
       for (const socket of entry.sockets) {
@@ -289,4 +305,4 @@ function refuse(socket: Duplex, status: number, reason: string): void {
   );
 }
 
-const STATUS_TEXT: Record<number, string> = { 403: "Forbidden", 404: "Not Found", 503: "Service Unavailable" };
+const STATUS_TEXT: Record<number, string> = { 403: "Forbidden", 404: "Not Found", 429: "Too Many Requests", 503: "Service Unavailable" };

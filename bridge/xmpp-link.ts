@@ -40,6 +40,7 @@ export class XmppLink extends EventEmitter {
   private readonly backoff: BackoffSpec;
   private readonly maxQueued: number;
   private readonly queue: Outbound[] = [];
+  private readonly pendingIqs = new Map<string, { resolve(el: Element | null): void; reject(err: Error): void; timer: NodeJS.Timeout }>();
   private attempt = 0;
   private retryTimer: NodeJS.Timeout | undefined;
   private stopped = true;
@@ -66,6 +67,7 @@ export class XmppLink extends EventEmitter {
     this.entity.on("stanza", (stanza: Element) => {
       if (stanza.name === "message") this.emit("message", stanza);
       else if (stanza.name === "presence") this.emit("presence", stanza);
+      else if (stanza.name === "iq" && (stanza.attrs.type === "result" || stanza.attrs.type === "error")) this.onIqAnswer(stanza);
     });
   }
 
@@ -101,10 +103,44 @@ export class XmppLink extends EventEmitter {
     });
   }
 
-  /** Sends an IQ and waits for its result. Rejects at once while offline. */
-  async request(iq: Element, timeoutMs: number): Promise<Element> {
+  /**
+   * Sends an IQ (whose id the caller made unique) and waits for its answer, which may
+   * arrive here or, forwarded by another process, through `settleIq`. Rejects at once
+   * while offline, with an `IqError` carrying the condition on an error answer.
+   */
+  async request(iq: Element, timeoutMs: number): Promise<Element | null> {
     if (!this.connected) throw new Error("xmpp link is offline");
-    return this.entity.iqCaller.request(iq, timeoutMs);
+    const id = iq.attrs.id;
+    if (!id) throw new Error("an IQ request needs an id");
+    return new Promise<Element | null>((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.pendingIqs.delete(id);
+        reject(new IqError("remote-server-timeout", `no answer to IQ ${id} within ${timeoutMs} ms`));
+      }, timeoutMs);
+      this.pendingIqs.set(id, { resolve, reject, timer });
+      void this.send(iq); // resolves once written; never rejects
+    });
+  }
+
+  /** Settles a request of this process from an answer another process received; false if unknown. */
+  settleIq(answer: { id: string; type: "result" | "error"; condition?: string }, stanza: Element | null = null): boolean {
+    const pending = this.pendingIqs.get(answer.id);
+    if (!pending) return false;
+    this.pendingIqs.delete(answer.id);
+    clearTimeout(pending.timer);
+    if (answer.type === "result") pending.resolve(stanza);
+    else pending.reject(new IqError(answer.condition ?? "undefined-condition", `IQ ${answer.id} failed: ${answer.condition ?? "error"}`));
+    return true;
+  }
+
+  private onIqAnswer(stanza: Element): void {
+    const id = stanza.attrs.id;
+    if (!id) return;
+    const type = stanza.attrs.type as "result" | "error";
+    const condition = type === "error" ? stanza.getChild("error")?.getChildElements()[0]?.name : undefined;
+    const answer = { id, type, ...(condition ? { condition } : {}) };
+    // Not ours: ejabberd balanced it here; whoever asked is told (see main.ts).
+    if (!this.settleIq(answer, stanza)) this.emit("foreign-iq-answer", answer);
   }
 
   onIqGet(ns: string, name: string, handler: IqHandler): void {
@@ -192,5 +228,16 @@ export class XmppLink extends EventEmitter {
         this.entity.socket?.destroy();
       }
     };
+  }
+}
+
+/** An IQ request that got an error answer, or none in time. */
+export class IqError extends Error {
+  override name = "IqError";
+  constructor(
+    readonly condition: string,
+    message: string,
+  ) {
+    super(message);
   }
 }

@@ -37,4 +37,5 @@ export const keys = {
 export const channels = {
   visitor: (visitorId: string) => `${P}:bus:v:${visitorId}`,
   site: (siteId: string) => `${P}:bus:s:${siteId}`,
+  process: (processId: string) => `${P}:bus:p:${processId}`,
 } as const;

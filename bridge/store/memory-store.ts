@@ -3,7 +3,7 @@ import { aggregatePresence, type AgentPresence, type AgentShow } from "../../sta
 import type { ServerFrame } from "../../stanza-mappers/visitor-protocol.js";
 import { visitorIdOfChat } from "./ids.js";
 import { chatMatchesListState } from "./chat-list-state.js";
-import type { Agent, AppendResult, AppendVisitorMessage, BusHandler, Chat, ChatState, Site, Store, StoredMessage, Visitor, WebhookEvent } from "./types.js";
+import type { Agent, AppendResult, AppendVisitorMessage, BusHandler, Chat, ProcessMessage, ChatState, Site, Store, StoredMessage, Visitor, WebhookEvent } from "./types.js";
 
 /**
  * The store for a single process (the default when PARLEY_REDIS_URL is unset). Same
@@ -339,7 +339,14 @@ export class MemoryStore implements Store {
     return this.subscribe(`s:${siteId}`, handler);
   }
 
-  private subscribe(channel: string, handler: BusHandler) {
+  async publishToProcess(processId: string, message: ProcessMessage) {
+    this.bus.emit(`p:${processId}`, clone(message));
+  }
+  async subscribeProcess(processId: string, handler: (message: ProcessMessage) => void) {
+    return this.subscribe(`p:${processId}`, handler);
+  }
+
+  private subscribe<T>(channel: string, handler: (message: T) => void) {
     this.bus.on(channel, handler);
     return async () => {
       this.bus.off(channel, handler);

@@ -6,7 +6,7 @@ import { chatMatchesListState } from "./chat-list-state.js";
 import { visitorIdOfChat } from "./ids.js";
 import { channels, keys } from "./keys.js";
 import { APPEND_VISITOR_MESSAGE, CLAIM_AGENT, CLAIM_LEAST_LOADED, CLAIM_STALE_PROCESS, FINISH_TIMER, TAKE_DUE_TIMERS, UPDATE_CHAT } from "./redis-scripts.js";
-import type { Agent, AppendResult, AppendVisitorMessage, BusHandler, Chat, ChatState, Site, Store, StoredMessage, Visitor, WebhookEvent } from "./types.js";
+import type { Agent, AppendResult, AppendVisitorMessage, BusHandler, Chat, ProcessMessage, ChatState, Site, Store, StoredMessage, Visitor, WebhookEvent } from "./types.js";
 
 type Client = Redis | Cluster;
 
@@ -51,7 +51,7 @@ export class RedisStore implements Store {
   readonly kind: "redis" | "redis-cluster";
   private readonly redis: Client & ScriptCommands;
   private readonly sub: Client;
-  private readonly handlers = new Map<string, Set<BusHandler>>();
+  private readonly handlers = new Map<string, Set<(message: never) => void>>();
 
   constructor(target: RedisTarget, onError: (err: Error) => void = () => {}) {
     const options: RedisOptions = {
@@ -430,7 +430,14 @@ export class RedisStore implements Store {
     return this.subscribe(channels.site(siteId), handler);
   }
 
-  private async subscribe(channel: string, handler: BusHandler) {
+  async publishToProcess(processId: string, message: ProcessMessage) {
+    await this.redis.publish(channels.process(processId), JSON.stringify(message));
+  }
+  async subscribeProcess(processId: string, handler: (message: ProcessMessage) => void) {
+    return this.subscribe(channels.process(processId), handler);
+  }
+
+  private async subscribe<T>(channel: string, handler: (message: T) => void) {
     let set = this.handlers.get(channel);
     if (!set) {
       this.handlers.set(channel, (set = new Set()));
@@ -448,13 +455,13 @@ export class RedisStore implements Store {
   private dispatch(channel: string, payload: string) {
     const set = this.handlers.get(channel);
     if (!set) return;
-    let frame: ServerFrame;
+    let message: never;
     try {
-      frame = JSON.parse(payload) as ServerFrame;
+      message = JSON.parse(payload) as never;
     } catch {
       return; // only Parley publishes on these channels; a foreign payload is not ours to deliver
     }
-    for (const handler of set) handler(frame);
+    for (const handler of set) handler(message);
   }
 
   private async messageById(visitorId: string, id: string) {

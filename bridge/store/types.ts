@@ -227,12 +227,21 @@ export interface OutboxStore {
 
 export type BusHandler = (frame: ServerFrame) => void;
 
+/**
+ * A message for one Parley process. ejabberd balances IQ results across the component's
+ * connections, so the answer to a request may arrive at another process: it is forwarded
+ * to the requester (whose process id starts the IQ's id).
+ */
+export type ProcessMessage = { kind: "iq-result"; id: string; type: "result" | "error"; condition?: string };
+
 /** Delivery of frames to whichever process holds a visitor's (or a site's visitors') sockets. */
 export interface VisitorBus {
   publishToVisitor(visitorId: string, frame: ServerFrame): Promise<void>;
   subscribeVisitor(visitorId: string, handler: BusHandler): Promise<() => Promise<void>>;
   publishToSite(siteId: string, frame: ServerFrame): Promise<void>;
   subscribeSite(siteId: string, handler: BusHandler): Promise<() => Promise<void>>;
+  publishToProcess(processId: string, message: ProcessMessage): Promise<void>;
+  subscribeProcess(processId: string, handler: (message: ProcessMessage) => void): Promise<() => Promise<void>>;
 }
 
 export interface Store extends SiteStore, PresenceStore, VisitorStore, ChatStore, RoutingStore, TimerStore, WebhookStore, OutboxStore, VisitorBus {

@@ -99,6 +99,14 @@ describe("hostile visitor input", () => {
     console.log(`flood: ${acks} acked, ${limited} rate_limited, closed ${closed.code}`);
   });
 
+  it("refuses new connections from one address beyond PARLEY_UPGRADE_RATE with 429", async () => {
+    // A bridge of its own (its own store, with the in-memory default): the limit is checked
+    // before the site is even looked up, so an unknown site shows it as well.
+    const strict = await stack.startBridge({ PARLEY_UPGRADE_RATE: "1/s burst 3" });
+    for (let i = 0; i < 3; i++) await expect(VisitorClient.connect(strict.httpUrl, "nowhere")).rejects.toMatchObject({ status: 404 });
+    await expect(VisitorClient.connect(strict.httpUrl, "nowhere")).rejects.toMatchObject({ status: 429 });
+  });
+
   it("refuses the upgrade with 404 for an unknown site and 403 for a foreign origin", async () => {
     await expect(VisitorClient.connect(stack.bridge.httpUrl, "nope")).rejects.toMatchObject({ status: 404 });
     await expect(VisitorClient.connect(stack.bridge.httpUrl, "locked", { origin: "https://evil.example.com" })).rejects.toMatchObject({ status: 403 });
