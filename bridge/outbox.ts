@@ -1,5 +1,6 @@
 import type { KeyedQueue } from "./keyed-queue.js";
 import type { Logger } from "./logger.js";
+import { RepeatingTask } from "./repeating-task.js";
 import type { OutboxStore } from "./store/types.js";
 
 /**
@@ -43,27 +44,17 @@ export class Outbox {
   readonly processId: string;
   private readonly tracked = new Set<string>();
   private readonly log: Logger;
-  private timer: NodeJS.Timeout | undefined;
-  private sweeping: Promise<void> = Promise.resolve();
+  private readonly beating: RepeatingTask;
   private sweeps = 0;
-  private running = false;
 
   constructor(private readonly deps: OutboxDeps) {
     this.processId = deps.processId;
     this.log = deps.logger.child({ module: "outbox" });
+    this.beating = new RepeatingTask(() => this.sweep(), deps.heartbeatMs ?? 1000);
   }
 
   start(): void {
-    if (this.running) return;
-    this.running = true;
-    const interval = this.deps.heartbeatMs ?? 1000;
-    const loop = () => {
-      if (!this.running) return;
-      this.sweeping = this.sweep().finally(() => {
-        if (this.running) this.timer = setTimeout(loop, interval);
-      });
-    };
-    loop();
+    this.beating.start({ immediately: true });
   }
 
   /**
@@ -71,9 +62,7 @@ export class Outbox {
    * still unrelayed (ejabberd down at shutdown), a survivor relays it.
    */
   async stop(): Promise<void> {
-    this.running = false;
-    clearTimeout(this.timer);
-    await this.sweeping;
+    await this.beating.stop();
   }
 
   /** Called in the visitor's lane before storing a message this process will relay. */

@@ -1,4 +1,5 @@
 import type { Logger } from "./logger.js";
+import { RepeatingTask } from "./repeating-task.js";
 import type { TimerStore } from "./store/types.js";
 
 /**
@@ -22,12 +23,11 @@ export interface SchedulerOptions {
 export class Scheduler {
   private readonly handlers = new Map<string, TimerHandler>();
   private readonly log: Logger;
-  private timer: NodeJS.Timeout | undefined;
-  private running = false;
-  private ticking: Promise<void> = Promise.resolve();
+  private readonly sweeping: RepeatingTask;
 
   constructor(private readonly options: SchedulerOptions) {
     this.log = options.logger.child({ module: "scheduler" });
+    this.sweeping = new RepeatingTask(() => this.tick(), options.intervalMs ?? 250);
   }
 
   on(kind: string, handler: TimerHandler): void {
@@ -43,22 +43,11 @@ export class Scheduler {
   }
 
   start(): void {
-    if (this.running) return;
-    this.running = true;
-    const interval = this.options.intervalMs ?? 250;
-    const loop = () => {
-      if (!this.running) return;
-      this.ticking = this.tick().finally(() => {
-        if (this.running) this.timer = setTimeout(loop, interval);
-      });
-    };
-    this.timer = setTimeout(loop, interval);
+    this.sweeping.start({ immediately: false });
   }
 
   async stop(): Promise<void> {
-    this.running = false;
-    clearTimeout(this.timer);
-    await this.ticking;
+    await this.sweeping.stop();
   }
 
   /** Fires every due timer once; exposed so that tests and shutdown can drive it. */

@@ -80,6 +80,17 @@ describe("admin API", () => {
     expect((await fetch(new URL("/api/sites", closed.httpUrl), { headers: { authorization: `Bearer ${stack.adminToken}` } })).status).toBe(503);
   });
 
+  it("describes itself as OpenAPI 3.1 at /api/openapi.json, without a token", async () => {
+    const response = await fetch(new URL("/api/openapi.json", stack.bridge.httpUrl));
+    expect(response.status).toBe(200);
+    const doc = await response.json();
+    expect(doc.openapi).toBe("3.1.0");
+    expect(Object.keys(doc.paths)).toEqual(
+      expect.arrayContaining(["/api/sites", "/api/sites/{siteId}", "/api/sites/{siteId}/agents/{jid}", "/api/sites/{siteId}/chats", "/api/chats/{chatId}"]),
+    );
+    expect(doc.components.schemas.SiteBody.properties.name).toBeDefined();
+  });
+
   it("serves the widget and the demo page", async () => {
     const widget = await fetch(new URL("/widget.js", stack.bridge.httpUrl));
     expect(widget.status).toBe(200);

@@ -95,6 +95,18 @@ describe("agent commands", () => {
     await to.sendMessage(jidOf(visitor), "Billing here");
     await visitor.next("message", (f) => f.text === "Billing here");
     noCommandsLeaked(visitor);
+
+    // the transcript runs across the transfer, in order, with each agent's name
+    const chat = ((await stack.api("GET", "/api/sites/help/chats?state=active")).body as { id: string; visitor: { id: string } }[]).find(
+      (c) => c.visitor.id === visitor.welcome.visitorId,
+    )!;
+    const transcript = (await stack.api("GET", `/api/chats/${chat.id}`)).body;
+    expect(transcript.messages.map((m: { from: string; name: string; text: string }) => `${m.from}:${m.name}:${m.text}`)).toEqual([
+      `visitor:${transcript.visitor.name}:I need billing help`,
+      `agent:${firstAgent}:Let me find a colleague`,
+      `agent:${firstAgent === "Ann" ? "Ben" : "Ann"}:Billing here`,
+    ]);
+    expect(transcript.agent.jid).toBe(to.jid);
     await ben.stop(); // the next tests expect every new chat to reach Ann
     await stack.waitForPresence("help", "ben@localhost", "offline");
   });
