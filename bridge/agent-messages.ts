@@ -61,7 +61,8 @@ export class AgentMessages {
     const sender = bareJid(stanza.attrs.from!);
     const event = stanzaToAgentEvent(stanza);
     // Independent reads in parallel (sites and agents usually come from the site cache).
-    const [visitor, site, agents] = await Promise.all([store.getVisitor(visitorId), store.getSite(siteId), store.listAgents(siteId)]);
+    const [current, site, agents] = await Promise.all([store.visitorWithChat(visitorId), store.getSite(siteId), store.listAgents(siteId)]);
+    const visitor = current?.visitor;
     if (!visitor || visitor.siteId !== siteId) {
       this.deps.send(stanzaErrorReply(stanza, "item-not-found"));
       return;
@@ -70,7 +71,7 @@ export class AgentMessages {
       this.log.debug({ reason: event.reason, visitorId }, "agent stanza dropped");
       return;
     }
-    let chat = visitor.chatId ? await store.getChat(visitor.chatId) : null;
+    let chat = current.chat;
     const agent = agents.find((a) => a.jid === sender);
     const carriesText = event.kind === "text" || event.kind === "command";
 

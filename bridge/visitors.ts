@@ -234,9 +234,9 @@ export class VisitorService {
   }
 
   private async activeChat(visitorId: string): Promise<{ visitor: Visitor; agentJid: string } | null> {
-    const visitor = await this.deps.store.getVisitor(visitorId);
-    const chat = visitor?.chatId ? await this.deps.store.getChat(visitor.chatId) : null;
-    return visitor && chat?.state === "active" && chat.agentJid ? { visitor, agentJid: chat.agentJid } : null;
+    const current = await this.deps.store.visitorWithChat(visitorId);
+    const chat = current?.chat;
+    return current && chat?.state === "active" && chat.agentJid ? { visitor: current.visitor, agentJid: chat.agentJid } : null;
   }
 }
 

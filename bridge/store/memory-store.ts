@@ -175,6 +175,11 @@ export class MemoryStore implements Store {
     if (!visitorId) return [];
     return (this.messages.get(visitorId) ?? []).filter((m) => m.chatId === chatId).map(clone);
   }
+  async visitorWithChat(visitorId: string) {
+    const visitor = this.visitors.get(visitorId);
+    if (!visitor) return null;
+    return { visitor: clone(visitor), chat: visitor.chatId ? cloneOrNull(this.chats.get(visitor.chatId)) : null };
+  }
   async getChat(chatId: string) {
     return cloneOrNull(this.chats.get(chatId));
   }

@@ -103,3 +103,12 @@ redis.call('HSET', KEYS[1], jid, ARGV[3])
 redis.call('SADD', KEYS[2], jid)
 return jid
 `;
+
+/** A visitor's hash and their current chat's hash, in one round trip. */
+export const VISITOR_WITH_CHAT = `
+-- KEYS: 1 visitor hash ; ARGV: 1 chat key prefix
+local visitor = redis.call('HGETALL', KEYS[1])
+local chatId = redis.call('HGET', KEYS[1], 'chatId')
+if not chatId then return {visitor, {}} end
+return {visitor, redis.call('HGETALL', ARGV[1] .. chatId)}
+`;

@@ -5,7 +5,7 @@ import { decodeAgent, decodeSite, encodeAgent, encodeSite, StoredValueError } fr
 import { chatMatchesListState } from "./chat-list-state.js";
 import { visitorIdOfChat } from "./ids.js";
 import { channels, keys } from "./keys.js";
-import { APPEND_VISITOR_MESSAGE, CLAIM_AGENT, CLAIM_LEAST_LOADED, CLAIM_STALE_PROCESS, FINISH_TIMER, TAKE_DUE_TIMERS, UPDATE_CHAT } from "./redis-scripts.js";
+import { APPEND_VISITOR_MESSAGE, CLAIM_AGENT, CLAIM_LEAST_LOADED, CLAIM_STALE_PROCESS, FINISH_TIMER, TAKE_DUE_TIMERS, UPDATE_CHAT, VISITOR_WITH_CHAT } from "./redis-scripts.js";
 import type { Agent, AppendResult, AppendVisitorMessage, BusHandler, Chat, ProcessMessage, ChatState, Site, Store, StoredMessage, Visitor, WebhookEvent } from "./types.js";
 
 type Client = Redis | Cluster;
@@ -20,6 +20,7 @@ const SCRIPTS = {
   updateChat: { numberOfKeys: 2, lua: UPDATE_CHAT },
   claimAgent: { numberOfKeys: 3, lua: CLAIM_AGENT },
   takeDueTimers: { numberOfKeys: 1, lua: TAKE_DUE_TIMERS },
+  visitorWithChat: { numberOfKeys: 1, lua: VISITOR_WITH_CHAT },
   finishTimer: { numberOfKeys: 1, lua: FINISH_TIMER },
 };
 
@@ -28,6 +29,7 @@ interface ScriptCommands {
   updateChat(...args: string[]): Promise<[string, string[]] | null>;
   claimAgent(...args: (string | number)[]): Promise<number>;
   takeDueTimers(...args: (string | number)[]): Promise<string[]>;
+  visitorWithChat(...args: string[]): Promise<[string[], string[]]>;
   finishTimer(...args: (string | number)[]): Promise<number>;
   claimStaleProcess(...args: (string | number)[]): Promise<string | null>;
   claimLeastLoaded(numberOfKeys: number, ...args: (string | number)[]): Promise<string | null>;
@@ -281,6 +283,11 @@ export class RedisStore implements Store {
     // Stream ids are milliseconds: start a little before the chat to be safe against clock skew between processes.
     const entries = await this.redis.xrange(keys.log(visitorId), String(Math.max(0, chat.startedAt - 60_000)), "+");
     return entries.map(([id, fields]) => decodeMessage(id, fields)).filter((m) => m.chatId === chatId);
+  }
+  async visitorWithChat(visitorId: string) {
+    const [visitorPairs, chatPairs] = await this.redis.visitorWithChat(keys.visitor(visitorId), keys.chatPrefix(visitorId));
+    const visitor = decodeVisitor(pairsToObject(visitorPairs));
+    return visitor ? { visitor, chat: decodeChat(pairsToObject(chatPairs)) } : null;
   }
   async getChat(chatId: string) {
     const visitorId = visitorIdOfChat(chatId);

@@ -145,6 +145,8 @@ export interface ChatStore {
   history(visitorId: string, limit: number): Promise<StoredMessage[]>;
   transcript(chatId: string): Promise<StoredMessage[]>;
   getChat(chatId: string): Promise<Chat | null>;
+  /** A visitor with their current chat, read together (one round trip on Redis). */
+  visitorWithChat(visitorId: string): Promise<{ visitor: Visitor; chat: Chat | null } | null>;
   /** Compare-and-set on the chat's state: applies `patch` only if the state is one of `from`. */
   updateChat(chatId: string, from: readonly ChatState[], patch: Partial<Omit<Chat, "id" | "siteId" | "visitorId">>): Promise<Chat | null>;
   listChats(siteId: string, state: "active" | "queued" | "ended"): Promise<Chat[]>;

@@ -82,6 +82,8 @@ describe.each([
     const patched = await store.updateVisitor(v.id, { name: "Zoë", page: { url: "https://a.test/", title: "Home" } });
     expect(patched).toMatchObject({ name: "Zoë", page: { url: "https://a.test/", title: "Home" } });
     expect(await store.updateVisitor(uniqueVisitorId(), { name: "x" })).toBeNull();
+    expect(await store.visitorWithChat(v.id)).toEqual({ visitor: expect.objectContaining({ id: v.id, name: "Zoë" }), chat: null });
+    expect(await store.visitorWithChat(uniqueVisitorId())).toBeNull();
     expect(await store.nextVisitorNumber(siteId)).toBe(1);
     expect(await store.nextVisitorNumber(siteId)).toBe(2);
   });
@@ -104,6 +106,7 @@ describe.each([
     const first = await store.appendVisitorMessage(input);
     expect(first).toMatchObject({ chatCreated: true, duplicate: false, chat: { id: input.newChatId, state: "new", siteId, visitorId: v.id } });
     expect((await store.getVisitor(v.id))?.chatId).toBe(input.newChatId);
+    expect(await store.visitorWithChat(v.id)).toMatchObject({ visitor: { id: v.id, chatId: input.newChatId }, chat: { id: input.newChatId, state: "new" } });
 
     const again = await store.appendVisitorMessage({ ...input, ts: 6000, newChatId: newChatId(v.id, 6000) });
     expect(again).toMatchObject({ duplicate: true, chatCreated: false, message: { id: first.message.id, text: "héllo 你好 👋🏽" } });
