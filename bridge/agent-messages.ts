@@ -45,7 +45,14 @@ export class AgentMessages {
         await this.deps.commands.onDeskMessage(stanza, address.siteId);
         return;
       case "visitor":
-        await this.deps.lanes.run(address.visitorId, () => this.toVisitor(stanza, address.siteId, address.visitorId));
+        try {
+          await this.deps.lanes.run(address.visitorId, () => this.toVisitor(stanza, address.siteId, address.visitorId));
+        } catch (err) {
+          // Nothing was stored (the store is down): tell the agent's client, which shows the
+          // message as failed, rather than drop it silently.
+          this.log.warn({ err, visitorId: address.visitorId }, "agent message not delivered");
+          if (stanza.getChild("body")) this.deps.send(stanzaErrorReply(stanza, "internal-server-error", "Parley could not store this message; send it again in a moment."));
+        }
         return;
       case "component":
         return; // privilege grants and server notices are handled elsewhere; nothing to answer

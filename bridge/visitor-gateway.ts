@@ -7,6 +7,7 @@ import type { MessageFrame, ServerFrame } from "../stanza-mappers/visitor-protoc
 import type { Logger } from "./logger.js";
 import type { Metrics } from "./metrics.js";
 import { TokenBucket, type RateSpec } from "./rate-limit.js";
+import { messageFrame } from "./chats.js";
 import type { Site, Store } from "./store/types.js";
 import type { Session, VisitorService } from "./visitors.js";
 
@@ -32,6 +33,8 @@ export interface GatewayDeps {
 const SOCKET_RATE: RateSpec = { perSecond: 30, burst: 200 };
 /** Refusals in a row after which a socket counts as flooding and is closed (1008). */
 const FLOOD_REFUSALS = 50;
+/** How far back a catch-up after a bus outage looks, and so how many sent ids are remembered. */
+const CATCH_UP_MESSAGES = 50;
 /** A socket that lets this much pile up unread is terminated (slow reader). */
 const MAX_BUFFERED_BYTES = 1024 * 1024;
 /** ws refuses anything larger outright; between 16 KiB and this the client gets `too_large` first. */
@@ -42,6 +45,12 @@ interface LocalVisitor {
   sockets: Set<VisitorSocket>;
   messageBucket: TokenBucket;
   unsubscribe: Promise<() => Promise<void>>;
+  /**
+   * Ids of the latest messages sent to this visitor's sockets, so that a catch-up from the
+   * log sends only what the bus lost. A set, not a high-water mark: two processes may
+   * publish a visitor's messages in another order than the log's.
+   */
+  recentMessageIds: Set<string>;
 }
 
 interface VisitorSocket {
@@ -70,6 +79,7 @@ export class VisitorGateway {
     this.log = deps.logger.child({ module: "visitor-gateway" });
     const heartbeatMs = deps.heartbeatMs ?? 30_000;
     this.heartbeat = setInterval(() => this.beat(heartbeatMs), heartbeatMs);
+    deps.store.onBusRecovered(() => this.catchUp().catch((err: unknown) => this.log.warn({ err }, "catch-up after a bus outage failed")));
     this.heartbeat.unref();
   }
 
@@ -150,6 +160,7 @@ export class VisitorGateway {
         sockets: new Set(),
         messageBucket: new TokenBucket(this.deps.visitorRate, now),
         unsubscribe: this.deps.store.subscribeVisitor(visitor.id, (frame) => this.fanOut(visitor.id, frame)),
+        recentMessageIds: new Set(),
       };
       this.local.set(visitor.id, entry);
       this.subscribeSite(site.id);
@@ -166,6 +177,7 @@ export class VisitorGateway {
       const frames = await this.deps.visitors.welcome(site, session);
       const welcome = frames[0];
       const seen = new Set(welcome?.type === "welcome" ? welcome.history.map((m) => m.messageId) : []);
+      for (const id of [...seen].slice(-CATCH_UP_MESSAGES)) rememberSent(entry, id);
       for (const frame of frames) this.sendTo(socket, frame);
       const held = socket.pending ?? [];
       socket.pending = null;
@@ -230,7 +242,30 @@ export class VisitorGateway {
   }
 
   private fanOut(visitorId: string, frame: ServerFrame): void {
-    for (const socket of this.local.get(visitorId)?.sockets ?? []) this.sendTo(socket, frame);
+    const entry = this.local.get(visitorId);
+    if (!entry) return;
+    if (frame.type === "message") {
+      if (entry.recentMessageIds.has(frame.messageId)) return; // already sent (catch-up and bus both)
+      rememberSent(entry, frame.messageId);
+    }
+    for (const socket of entry.sockets) this.sendTo(socket, frame);
+  }
+
+  /**
+   * After the bus was down, sends each local visitor the messages stored meanwhile (from
+   * the durable log), in order; `fanOut` drops any that also arrive through the bus.
+   */
+  private async catchUp(): Promise<void> {
+    const visitorIds = [...this.local.keys()];
+    this.log.info({ visitors: visitorIds.length }, "bus recovered: catching visitors up from the log");
+    for (let i = 0; i < visitorIds.length; i += 50) {
+      await Promise.all(
+        visitorIds.slice(i, i + 50).map(async (visitorId) => {
+          const missed = (await this.deps.store.history(visitorId, CATCH_UP_MESSAGES)).filter((m) => m.from !== "note");
+          for (const message of missed) this.fanOut(visitorId, messageFrame(message));
+        }),
+      );
+    }
   }
 
   private sendTo(socket: VisitorSocket, frame: ServerFrame): void {
@@ -306,3 +341,9 @@ function refuse(socket: Duplex, status: number, reason: string): void {
 }
 
 const STATUS_TEXT: Record<number, string> = { 403: "Forbidden", 404: "Not Found", 429: "Too Many Requests", 503: "Service Unavailable" };
+
+function rememberSent(entry: LocalVisitor, messageId: string): void {
+  entry.recentMessageIds.add(messageId);
+  // Sets iterate in insertion order: the first is the oldest.
+  if (entry.recentMessageIds.size > CATCH_UP_MESSAGES) entry.recentMessageIds.delete(entry.recentMessageIds.values().next().value!);
+}

@@ -344,6 +344,9 @@ export class MemoryStore implements Store {
     return this.subscribe(`s:${siteId}`, handler);
   }
 
+  onBusRecovered(): void {
+    // An in-process bus never goes down.
+  }
   async publishToProcess(processId: string, message: ProcessMessage) {
     this.bus.emit(`p:${processId}`, clone(message));
   }

@@ -54,6 +54,7 @@ export class RedisStore implements Store {
   private readonly redis: Client & ScriptCommands;
   private readonly sub: Client;
   private readonly handlers = new Map<string, Set<(message: never) => void>>();
+  private readonly recoveryHandlers: (() => void)[] = [];
 
   constructor(target: RedisTarget, onError: (err: Error) => void = () => {}) {
     const options: RedisOptions = {
@@ -80,6 +81,11 @@ export class RedisStore implements Store {
     this.redis.on("error", onError);
     this.sub.on("error", onError);
     this.sub.on("message", (channel: string, payload: string) => this.dispatch(channel, payload));
+    let connectedBefore = false;
+    this.sub.on("ready", () => {
+      if (connectedBefore) for (const handler of this.recoveryHandlers) handler();
+      connectedBefore = true;
+    });
   }
 
   async ping(): Promise<void> {
@@ -437,6 +443,9 @@ export class RedisStore implements Store {
     return this.subscribe(channels.site(siteId), handler);
   }
 
+  onBusRecovered(handler: () => void): void {
+    this.recoveryHandlers.push(handler);
+  }
   async publishToProcess(processId: string, message: ProcessMessage) {
     await this.redis.publish(channels.process(processId), JSON.stringify(message));
   }

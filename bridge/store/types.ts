@@ -242,6 +242,11 @@ export interface VisitorBus {
   subscribeVisitor(visitorId: string, handler: BusHandler): Promise<() => Promise<void>>;
   publishToSite(siteId: string, frame: ServerFrame): Promise<void>;
   subscribeSite(siteId: string, handler: BusHandler): Promise<() => Promise<void>>;
+  /**
+   * Called when the bus is back after being down: frames published meanwhile were lost
+   * (pub/sub keeps nothing), so holders of sockets catch up from the durable log.
+   */
+  onBusRecovered(handler: () => void): void;
   publishToProcess(processId: string, message: ProcessMessage): Promise<void>;
   subscribeProcess(processId: string, handler: (message: ProcessMessage) => void): Promise<() => Promise<void>>;
 }
