@@ -3,7 +3,7 @@ import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from
 import type { Browser, BrowserContext, Page } from "playwright-core";
 import { launchBrowser } from "../support/browser.js";
 import { FakeBridge, readWidgetAssets } from "../support/fake-visitor-bridge.js";
-import { widgetOn } from "../support/widget-page.js";
+import { widgetOn, HOSTILE_HOST_CSS } from "../support/widget-page.js";
 
 // The built widget in real headless Chromium against a fake of the visitor protocol:
 // what a visitor sees and does, and which frames reach the server.
@@ -132,11 +132,7 @@ describe("widget in a browser", () => {
     const w = widgetOn(page);
     await demo();
     // Hiding <html> itself would blank the whole page; everything below it is fair game.
-    await page.addStyleTag({
-      content: `* { display: none !important; visibility: hidden !important; opacity: 0 !important; font-size: 2px !important }
-                html, body { display: block !important; visibility: visible !important; opacity: 1 !important }
-                parley-widget { position: static !important; left: 0 !important; transform: scale(0) !important }`,
-    });
+    await page.addStyleTag({ content: HOSTILE_HOST_CSS });
     await w.launcher.waitFor({ state: "visible" });
     // Still 60 px and still in the bottom-right corner of the 1200×800 viewport.
     expect(await w.launcher.boundingBox()).toEqual({ x: 1120, y: 720, width: 60, height: 60 });

@@ -5,7 +5,7 @@ import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from
 import type { AgentClient } from "../support/agent-client.js";
 import { launchBrowser } from "../support/browser.js";
 import { startStack, type Stack } from "../support/stack.js";
-import { widgetOn } from "../support/widget-page.js";
+import { widgetOn, HOSTILE_HOST_CSS } from "../support/widget-page.js";
 
 // The built widget in real headless Chromium against the real stack: a private
 // ejabberd 23.01, the bridge, and agents on a real XMPP client. What a visitor sees on
@@ -158,11 +158,7 @@ describe("widget against the real bridge and ejabberd", () => {
     const w = widgetOn(page);
     await demo("northwind");
     // Hiding <html> itself would blank the whole page; everything below it is fair game.
-    await page.addStyleTag({
-      content: `* { display: none !important; visibility: hidden !important; opacity: 0 !important; font-size: 2px !important }
-                html, body { display: block !important; visibility: visible !important; opacity: 1 !important }
-                parley-widget { position: static !important; left: 0 !important; transform: scale(0) !important }`,
-    });
+    await page.addStyleTag({ content: HOSTILE_HOST_CSS });
     await w.launcher.waitFor({ state: "visible" });
     expect(await w.launcher.boundingBox()).toEqual({ x: 1120, y: 720, width: 60, height: 60 });
     await w.open();

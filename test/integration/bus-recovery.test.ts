@@ -30,7 +30,7 @@ describe("bus outages", () => {
     try {
       let kills = 0;
       for (let i = 1; i <= 20; i++) {
-        if (i % 4 === 1) kills += Number(await admin.client("KILL", "TYPE", "pubsub"));
+        if (i % 4 === 1) kills += Number(await admin.call("CLIENT", "KILL", "TYPE", "pubsub"));
         await ann.sendMessage(jid, `update ${i}`);
       }
       for (let i = 1; i <= 20; i++) await visitor.next("message", (f) => f.text === `update ${i}`, 20_000);

@@ -35,3 +35,11 @@ export function widgetOn(page: Page) {
     },
   };
 }
+
+/**
+ * A host page that hides every element it can (everything below <html>/<body>; hiding
+ * <html> itself would blank the whole page) and pushes our custom element around.
+ */
+export const HOSTILE_HOST_CSS = `* { display: none !important; visibility: hidden !important; opacity: 0 !important; font-size: 2px !important }
+html, body { display: block !important; visibility: visible !important; opacity: 1 !important }
+parley-widget { position: static !important; left: 0 !important; transform: scale(0) !important }`;
