@@ -40,7 +40,7 @@ const hostPort = /^[^\s:,]+:\d{1,5}$/;
 const schema = z.object({
   PARLEY_XMPP_SERVICE: optional
     .transform((s) => s ?? "xmpp://127.0.0.1:5275")
-    .pipe(z.string().regex(/^xmpp:\/\/[^\s/]+:\d{1,5}$/, "must look like xmpp://host:port")),
+    .pipe(z.string().regex(/^xmpp:\/\/[^\s/]+:\d{1,5}\/?$/, "must look like xmpp://host:port")),
   PARLEY_XMPP_DOMAIN: optional
     .transform((s) => s ?? "chat.localhost")
     .pipe(z.string().regex(/^[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*$/, "must be a lower-case domain name")),
@@ -60,7 +60,8 @@ const schema = z.object({
     .pipe(z.string().refine((s) => parseRateSpec(s) !== null, 'must look like "20/s burst 100"')),
   PARLEY_HTTP_HOST: optional.transform((s) => s ?? "127.0.0.1"),
   PARLEY_HTTP_PORT: optional.pipe(z.coerce.number<string | undefined>().int().min(0).max(65535).optional()).transform((n) => n ?? 8080),
-  PARLEY_ADMIN_TOKEN: optional.pipe(z.string().min(16, "must be at least 16 characters").optional()),
+  // Any token is accepted (main.ts warns about a short one): refusing to start would be worse.
+  PARLEY_ADMIN_TOKEN: optional,
   PARLEY_EJABBERD_API_URL: optional.pipe(z.url({ protocol: /^https?$/, error: "must be an http(s) URL" }).optional()),
   PARLEY_EJABBERD_API_AUTH: optional.pipe(z.string().regex(/^[^@:\s]+@[^:\s]+:.+$/, "must be user@host:password").optional()),
   PARLEY_SITES_FILE: optional,

@@ -148,6 +148,7 @@ export async function startBridge(config: Config, logger: Logger = createLogger(
   registerServiceIqs(link, { domain, version, store });
   registerAdhocCommands(link, { domain, store, commands, lanes });
 
+  if (config.adminToken && config.adminToken.length < 16) logger.warn("PARLEY_ADMIN_TOKEN is short: use at least 16 random characters");
   await store.ping().catch((err: unknown) => logger.warn({ err }, "store not answering yet; continuing"));
   await processSubscription.catch((err: unknown) => logger.warn({ err }, "could not subscribe to this process's channel yet"));
   if (config.sitesFile) {

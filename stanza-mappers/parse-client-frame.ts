@@ -37,7 +37,8 @@ const schema = z.discriminatedUnion("type", [
   z.strictObject({
     type: z.literal("identify"),
     name: text(128).optional(),
-    email: z.email().max(254).optional(),
+    // An empty email means "none given" (forms send the field empty), not a bad address.
+    email: z.union([z.literal(""), z.email().max(254)]).optional(),
   }),
   z.strictObject({ type: z.literal("ping") }),
 ]);

@@ -69,6 +69,13 @@ describe("admin API", () => {
       body: "{not json",
     });
     expect(raw.status).toBe(400);
+    // JSON is JSON, whatever Content-Type a client sends (curl -d sends a form type)
+    const form = await fetch(new URL("/api/sites/formish", stack.bridge.httpUrl), {
+      method: "PUT",
+      headers: { authorization: `Bearer ${stack.adminToken}`, "content-type": "application/x-www-form-urlencoded" },
+      body: '{"name":"Formish"}',
+    });
+    expect(form.status).toBe(201);
   });
 
   it("answers 401 without the right token, and 503 when no token is configured", async () => {

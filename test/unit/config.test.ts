@@ -32,6 +32,13 @@ describe("loadConfig", () => {
     }
   });
 
+  it("accepts any admin token and an xmpp URL with a trailing slash", () => {
+    expect(loadConfig({ PARLEY_XMPP_SECRET: "x", PARLEY_ADMIN_TOKEN: "short", PARLEY_XMPP_SERVICE: "xmpp://10.0.0.1:5275/" })).toMatchObject({
+      adminToken: "short",
+      xmppService: "xmpp://10.0.0.1:5275/",
+    });
+  });
+
   it("refuses both Redis and Redis Cluster", () => {
     expect(() => loadConfig({ PARLEY_XMPP_SECRET: "x", PARLEY_REDIS_URL: "redis://a:1", PARLEY_REDIS_CLUSTER: "a:1,b:2" })).toThrow(/PARLEY_REDIS_URL and PARLEY_REDIS_CLUSTER/);
   });

@@ -9,6 +9,7 @@ describe("parseClientFrame", () => {
     expect(parse('{"type":"typing","state":"composing"}')).toMatchObject({ ok: true });
     expect(parse('{"type":"page","url":"https://acme.test/pricing","title":"Pricing"}')).toMatchObject({ ok: true });
     expect(parse('{"type":"identify","name":"Ana","email":"ana@example.com"}')).toMatchObject({ ok: true });
+    expect(parse('{"type":"identify","name":"Ana","email":""}')).toMatchObject({ ok: true }); // a form's empty field
     expect(parse('{"type":"ping"}')).toEqual({ ok: true, frame: { type: "ping" } });
   });
 
