@@ -595,46 +595,39 @@ async function chatPhases(world: World, toStop: (() => Promise<unknown>)[]): Pro
     const used = Math.min(CHAT_VISITORS, Math.max(10, Math.ceil(rate / 15)));
     // Baselines: at most WINDOW sent and not yet back, so ejabberd never holds > 5000 unacked for the echo client.
     let outstanding = 0;
+    /** Records a baseline message's arrival at the echo peer; false if it is not one of this run's. */
+    const arrived = (body: string) => {
+      const i = parse(body);
+      if (i < 0) return false;
+      oneWay[i] = performance.now() - sched(i);
+      checkText(body, text(i));
+      return true;
+    };
+    /** The sender's side of a baseline: windowed sends to `echoJid`, and the echoes coming back. */
+    const baselineSender = (echoJid: string) => {
+      onSenderBody = (body) => {
+        const i = parse(body);
+        if (i < 0) return;
+        back[i] = performance.now() - sched(i);
+        outstanding--;
+      };
+      return (i: number) => {
+        if (outstanding >= WINDOW) return false;
+        outstanding++;
+        safeSend(sender, chat(undefined, echoJid, text(i)));
+        return true;
+      };
+    };
     if (path === "c2s") {
       onEchoBody = (from, body) => {
-        const i = parse(body);
-        if (i < 0) return;
-        oneWay[i] = performance.now() - sched(i);
-        checkText(body, text(i));
-        safeSend(echo, chat(undefined, from.split("/")[0]!, body));
+        if (arrived(body)) safeSend(echo, chat(undefined, from.split("/")[0]!, body));
       };
-      onSenderBody = (body) => {
-        const i = parse(body);
-        if (i < 0) return;
-        back[i] = performance.now() - sched(i);
-        outstanding--;
-      };
-      send = (i) => {
-        if (outstanding >= WINDOW) return false;
-        outstanding++;
-        safeSend(sender, chat(undefined, "bench-echo@localhost", text(i)));
-        return true;
-      };
+      send = baselineSender("bench-echo@localhost");
     } else if (path === "component") {
       onComponentBody = (from, to, body) => {
-        const i = parse(body);
-        if (i < 0) return;
-        oneWay[i] = performance.now() - sched(i);
-        checkText(body, text(i));
-        safeSend(echoComp, chat(to, from, body));
+        if (arrived(body)) safeSend(echoComp, chat(to, from, body));
       };
-      onSenderBody = (body) => {
-        const i = parse(body);
-        if (i < 0) return;
-        back[i] = performance.now() - sched(i);
-        outstanding--;
-      };
-      send = (i) => {
-        if (outstanding >= WINDOW) return false;
-        outstanding++;
-        safeSend(sender, chat(undefined, `echo@${ECHO_DOMAIN}`, text(i)));
-        return true;
-      };
+      send = baselineSender(`echo@${ECHO_DOMAIN}`);
     } else {
       // visitor → bridge → ejabberd → agent (one way); the agent answers the same text → visitor.
       onAgentBody = (a, from, body) => {
