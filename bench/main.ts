@@ -364,7 +364,10 @@ async function main(): Promise<void> {
 // ---------------------------------------------------------------- capacity
 
 async function capacityPhase(world: World): Promise<Record<string, unknown>> {
-  const bridge = await BridgeChild.start(world.env, { maxOldSpaceMb: MODE.maxOldSpaceMb, logFd: world.logFd });
+  // With --profile, session setup and the idle window are profiled too (not summarised: open the file in DevTools).
+  const profileDir = PROFILE ? join(ROOT, "bench", "results", "profiles", `${MODE.name}-capacity-${Date.now()}`) : undefined;
+  if (profileDir) await mkdir(profileDir, { recursive: true });
+  const bridge = await BridgeChild.start(world.env, { maxOldSpaceMb: MODE.maxOldSpaceMb, logFd: world.logFd, ...(profileDir ? { cpuProfDir: profileDir } : {}) });
   const sockets: RawVisitor[] = [];
   try {
     await sleep(1000);
@@ -473,7 +476,8 @@ async function capacityPhase(world: World): Promise<Record<string, unknown>> {
       },
     };
   } finally {
-    await bridge.kill();
+    // A profiled bridge must exit normally to write its profile.
+    await (profileDir ? bridge.stop() : bridge.kill());
     for (const s of sockets) s.destroy();
     await sleep(500);
   }

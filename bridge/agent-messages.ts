@@ -9,7 +9,7 @@ import type { KeyedQueue } from "./keyed-queue.js";
 import type { Logger } from "./logger.js";
 import type { Metrics } from "./metrics.js";
 import { agentDisplayName } from "./names.js";
-import type { Store } from "./store/types.js";
+import type { Chat, Store } from "./store/types.js";
 
 /**
  * `<message/>` stanzas from agents (CONTRACT §5): to a visitor's JID they become frames on
@@ -29,8 +29,12 @@ export interface AgentMessageDeps {
   metrics: Metrics;
 }
 
+/** How many answered chats each process remembers (see `answered`). */
+const ANSWERED_CHATS_REMEMBERED = 100_000;
+
 export class AgentMessages {
   private readonly log: Logger;
+  private readonly answeredChats = new Set<string>();
 
   constructor(private readonly deps: AgentMessageDeps) {
     this.log = deps.logger.child({ module: "agent-messages" });
@@ -62,13 +66,39 @@ export class AgentMessages {
     }
   }
 
-  private async toVisitor(stanza: Element, siteId: string, visitorId: string): Promise<void> {
+  private async toVisitor(stanza: Element, siteId: string, visitorId: string, retried = false): Promise<void> {
     const started = performance.now();
     const { store, chats } = this.deps;
     const sender = bareJid(stanza.attrs.from!);
     const event = stanzaToAgentEvent(stanza);
-    // Independent reads in parallel (sites and agents usually come from the site cache).
-    const [current, site, agents] = await Promise.all([store.visitorWithChat(visitorId), store.getSite(siteId), store.listAgents(siteId)]);
+    // Sites and agents come from the site cache: no round trip.
+    const [site, agents] = await Promise.all([store.getSite(siteId), store.listAgents(siteId)]);
+    const agent = agents.find((a) => a.jid === sender);
+
+    if (event.kind === "text" && site) {
+      // The hot path: the agent answers their own active chat. Authorize, store and publish
+      // in one step; anything else (unknown visitor, a chat to take over) is decided below.
+      const outcome = await store.appendAgentMessage({
+        visitorId,
+        siteId,
+        agentJid: sender,
+        fallbackName: agentDisplayName(agent, sender),
+        text: event.text,
+        ts: this.deps.now(),
+        publisher: chats.processId,
+      });
+      if (outcome.kind === "appended") {
+        chats.deliverStored(visitorId, outcome.message);
+        await this.answered(outcome.chat);
+        // Stored durably: the visitor gets it now or on their return (CONTRACT §5).
+        this.answerReceipt(stanza, outcome.visitor.jid, event.receiptRequested);
+        this.deps.metrics.messages.inc({ direction: "out" });
+        this.deps.metrics.stanzaLatency.observe({ direction: "out" }, (performance.now() - started) / 1000);
+        return;
+      }
+    }
+
+    const current = await store.visitorWithChat(visitorId);
     const visitor = current?.visitor;
     if (!visitor || visitor.siteId !== siteId) {
       this.deps.send(stanzaErrorReply(stanza, "item-not-found"));
@@ -79,7 +109,6 @@ export class AgentMessages {
       return;
     }
     let chat = current.chat;
-    const agent = agents.find((a) => a.jid === sender);
     const carriesText = event.kind === "text" || event.kind === "command";
 
     // An agent of the site who answers a queued or offline chat takes it.
@@ -109,22 +138,25 @@ export class AgentMessages {
         await this.deps.commands.onAgentCommand({ stanza, site, visitor, chat, agentJid: sender, name: event.name, args: event.args });
         this.answerReceipt(stanza, visitor.jid, event.receiptRequested);
         return;
-      case "text": {
-        const message = await store.appendMessage(visitor.id, {
-          chatId: chat.id,
-          from: "agent",
-          name: chat.agentName ?? agentDisplayName(agent, sender),
-          text: event.text,
-          ts: this.deps.now(),
-        });
-        await Promise.all([chats.publishMessage(visitor.id, message), chats.agentAnswered(chat)]);
-        // Stored durably: the visitor gets it now or on their return (CONTRACT §5).
-        this.answerReceipt(stanza, visitor.jid, event.receiptRequested);
-        this.deps.metrics.messages.inc({ direction: "out" });
-        this.deps.metrics.stanzaLatency.observe({ direction: "out" }, (performance.now() - started) / 1000);
+      case "text":
+        // The chat was just taken over (assigned above), or changed under us: once more.
+        if (retried) throw new Error("the chat kept changing while storing the agent's message");
+        await this.toVisitor(stanza, siteId, visitorId, true);
         return;
-      }
     }
+  }
+
+  /**
+   * The agent answered: the chat's unanswered timer is cancelled. Only the first answer
+   * of each assignment needs the round trip, so the ones already cancelled are remembered.
+   */
+  private async answered(chat: Chat): Promise<void> {
+    if (!chat.agentJid) return;
+    const key = `${chat.id}|${chat.agentJid}|${chat.assignedAt ?? 0}`;
+    if (this.answeredChats.has(key)) return;
+    await this.deps.chats.agentAnswered(chat);
+    this.answeredChats.add(key);
+    if (this.answeredChats.size > ANSWERED_CHATS_REMEMBERED) this.answeredChats.delete(this.answeredChats.values().next().value!);
   }
 
   private answerReceipt(stanza: Element, visitorJid: string, requested: boolean): void {

@@ -1,6 +1,7 @@
 import type { Element } from "@xmpp/xml";
 import { contextMessageToStanza, noticeToStanza, pageStatus, presenceToStanza, visitorMessageToStanza } from "../stanza-mappers/visitor-to-stanza.js";
-import type { MessageFrame, ServerFrame } from "../stanza-mappers/visitor-protocol.js";
+import type { ServerFrame } from "../stanza-mappers/visitor-protocol.js";
+import { messageFrame } from "./store/message-frame.js";
 import { NS } from "../stanza-mappers/namespaces.js";
 import xml from "@xmpp/xml";
 import type { KeyedQueue } from "./keyed-queue.js";
@@ -22,8 +23,15 @@ export interface ChatEvents {
   offlineMessage(chat: Chat): Promise<void>;
 }
 
+/** This process's own visitor sockets (the visitor gateway). */
+export interface LocalDelivery {
+  readonly processId: string;
+  deliver(visitorId: string, frame: ServerFrame): void;
+}
+
 export interface ChatDeps {
   store: Store;
+  local: LocalDelivery;
   scheduler: Pick<Scheduler, "schedule" | "cancel">;
   events?: ChatEvents;
   /** How long an ended chat's transcript is kept; 0 = forever. */
@@ -351,13 +359,25 @@ export class ChatService {
     }
   }
 
+  /** To the visitor's sockets here and, through the store's bus, on other processes. */
   async publish(visitorId: string, frame: ServerFrame): Promise<void> {
-    await this.deps.store.publishToVisitor(visitorId, frame);
+    const { local } = this.deps;
+    local.deliver(visitorId, frame);
+    await this.deps.store.publishToVisitor(visitorId, frame, local.processId);
   }
 
   async publishMessage(visitorId: string, message: StoredMessage): Promise<void> {
     if (message.from === "note") return;
     await this.publish(visitorId, messageFrame(message));
+  }
+
+  /** For a message the store has already published to the other processes as it stored it. */
+  deliverStored(visitorId: string, message: StoredMessage): void {
+    this.deps.local.deliver(visitorId, messageFrame(message));
+  }
+
+  get processId(): string {
+    return this.deps.local.processId;
   }
 
   private async enqueue(site: Site, visitor: Visitor, chat: Chat): Promise<void> {
@@ -396,17 +416,3 @@ export class ChatService {
     for (const agent of await this.deps.store.listAgents(site.id)) this.relay(visitor, agent.jid, message);
   }
 }
-
-export function messageFrame(message: StoredMessage): MessageFrame {
-  const frame: MessageFrame = {
-    type: "message",
-    messageId: message.id,
-    from: message.from === "note" ? "system" : message.from,
-    name: message.name,
-    text: message.text,
-    ts: message.ts,
-  };
-  if (message.clientId) frame.id = message.clientId;
-  return frame;
-}
-

@@ -8,7 +8,7 @@ import { stanzaToPrivilegeGrant } from "../stanza-mappers/privileges.js";
 import { AdminApi } from "./admin-api.js";
 import { registerAdhocCommands } from "./adhoc-commands.js";
 import { AgentMessages } from "./agent-messages.js";
-import { ChatService } from "./chats.js";
+import { ChatService, type LocalDelivery } from "./chats.js";
 import { CommandService } from "./commands.js";
 import type { Config } from "./config.js";
 import { createHttpServer } from "./http-server.js";
@@ -95,8 +95,11 @@ export async function startBridge(config: Config, logger: Logger = createLogger(
   const webhooks = new Webhooks({ store, scheduler, now, logger });
   // Visitor messages not yet written to ejabberd survive this process (see outbox.ts).
   const outbox = new Outbox({ store, processId: idPrefix, lanes, now, logger, redeliver: (visitorId, ids) => chats.redeliver(visitorId, ids) });
+  // Frames for visitors whose sockets are here go straight to them (the gateway is built below).
+  const local: LocalDelivery = { processId: idPrefix, deliver: (visitorId, frame) => gateway.deliver(visitorId, frame) };
   const chats = new ChatService({
     store,
+    local,
     domain,
     send,
     relaySend: (stanza) => link.send(stanza),
@@ -116,7 +119,7 @@ export async function startBridge(config: Config, logger: Logger = createLogger(
   const visitors = new VisitorService({ store, domain, send, chats, presence, lanes, now, newId, logger, metrics, scheduler, outbox, graceMs: config.visitorGraceMs });
   const sites = new SiteService({ store, domain, rosters, presence, now, logger, onSiteChanged: (site) => chats.drainQueue(site) });
   registerLifecycleTimers({ store, scheduler, chats, presence, webhooks, lanes, agentGraceMs: config.agentGraceMs, chatIdleMs: config.chatIdleMs, transcriptRetentionDays: config.transcriptRetentionDays, logger });
-  const gateway = new VisitorGateway({ store, visitors, logger, metrics, now, visitorRate: config.visitorRate, upgradeRate: config.upgradeRate });
+  const gateway = new VisitorGateway({ store, visitors, logger, metrics, now, visitorRate: config.visitorRate, upgradeRate: config.upgradeRate, processId: idPrefix });
   const adminApi = new AdminApi({ store, sites, now, logger, version, ...(config.adminToken ? { adminToken: config.adminToken } : {}) });
 
   const xmppLog = logger.child({ module: "xmpp" });
@@ -133,7 +136,8 @@ export async function startBridge(config: Config, logger: Logger = createLogger(
     if (owner && owner !== idPrefix) void store.publishToProcess(owner, { kind: "iq-result", ...answer }).catch(() => {});
   });
   const processSubscription = store.subscribeProcess(idPrefix, (message) => {
-    if (message.kind === "iq-result") link.settleIq(message);
+    if (message.kind === "visitor-frame") gateway.deliver(message.visitorId, message.frame);
+    else if (message.kind === "iq-result") link.settleIq(message);
   });
   link.on("presence", (stanza: Element) => void guarded("presence", () => presence.onPresence(stanza)));
   link.on("online", () => {

@@ -39,13 +39,24 @@ export interface OutboxDeps {
 
 /** Sweeps between two cleanups of this process's own outbox index. */
 const CLEANUP_EVERY_SWEEPS = 30;
+/**
+ * Relayed marks are written in batches, one command per interval (per visitor on Redis
+ * Cluster) instead of one per message. The price: a process killed within this interval of relaying a message
+ * leaves it to be relayed again by a survivor (the agent may see it twice).
+ */
+const RELAYED_FLUSH_MS = 250;
+/** A visitor leaves this process's outbox index after this long without a message. */
+const TRACKED_QUIET_MS = 5 * 60_000;
 
 export class Outbox {
   readonly processId: string;
-  private readonly tracked = new Set<string>();
+  /** Visitors this process is recorded as a possible owner for, with when it last stored one of their messages. */
+  private readonly tracked = new Map<string, number>();
   private readonly log: Logger;
   private readonly beating: RepeatingTask;
   private sweeps = 0;
+  private relayedBatch = new Map<string, string[]>();
+  private relayedFlush: NodeJS.Timeout | null = null;
 
   constructor(private readonly deps: OutboxDeps) {
     this.processId = deps.processId;
@@ -63,22 +74,35 @@ export class Outbox {
    */
   async stop(): Promise<void> {
     await this.beating.stop();
+    await this.flushRelayed();
   }
 
   /** Called in the visitor's lane before storing a message this process will relay. */
   async track(visitorId: string): Promise<void> {
-    if (this.tracked.has(visitorId)) return;
-    await this.deps.store.addToOutbox(this.processId, visitorId);
-    this.tracked.add(visitorId);
+    if (!this.tracked.has(visitorId)) await this.deps.store.addToOutbox(this.processId, visitorId);
+    this.tracked.set(visitorId, this.deps.now());
   }
 
   /** The stanza of this message was written to ejabberd's socket. */
   relayed(visitorId: string, messageId: string): void {
-    this.deps.store.markRelayed(visitorId, [messageId]).catch((err: unknown) => {
-      // Left in the outbox: at worst the agent gets it twice after this process dies.
-      this.log.warn({ err, visitorId }, "could not mark a message relayed");
+    const ids = this.relayedBatch.get(visitorId);
+    if (ids) ids.push(messageId);
+    else this.relayedBatch.set(visitorId, [messageId]);
+    this.relayedFlush ??= setTimeout(() => void this.flushRelayed(), RELAYED_FLUSH_MS).unref();
+  }
+
+  private async flushRelayed(): Promise<void> {
+    if (this.relayedFlush) clearTimeout(this.relayedFlush);
+    this.relayedFlush = null;
+    const batch = this.relayedBatch;
+    this.relayedBatch = new Map();
+    if (batch.size === 0) return;
+    await this.deps.store.markManyRelayed(batch).catch((err: unknown) => {
+      // Left in the outbox: at worst the agent gets them twice after this process dies.
+      this.log.warn({ err, visitors: batch.size }, "could not mark messages relayed");
     });
   }
+
 
   /** One round: heartbeat, take over dead processes, now and then tidy our own index. */
   async sweep(): Promise<void> {
@@ -115,10 +139,16 @@ export class Outbox {
     this.log.warn({ dead, visitors: visitors.length, redelivered }, "took over the outbox of a process that stopped beating");
   }
 
-  /** Drops visitors with nothing left unrelayed from our index (in their lane: no append can slip in between). */
+  /**
+   * Drops visitors quiet for a while, with nothing left unrelayed, from our index (in their
+   * lane: no append can slip in between). Visitors still chatting stay: dropping and
+   * re-adding them would cost two commands per message.
+   */
   private async cleanup(): Promise<void> {
     const { store } = this.deps;
-    for (const visitorId of [...this.tracked]) {
+    const quietSince = this.deps.now() - TRACKED_QUIET_MS;
+    for (const [visitorId, lastTracked] of [...this.tracked]) {
+      if (lastTracked > quietSince) continue;
       await this.deps.lanes.run(visitorId, async () => {
         if ((await store.unrelayed(visitorId)).some((p) => p.owner === this.processId)) return;
         await store.removeFromOutbox(this.processId, visitorId);

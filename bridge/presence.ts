@@ -29,8 +29,12 @@ export interface PresenceDeps {
   logger: Logger;
 }
 
+/** How long a site's "any agent online" answer is reused (welcome frames ask it for every new visitor). */
+const AGENTS_ONLINE_TTL_MS = 1000;
+
 export class PresenceService {
   private readonly log: Logger;
+  private readonly agentsOnlineCache = new Map<string, { at: number; value: Promise<boolean> }>();
 
   constructor(private readonly deps: PresenceDeps) {
     this.log = deps.logger.child({ module: "presence" });
@@ -93,7 +97,23 @@ export class PresenceService {
     this.deps.send(presenceToStanza({ from: visitor.jid, to: agentJid, ...(online ? { status: pageStatus(visitor.page) } : { type: "unavailable" }) }));
   }
 
-  async agentsOnline(siteId: string): Promise<boolean> {
+  /**
+   * Whether any agent of the site is available. Cached for a second: a change seen by this
+   * process drops the entry at once, one seen by another reaches visitors through the
+   * site's `availability` frame anyway.
+   */
+  agentsOnline(siteId: string): Promise<boolean> {
+    const now = this.deps.now();
+    const cached = this.agentsOnlineCache.get(siteId);
+    if (cached && now - cached.at < AGENTS_ONLINE_TTL_MS) return cached.value;
+    const value = this.readAgentsOnline(siteId);
+    this.agentsOnlineCache.set(siteId, { at: now, value });
+    value.catch(() => this.agentsOnlineCache.delete(siteId));
+    if (this.agentsOnlineCache.size > 10_000) this.agentsOnlineCache.delete(this.agentsOnlineCache.keys().next().value!);
+    return value;
+  }
+
+  private async readAgentsOnline(siteId: string): Promise<boolean> {
     const agents = await this.deps.store.listAgents(siteId);
     const presences = await Promise.all(agents.map((a) => this.deps.store.getAgentPresence(a.jid)));
     return presences.includes("available");
@@ -108,6 +128,7 @@ export class PresenceService {
     else if (before === "offline") await this.deps.scheduler.cancel("agent-gone", agentJid);
     if ((before === "available") === (after === "available")) return;
     for (const siteId of await this.deps.store.sitesOfAgent(agentJid)) {
+      this.agentsOnlineCache.delete(siteId);
       const site = await this.deps.store.getSite(siteId);
       if (!site) continue;
       await this.deps.store.publishToSite(siteId, { type: "availability", agentsOnline: await this.agentsOnline(siteId) });

@@ -7,15 +7,17 @@ import type { MessageFrame, ServerFrame } from "../stanza-mappers/visitor-protoc
 import type { Logger } from "./logger.js";
 import type { Metrics } from "./metrics.js";
 import { TokenBucket, type RateSpec } from "./rate-limit.js";
-import { messageFrame } from "./chats.js";
-import type { Site, Store } from "./store/types.js";
+import { messageFrame } from "./store/message-frame.js";
+import { corkForThisTurn } from "./write-batching.js";
+import type { Site, Store, Visitor } from "./store/types.js";
 import type { Session, VisitorService } from "./visitors.js";
 
 /**
  * The only user of `ws` (CONTRACT §4): upgrade checks (unknown site 404, foreign origin
  * 403), frame limits, rate limits, heartbeats, and fan-out of a visitor's frames to every
- * socket (tab) this process holds for them. Frames for a visitor reach this process
- * through the store's bus, whichever process produced them.
+ * socket (tab) this process holds for them. Frames for a visitor come from this process
+ * (`deliver`) or, through the store's bus, from the others: the gateway tells the store
+ * which visitors it holds, so that others publish to it only what concerns its sockets.
  */
 export interface GatewayDeps {
   store: Store;
@@ -27,6 +29,8 @@ export interface GatewayDeps {
   /** New visitor connections per client address (PARLEY_UPGRADE_RATE). */
   upgradeRate: RateSpec;
   heartbeatMs?: number;
+  /** This process, as the store's bus knows it. */
+  processId: string;
 }
 
 /** All frames of one socket (pings, typing, bad frames): generous, but bounded. */
@@ -40,34 +44,45 @@ const MAX_BUFFERED_BYTES = 1024 * 1024;
 /** ws refuses anything larger outright; between 16 KiB and this the client gets `too_large` first. */
 const HARD_MAX_PAYLOAD = 64 * 1024;
 
+// Per-socket state is kept small (a process holds hundreds of thousands of idle sockets):
+// listeners are shared by all sockets and find their state through the WebSocket; buckets
+// and id sets are created on first use.
+
 interface LocalVisitor {
   siteId: string;
   sockets: Set<VisitorSocket>;
-  messageBucket: TokenBucket;
-  unsubscribe: Promise<() => Promise<void>>;
+  messageBucket: TokenBucket | null;
+  /** Resolves once the store routes the visitor's frames to this process. */
+  held: Promise<void>;
   /**
    * Ids of the latest messages sent to this visitor's sockets, so that a catch-up from the
    * log sends only what the bus lost. A set, not a high-water mark: two processes may
    * publish a visitor's messages in another order than the log's.
    */
-  recentMessageIds: Set<string>;
+  recentMessageIds: Set<string> | null;
 }
 
 interface VisitorSocket {
   ws: WebSocket;
+  /** The TCP socket under `ws`, to batch an ack with the message echo that follows it. */
+  raw: Duplex;
+  site: Site;
+  /** The session's visitor: only what never changes. */
+  visitor: Pick<Visitor, "id" | "number">;
   alive: boolean;
   /** Frames from the bus held back until the welcome frame has gone out. */
   pending: ServerFrame[] | null;
   frameBucket: TokenBucket;
   refusals: number;
   /** The frame being handled, so a close for flooding waits for the acks of accepted messages. */
-  inFlight: Promise<void>;
+  inFlight: Promise<void> | null;
   closing: boolean;
 }
 
 export class VisitorGateway {
   private readonly wss = new WebSocketServer({ noServer: true, maxPayload: HARD_MAX_PAYLOAD, skipUTF8Validation: true, perMessageDeflate: false });
   private readonly local = new Map<string, LocalVisitor>();
+  private readonly sockets = new WeakMap<WebSocket, VisitorSocket>();
   /** Per client address. Behind a load balancer this is the balancer's address: limit there too. */
   private readonly upgradeBuckets = new Map<string, { bucket: TokenBucket; seen: number }>();
   private readonly siteSubscriptions = new Map<string, { count: number; unsubscribe: Promise<() => Promise<void>> }>();
@@ -114,7 +129,7 @@ export class VisitorGateway {
       this.log.warn({ err }, "could not start a visitor session");
       return refuse(socket, 503, "store unavailable");
     }
-    this.wss.handleUpgrade(req, socket, head, (ws) => void this.attach(ws, site, session));
+    this.wss.handleUpgrade(req, socket, head, (ws) => void this.attach(ws, socket, site, session));
   }
 
   /** Graceful shutdown: stop accepting and ask every visitor to reconnect elsewhere (1012). */
@@ -140,40 +155,45 @@ export class VisitorGateway {
     await new Promise<void>((resolve) => this.wss.close(() => resolve()));
   }
 
-  private async attach(ws: WebSocket, site: Site, session: Session): Promise<void> {
+  private async attach(ws: WebSocket, raw: Duplex, site: Site, session: Session): Promise<void> {
     const { visitor } = session;
     const now = this.deps.now();
     const socket: VisitorSocket = {
       ws,
+      raw,
+      site,
+      visitor: { id: visitor.id, number: visitor.number },
       alive: true,
       pending: [],
       frameBucket: new TokenBucket(SOCKET_RATE, now),
       refusals: 0,
-      inFlight: Promise.resolve(),
+      inFlight: null,
       closing: false,
     };
+    this.sockets.set(ws, socket);
     this.deps.metrics.visitorsConnected.inc();
     let entry = this.local.get(visitor.id);
     if (!entry) {
       entry = {
         siteId: site.id,
         sockets: new Set(),
-        messageBucket: new TokenBucket(this.deps.visitorRate, now),
-        unsubscribe: this.deps.store.subscribeVisitor(visitor.id, (frame) => this.fanOut(visitor.id, frame)),
-        recentMessageIds: new Set(),
+        messageBucket: null,
+        // A new visitor is stored now, with the hold: both writes leave in one batch.
+        held: Promise.all([this.deps.visitors.persist(session), this.deps.store.holdVisitor(visitor.id, this.deps.processId)]).then(() => {}),
+        recentMessageIds: null,
       };
       this.local.set(visitor.id, entry);
       this.subscribeSite(site.id);
     }
     entry.sockets.add(socket);
 
-    ws.on("pong", () => (socket.alive = true));
-    ws.on("message", (data, isBinary) => void this.onData(site, visitor.id, socket, data as Buffer, isBinary));
-    ws.on("error", (err) => this.log.debug({ err, visitorId: visitor.id }, "visitor socket error"));
-    ws.on("close", () => void this.detach(site, visitor.id, socket));
+    ws.on("pong", this.listeners.pong);
+    ws.on("message", this.listeners.message);
+    ws.on("error", this.listeners.error);
+    ws.on("close", this.listeners.close);
 
     try {
-      await entry.unsubscribe; // subscribed before reading history, so nothing falls in between
+      await entry.held; // held before reading history, so nothing falls in between
       const frames = await this.deps.visitors.welcome(site, session);
       const welcome = frames[0];
       const seen = new Set(welcome?.type === "welcome" ? welcome.history.map((m) => m.messageId) : []);
@@ -189,22 +209,34 @@ export class VisitorGateway {
     }
   }
 
-  private async detach(site: Site, visitorId: string, socket: VisitorSocket): Promise<void> {
+  /** One set of listeners for every socket (see `socketListeners`). */
+  private readonly listeners = socketListeners((ws) => this.sockets.get(ws), {
+    data: (socket, data, isBinary) => void this.onData(socket, data, isBinary),
+    close: (socket) => void this.detach(socket),
+    error: (socket, err) => this.log.debug({ err, visitorId: socket.visitor.id }, "visitor socket error"),
+  });
+
+  private async detach(socket: VisitorSocket): Promise<void> {
+    const { site } = socket;
+    const visitorId = socket.visitor.id;
     this.deps.metrics.visitorsConnected.dec();
     const entry = this.local.get(visitorId);
     if (!entry?.sockets.delete(socket) || entry.sockets.size > 0) return;
     this.local.delete(visitorId);
     this.unsubscribeSite(site.id);
     try {
-      await (await entry.unsubscribe)();
+      await entry.held;
+      // Unless the visitor came back meanwhile (then the hold stays: commands run in order).
+      if (!this.local.has(visitorId)) await this.deps.store.releaseVisitor(visitorId, this.deps.processId);
       if (this.accepting) await this.deps.visitors.lastSocketClosed(site, visitorId);
     } catch (err) {
       this.log.warn({ err, visitorId }, "could not record visitor leaving");
     }
   }
 
-  private async onData(site: Site, visitorId: string, socket: VisitorSocket, data: Buffer, isBinary: boolean): Promise<void> {
+  private async onData(socket: VisitorSocket, data: Buffer, isBinary: boolean): Promise<void> {
     if (socket.closing) return;
+    const visitorId = socket.visitor.id;
     const now = this.deps.now();
     if (!socket.frameBucket.take(now)) return this.refuse(socket, { type: "error", code: "rate_limited", message: "too many frames; slow down" });
     const parsed = parseClientFrame(data, isBinary);
@@ -216,17 +248,18 @@ export class VisitorGateway {
     }
     const { frame } = parsed;
     const entry = this.local.get(visitorId);
-    if (frame.type === "message" && entry && !entry.messageBucket.take(now)) {
+    if (frame.type === "message" && entry && !(entry.messageBucket ??= new TokenBucket(this.deps.visitorRate, now)).take(now)) {
       return this.refuse(socket, { type: "error", code: "rate_limited", message: "too many messages; wait a moment", id: frame.id });
     }
     socket.refusals = 0;
-    const handled = this.deps.visitors.onFrame(site, visitorId, frame, (reply) => this.sendTo(socket, reply)).catch((err: unknown) => {
+    const handled = this.deps.visitors.onFrame(socket.site, socket.visitor, frame, (reply) => this.sendTo(socket, reply)).catch((err: unknown) => {
       this.log.warn({ err, visitorId, type: frame.type }, "visitor frame failed");
       const id = frame.type === "message" ? { id: frame.id } : {};
       this.sendTo(socket, { type: "error", code: "unavailable", message: "temporarily unavailable; try again", ...id });
     });
     socket.inFlight = handled;
     await handled;
+    if (socket.inFlight === handled) socket.inFlight = null;
   }
 
   private refuse(socket: VisitorSocket, frame: ServerFrame): void {
@@ -237,15 +270,16 @@ export class VisitorGateway {
       // Frames are handled in order per visitor, so once the last accepted one is done,
       // every accepted message has been stored and acknowledged.
       socket.closing = true;
-      void socket.inFlight.then(() => socket.ws.close(1008, "flooding"));
+      void (socket.inFlight ?? Promise.resolve()).then(() => socket.ws.close(1008, "flooding"));
     }
   }
 
-  private fanOut(visitorId: string, frame: ServerFrame): void {
+  /** Sends a frame to every socket of the visitor on this process (if any). */
+  deliver(visitorId: string, frame: ServerFrame): void {
     const entry = this.local.get(visitorId);
     if (!entry) return;
     if (frame.type === "message") {
-      if (entry.recentMessageIds.has(frame.messageId)) return; // already sent (catch-up and bus both)
+      if (entry.recentMessageIds?.has(frame.messageId)) return; // already sent (catch-up and bus both)
       rememberSent(entry, frame.messageId);
     }
     for (const socket of entry.sockets) this.sendTo(socket, frame);
@@ -253,7 +287,7 @@ export class VisitorGateway {
 
   /**
    * After the bus was down, sends each local visitor the messages stored meanwhile (from
-   * the durable log), in order; `fanOut` drops any that also arrive through the bus.
+   * the durable log), in order; `deliver` drops any that also arrive through the bus.
    */
   private async catchUp(): Promise<void> {
     const visitorIds = [...this.local.keys()];
@@ -262,7 +296,7 @@ export class VisitorGateway {
       await Promise.all(
         visitorIds.slice(i, i + 50).map(async (visitorId) => {
           const missed = (await this.deps.store.history(visitorId, CATCH_UP_MESSAGES)).filter((m) => m.from !== "note");
-          for (const message of missed) this.fanOut(visitorId, messageFrame(message));
+          for (const message of missed) this.deliver(visitorId, messageFrame(message));
         }),
       );
     }
@@ -274,6 +308,7 @@ export class VisitorGateway {
       return;
     }
     if (socket.ws.readyState !== socket.ws.OPEN) return;
+    if (frame.type === "ack") corkForThisTurn(socket.raw); // the echo of the message follows at once
     socket.ws.send(JSON.stringify(frame));
     if (socket.ws.bufferedAmount > MAX_BUFFERED_BYTES) {
       this.log.info("terminating a visitor socket that does not read");
@@ -342,8 +377,37 @@ function refuse(socket: Duplex, status: number, reason: string): void {
 
 const STATUS_TEXT: Record<number, string> = { 403: "Forbidden", 404: "Not Found", 429: "Too Many Requests", 503: "Service Unavailable" };
 
+/**
+ * Listeners shared by all sockets instead of closures per socket: `ws` calls them with the
+ * socket as `this`, and they find its state through `find`.
+ */
+function socketListeners(
+  find: (ws: WebSocket) => VisitorSocket | undefined,
+  on: { data(socket: VisitorSocket, data: Buffer, isBinary: boolean): void; close(socket: VisitorSocket): void; error(socket: VisitorSocket, err: Error): void },
+) {
+  return {
+    pong(this: WebSocket) {
+      const socket = find(this);
+      if (socket) socket.alive = true;
+    },
+    message(this: WebSocket, data: Buffer, isBinary: boolean) {
+      const socket = find(this);
+      if (socket) on.data(socket, data, isBinary);
+    },
+    error(this: WebSocket, err: Error) {
+      const socket = find(this);
+      if (socket) on.error(socket, err);
+    },
+    close(this: WebSocket) {
+      const socket = find(this);
+      if (socket) on.close(socket);
+    },
+  };
+}
+
 function rememberSent(entry: LocalVisitor, messageId: string): void {
-  entry.recentMessageIds.add(messageId);
+  const ids = (entry.recentMessageIds ??= new Set());
+  ids.add(messageId);
   // Sets iterate in insertion order: the first is the oldest.
-  if (entry.recentMessageIds.size > CATCH_UP_MESSAGES) entry.recentMessageIds.delete(entry.recentMessageIds.values().next().value!);
+  if (ids.size > CATCH_UP_MESSAGES) ids.delete(ids.values().next().value!);
 }

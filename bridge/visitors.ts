@@ -1,18 +1,21 @@
-import { createHash, randomBytes, timingSafeEqual } from "node:crypto";
+import { createHash, timingSafeEqual } from "node:crypto";
 import type { Element } from "@xmpp/xml";
 import { visitorIdFromBytes, visitorJid, VISITOR_ID_PATTERN } from "../stanza-mappers/addressing.js";
 import type { ClientFrame, ServerFrame } from "../stanza-mappers/visitor-protocol.js";
 import { pageStatus, presenceToStanza, visitorTypingToStanza } from "../stanza-mappers/visitor-to-stanza.js";
-import { messageFrame, type ChatService } from "./chats.js";
+import type { ChatService } from "./chats.js";
+import { messageFrame } from "./store/message-frame.js";
 import type { KeyedQueue } from "./keyed-queue.js";
 import type { Logger } from "./logger.js";
 import type { Metrics } from "./metrics.js";
+import { OnlineMarkBatch } from "./online-marks.js";
+import { RandomPool } from "./random-pool.js";
 import { visitorDisplayName } from "./names.js";
 import type { PresenceService } from "./presence.js";
 import type { Outbox } from "./outbox.js";
 import type { Scheduler } from "./scheduler.js";
 import { newChatId } from "./store/ids.js";
-import type { Site, Store, Visitor } from "./store/types.js";
+import { VisitorBlockedError, type AppendResult, type Site, type Store, type Visitor } from "./store/types.js";
 
 /**
  * The visitor side of a chat (CONTRACT §4), independent of WebSockets: who a connecting
@@ -39,6 +42,7 @@ export interface VisitorDeps {
 }
 
 const HISTORY_LIMIT = 200;
+const VISITOR_NUMBER_BLOCK = 16;
 
 export interface Session {
   visitor: Visitor;
@@ -50,6 +54,10 @@ export type Reply = (frame: ServerFrame) => void;
 
 export class VisitorService {
   private readonly log: Logger;
+  private readonly random = new RandomPool();
+  /** Visitor numbers are reserved in blocks per site: one store round trip per block, not per visitor. */
+  private readonly numberBlocks = new Map<string, { next: number; end: number }>();
+  private readonly newVisitorsOnline = new OnlineMarkBatch((siteId, visitorIds, until) => this.deps.store.markManyOnline(siteId, visitorIds, until));
 
   constructor(private readonly deps: VisitorDeps) {
     this.log = deps.logger.child({ module: "visitors" });
@@ -59,22 +67,47 @@ export class VisitorService {
     const resumed = token ? await this.resume(site, token) : null;
     if (resumed) return { visitor: resumed, token: token!, resumed: true };
 
-    const { store } = this.deps;
-    const id = visitorIdFromBytes(randomBytes(17));
-    const secret = randomBytes(32).toString("base64url");
+    const id = visitorIdFromBytes(this.random.take(17));
+    const secret = this.random.take(32).toString("base64url");
     const visitor: Visitor = {
       id,
       siteId: site.id,
       jid: visitorJid(site.id, id, this.deps.domain),
       tokenHash: sha256(secret),
-      number: await store.nextVisitorNumber(site.id),
+      number: await this.nextNumber(site.id),
       createdAt: this.deps.now(),
     };
     if (meta.userAgent) visitor.userAgent = meta.userAgent.slice(0, 512);
     if (meta.referrer) visitor.referrer = meta.referrer.slice(0, 2048);
-    await store.createVisitor(visitor);
-    this.log.debug({ visitorId: id, siteId: site.id }, "new visitor");
     return { visitor, token: `${id}.${secret}`, resumed: false };
+  }
+
+  /**
+   * Stores a new session's visitor (nothing to do for a resumed one). Called once the
+   * WebSocket is open, in the same turn as the gateway's hold on the visitor, so both
+   * writes leave together and a failed handshake stores nothing.
+   */
+  async persist(session: Session): Promise<void> {
+    if (session.resumed) return;
+    await this.deps.store.createVisitor(session.visitor);
+    this.log.debug({ visitorId: session.visitor.id, siteId: session.visitor.siteId }, "new visitor");
+  }
+
+  /** Unique per site, increasing per process; numbers reserved by a process that stops are skipped. */
+  private async nextNumber(siteId: string): Promise<number> {
+    let block = this.numberBlocks.get(siteId);
+    if (!block || block.next > block.end) {
+      const first = await this.deps.store.reserveVisitorNumbers(siteId, VISITOR_NUMBER_BLOCK);
+      block = this.numberBlocks.get(siteId);
+      // Another session of this site may have reserved a block meanwhile: use the fresher one.
+      if (!block || block.next > block.end) {
+        block = { next: first, end: first + VISITOR_NUMBER_BLOCK - 1 };
+        this.numberBlocks.delete(siteId); // re-insert: the map stays ordered by last reservation
+        this.numberBlocks.set(siteId, block);
+        if (this.numberBlocks.size > 10_000) this.numberBlocks.delete(this.numberBlocks.keys().next().value!);
+      }
+    }
+    return block.next++;
   }
 
   async welcome(site: Site, session: Session): Promise<ServerFrame[]> {
@@ -109,7 +142,8 @@ export class VisitorService {
   async socketOpened(site: Site, session: Session): Promise<void> {
     const { visitor } = session;
     if (!session.resumed) {
-      await this.markOnline(site.id, visitor.id); // new: no timers to cancel, no agent to tell
+      // New: no timers to cancel, no agent to tell; marked together with this turn's other new visitors.
+      await this.newVisitorsOnline.mark(site.id, visitor.id, this.onlineUntil(30_000));
       return;
     }
     const now = this.deps.now();
@@ -144,13 +178,15 @@ export class VisitorService {
     await this.deps.scheduler.schedule("visitor-left", visitorId, until + 1);
   }
 
-  async onFrame(site: Site, visitorId: string, frame: ClientFrame, reply: Reply): Promise<void> {
+  /** `visitor` is the session's: its id and number never change. */
+  async onFrame(site: Site, visitor: Pick<Visitor, "id" | "number">, frame: ClientFrame, reply: Reply): Promise<void> {
+    const visitorId = visitor.id;
     switch (frame.type) {
       case "ping":
         reply({ type: "pong" });
         return;
       case "message":
-        await this.deps.lanes.run(visitorId, () => this.onMessage(site, visitorId, frame, reply));
+        await this.deps.lanes.run(visitorId, () => this.onMessage(site, visitor, frame, reply));
         return;
       case "typing":
         await this.deps.lanes.run(visitorId, () => this.onTyping(visitorId, frame.state));
@@ -176,32 +212,35 @@ export class VisitorService {
     return expected.length === actual.length && timingSafeEqual(expected, actual) ? visitor : null;
   }
 
-  private async onMessage(site: Site, visitorId: string, frame: Extract<ClientFrame, { type: "message" }>, reply: Reply): Promise<void> {
+  private async onMessage(site: Site, { id: visitorId, number }: Pick<Visitor, "id" | "number">, frame: Extract<ClientFrame, { type: "message" }>, reply: Reply): Promise<void> {
     const started = performance.now();
-    const { store } = this.deps;
-    const { outbox } = this.deps;
-    const [visitor] = await Promise.all([store.getVisitor(visitorId), outbox?.track(visitorId)]);
-    if (!visitor) return;
-    if (visitor.blocked) {
+    const { store, outbox, chats } = this.deps;
+    await outbox?.track(visitorId);
+    const now = this.deps.now();
+    let appended: AppendResult;
+    try {
+      // One step in the store: read the visitor, dedupe, store, publish to their other processes.
+      appended = await store.appendVisitorMessage({
+        visitorId,
+        siteId: site.id,
+        clientId: frame.id,
+        fallbackName: visitorDisplayName({ number }),
+        text: frame.text,
+        ts: now,
+        newChatId: newChatId(visitorId, now),
+        publisher: chats.processId,
+        ...(outbox ? { owner: outbox.processId } : {}),
+      });
+    } catch (err) {
+      if (!(err instanceof VisitorBlockedError)) throw err;
       reply({ type: "error", code: "blocked", message: "This conversation has been closed.", id: frame.id });
       return;
     }
-    const now = this.deps.now();
-    const appended = await store.appendVisitorMessage({
-      visitorId,
-      siteId: site.id,
-      clientId: frame.id,
-      name: visitorDisplayName(visitor),
-      text: frame.text,
-      ts: now,
-      newChatId: newChatId(visitorId, now),
-      ...(outbox ? { owner: outbox.processId } : {}),
-    });
     // Stored durably: only now may the visitor be told (CONTRACT §4, §6).
     reply({ type: "ack", id: frame.id, messageId: appended.message.id, ts: appended.message.ts });
     if (appended.duplicate) return;
-    // Other tabs and the agent, in parallel: neither waits for the other.
-    await Promise.all([this.deps.chats.publishMessage(visitorId, appended.message), this.deps.chats.onVisitorMessage(site, visitor, appended)]);
+    chats.deliverStored(visitorId, appended.message); // the visitor's other tabs here
+    await chats.onVisitorMessage(site, appended.visitor, appended);
     this.deps.metrics.messages.inc({ direction: "in" });
     this.deps.metrics.stanzaLatency.observe({ direction: "in" }, (performance.now() - started) / 1000);
   }

@@ -3,6 +3,7 @@ import { component, type Component, type IqContext } from "@xmpp/component";
 import type { Element } from "@xmpp/xml";
 import { backoffDelay, type BackoffSpec } from "./backoff.js";
 import type { Logger } from "./logger.js";
+import { corkForThisTurn } from "./write-batching.js";
 
 /**
  * The only user of @xmpp/component (XEP-0114). It owns the connection to ejabberd:
@@ -197,6 +198,7 @@ export class XmppLink extends EventEmitter {
   }
 
   private write(outbound: Outbound): void {
+    if (this.entity.socket) corkForThisTurn(this.entity.socket);
     this.entity.send(outbound.stanza).then(outbound.written, (err: unknown) => {
       // The socket went away mid-write. What the kernel had not taken is re-queued; what it
       // had taken is beyond our reach (XEP-0114 has no acknowledgements).

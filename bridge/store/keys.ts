@@ -30,12 +30,14 @@ export const keys = {
   clientIds: (visitorId: string) => `${P}:{v:${visitorId}}:client-ids`,
   log: (visitorId: string) => `${P}:{v:${visitorId}}:log`,
   unrelayed: (visitorId: string) => `${P}:{v:${visitorId}}:unrelayed`,
+  /** Ids of the processes holding the visitor's sockets (where frames for them go). */
+  holders: (visitorId: string) => `${P}:{v:${visitorId}}:holders`,
   chat: (visitorId: string, chatId: string) => `${P}:{v:${visitorId}}:chat:${chatId}`,
   chatPrefix: (visitorId: string) => `${P}:{v:${visitorId}}:chat:`,
 } as const;
 
 export const channels = {
-  visitor: (visitorId: string) => `${P}:bus:v:${visitorId}`,
   site: (siteId: string) => `${P}:bus:s:${siteId}`,
   process: (processId: string) => `${P}:bus:p:${processId}`,
+  processPrefix: () => `${P}:bus:p:`,
 } as const;

@@ -3,7 +3,8 @@ import { aggregatePresence, type AgentPresence, type AgentShow } from "../../sta
 import type { ServerFrame } from "../../stanza-mappers/visitor-protocol.js";
 import { visitorIdOfChat } from "./ids.js";
 import { chatMatchesListState } from "./chat-list-state.js";
-import type { Agent, AppendResult, AppendVisitorMessage, BusHandler, Chat, ProcessMessage, ChatState, Site, Store, StoredMessage, Visitor, WebhookEvent } from "./types.js";
+import { messageFrame } from "./message-frame.js";
+import { VisitorBlockedError, type Agent, type AppendAgentMessage, type AppendAgentOutcome, type AppendResult, type AppendVisitorMessage, type BusHandler, type Chat, type ProcessMessage, type ChatState, type Site, type Store, type StoredMessage, type Visitor, type WebhookEvent } from "./types.js";
 
 /**
  * The store for a single process (the default when PARLEY_REDIS_URL is unset). Same
@@ -32,6 +33,7 @@ export class MemoryStore implements Store {
   private readonly unrelayedMessages = new Map<string, Map<string, string>>();
   private readonly processes = new Map<string, number>();
   private readonly outboxes = new Map<string, Set<string>>();
+  private readonly holders = new Map<string, Set<string>>();
   private lastMessageMs = 0;
   private messageSeq = 0;
 
@@ -112,10 +114,10 @@ export class MemoryStore implements Store {
     Object.assign(visitor, clone(patch));
     return clone(visitor);
   }
-  async nextVisitorNumber(siteId: string) {
-    const n = (this.visitorNumbers.get(siteId) ?? 0) + 1;
-    this.visitorNumbers.set(siteId, n);
-    return n;
+  async reserveVisitorNumbers(siteId: string, count: number) {
+    const first = (this.visitorNumbers.get(siteId) ?? 0) + 1;
+    this.visitorNumbers.set(siteId, first + count - 1);
+    return first;
   }
   async markManyOnline(siteId: string, visitorIds: readonly string[], until: number) {
     for (const id of visitorIds) await this.markOnline(siteId, id, until);
@@ -141,8 +143,9 @@ export class MemoryStore implements Store {
     const existingId = seen.get(input.clientId);
     if (existingId) {
       const message = this.messages.get(input.visitorId)!.find((m) => m.id === existingId)!;
-      return { message: clone(message), chat: clone(this.chats.get(message.chatId)!), chatCreated: false, duplicate: true };
+      return { visitor: clone(visitor), message: clone(message), chat: clone(this.chats.get(message.chatId)!), chatCreated: false, duplicate: true };
     }
+    if (visitor.blocked) throw new VisitorBlockedError(input.visitorId);
     let chatCreated = false;
     if (!visitor.chatId) {
       const chat: Chat = { id: input.newChatId, siteId: input.siteId, visitorId: input.visitorId, state: "new", startedAt: input.ts };
@@ -155,14 +158,24 @@ export class MemoryStore implements Store {
     const message = this.push(input.visitorId, {
       chatId: visitor.chatId,
       from: "visitor",
-      name: input.name,
+      name: visitor.name || input.fallbackName,
       text: input.text,
       ts: input.ts,
       clientId: input.clientId,
     });
     seen.set(input.clientId, message.id);
     if (input.owner) mapOf(this.unrelayedMessages, input.visitorId).set(message.id, input.owner);
-    return { message: clone(message), chat: clone(this.chats.get(visitor.chatId)!), chatCreated, duplicate: false };
+    this.publishMessage(input.visitorId, message, input.publisher);
+    return { visitor: clone(visitor), message: clone(message), chat: clone(this.chats.get(visitor.chatId)!), chatCreated, duplicate: false };
+  }
+  async appendAgentMessage(input: AppendAgentMessage): Promise<AppendAgentOutcome> {
+    const visitor = this.visitors.get(input.visitorId);
+    if (!visitor || visitor.siteId !== input.siteId) return { kind: "unknown-visitor" };
+    const chat = visitor.chatId ? this.chats.get(visitor.chatId) : undefined;
+    if (!chat || chat.state !== "active" || chat.agentJid !== input.agentJid) return { kind: "not-assigned", visitor: clone(visitor), chat: cloneOrNull(chat) };
+    const message = this.push(input.visitorId, { chatId: chat.id, from: "agent", name: chat.agentName || input.fallbackName, text: input.text, ts: input.ts });
+    this.publishMessage(input.visitorId, message, input.publisher);
+    return { kind: "appended", visitor: clone(visitor), chat: clone(chat), message: clone(message) };
   }
   async appendMessage(visitorId: string, message: Omit<StoredMessage, "id">) {
     return clone(this.push(visitorId, message));
@@ -301,6 +314,9 @@ export class MemoryStore implements Store {
   async unrelayed(visitorId: string) {
     return [...(this.unrelayedMessages.get(visitorId) ?? [])].map(([messageId, owner]) => ({ messageId, owner }));
   }
+  async markManyRelayed(batch: ReadonlyMap<string, readonly string[]>) {
+    for (const [visitorId, ids] of batch) await this.markRelayed(visitorId, [...ids]);
+  }
   async markRelayed(visitorId: string, messageIds: string[]) {
     for (const id of messageIds) this.unrelayedMessages.get(visitorId)?.delete(id);
   }
@@ -331,11 +347,16 @@ export class MemoryStore implements Store {
   }
 
   // --- bus: frames are cloned so that subscribers never share an object with the publisher
-  async publishToVisitor(visitorId: string, frame: ServerFrame) {
-    this.bus.emit(`v:${visitorId}`, clone(frame));
+  async holdVisitor(visitorId: string, processId: string) {
+    setOf(this.holders, visitorId).add(processId);
   }
-  async subscribeVisitor(visitorId: string, handler: BusHandler) {
-    return this.subscribe(`v:${visitorId}`, handler);
+  async releaseVisitor(visitorId: string, processId: string) {
+    this.holders.get(visitorId)?.delete(processId);
+  }
+  async publishToVisitor(visitorId: string, frame: ServerFrame, publisher?: string) {
+    for (const processId of this.holders.get(visitorId) ?? []) {
+      if (processId !== publisher) this.bus.emit(`p:${processId}`, clone({ kind: "visitor-frame", visitorId, frame }));
+    }
   }
   async publishToSite(siteId: string, frame: ServerFrame) {
     this.bus.emit(`s:${siteId}`, clone(frame));
@@ -359,6 +380,10 @@ export class MemoryStore implements Store {
     return async () => {
       this.bus.off(channel, handler);
     };
+  }
+
+  private publishMessage(visitorId: string, message: StoredMessage, publisher: string | undefined): void {
+    void this.publishToVisitor(visitorId, messageFrame(message), publisher);
   }
 
   private push(visitorId: string, message: Omit<StoredMessage, "id">): StoredMessage {

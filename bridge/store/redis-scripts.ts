@@ -1,25 +1,84 @@
 // Lua scripts: each runs atomically on the one node that owns its keys' hash slot.
 
-/** Dedupe by client id, open a chat if the visitor has none, append the message. */
-export const APPEND_VISITOR_MESSAGE = `
--- KEYS: 1 visitor hash, 2 client-ids hash, 3 log stream, 4 new chat hash, 5 unrelayed hash (outbox)
--- ARGV: 1 clientId, 2 newChatId, 3 siteId, 4 visitorId, 5 name, 6 text, 7 ts, 8 chat key prefix, 9 log max length, 10 owner ('' = none)
-if redis.call('EXISTS', KEYS[1]) == 0 then return redis.error_reply('ERR unknown visitor') end
+/**
+ * Lua helpers shared by the scripts that store and publish a message in one step.
+ * `messageFrameJson` must build what `messageFrame` (message-frame.ts) builds: the store
+ * contract test compares the two. `publishToHolders` sends a payload to the channel of
+ * every process holding the visitor's sockets but the publisher (see VisitorBus).
+ */
+const MESSAGE_HELPERS = `
+local function messageFrameJson(visitorId, id, from, name, text, ts, clientId)
+  local frame = {type = 'message', messageId = id, from = from, name = name, text = text, ts = tonumber(ts)}
+  if clientId then frame.id = clientId end
+  return cjson.encode({kind = 'visitor-frame', visitorId = visitorId, frame = frame})
+end
+local function publishToHolders(holdersKey, publisher, channelPrefix, payload)
+  for _, processId in ipairs(redis.call('SMEMBERS', holdersKey)) do
+    if processId ~= publisher then redis.call('PUBLISH', channelPrefix .. processId, payload) end
+  end
+end
+local function fields(list)
+  local out = {}
+  for i = 1, #list, 2 do out[list[i]] = list[i + 1] end
+  return out
+end
+`;
+
+/** Dedupe by client id, open a chat if the visitor has none, append the message, publish it. */
+export const APPEND_VISITOR_MESSAGE = `${MESSAGE_HELPERS}
+-- KEYS: 1 visitor hash, 2 client-ids hash, 3 log stream, 4 new chat hash, 5 unrelayed hash (outbox), 6 holders set
+-- ARGV: 1 clientId, 2 newChatId, 3 siteId, 4 visitorId, 5 fallback name, 6 text, 7 ts, 8 chat key prefix,
+--       9 log max length, 10 owner ('' = none), 11 publisher, 12 process channel prefix
+local visitorPairs = redis.call('HGETALL', KEYS[1])
+if #visitorPairs == 0 then return redis.error_reply('ERR unknown visitor') end
 local existing = redis.call('HGET', KEYS[2], ARGV[1])
-if existing then return {1, existing} end
-local chatId = redis.call('HGET', KEYS[1], 'chatId')
+if existing then return {1, existing, 0, {}, visitorPairs} end
+local visitor = fields(visitorPairs)
+if visitor.blocked == '1' then return {2} end
+local chatId = visitor.chatId
 local created = 0
 if not chatId then
   chatId = ARGV[2]
   redis.call('HSET', KEYS[4], 'id', chatId, 'siteId', ARGV[3], 'visitorId', ARGV[4], 'state', 'new', 'startedAt', ARGV[7])
   redis.call('HSET', KEYS[1], 'chatId', chatId)
   redis.call('HINCRBY', KEYS[1], 'chatCount', 1)
+  visitorPairs = redis.call('HGETALL', KEYS[1])
   created = 1
 end
-local id = redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[9], '*', 'chatId', chatId, 'from', 'visitor', 'name', ARGV[5], 'text', ARGV[6], 'ts', ARGV[7], 'cid', ARGV[1])
+local name = visitor.name
+if not name or name == '' then name = ARGV[5] end
+local id = redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[9], '*', 'chatId', chatId, 'from', 'visitor', 'name', name, 'text', ARGV[6], 'ts', ARGV[7], 'cid', ARGV[1])
 redis.call('HSET', KEYS[2], ARGV[1], id)
 if ARGV[10] ~= '' then redis.call('HSET', KEYS[5], id, ARGV[10]) end
-return {0, id, created, redis.call('HGETALL', ARGV[8] .. chatId)}
+publishToHolders(KEYS[6], ARGV[11], ARGV[12], messageFrameJson(ARGV[4], id, 'visitor', name, ARGV[6], ARGV[7], ARGV[1]))
+return {0, id, created, redis.call('HGETALL', ARGV[8] .. chatId), visitorPairs, name}
+`;
+
+/** Stores and publishes an agent's message if they hold the visitor's active chat (see ChatStore). */
+export const APPEND_AGENT_MESSAGE = `${MESSAGE_HELPERS}
+-- KEYS: 1 visitor hash, 2 log stream, 3 holders set
+-- ARGV: 1 siteId, 2 agent jid, 3 fallback name, 4 text, 5 ts, 6 chat key prefix, 7 log max length,
+--       8 publisher, 9 process channel prefix, 10 visitorId
+local visitorPairs = redis.call('HGETALL', KEYS[1])
+if #visitorPairs == 0 then return {0} end
+local visitor = fields(visitorPairs)
+if visitor.siteId ~= ARGV[1] then return {0} end
+local chatPairs = {}
+if visitor.chatId then chatPairs = redis.call('HGETALL', ARGV[6] .. visitor.chatId) end
+local chat = fields(chatPairs)
+if chat.state ~= 'active' or chat.agentJid ~= ARGV[2] then return {1, visitorPairs, chatPairs} end
+local name = chat.agentName
+if not name or name == '' then name = ARGV[3] end
+local id = redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[7], '*', 'chatId', chat.id, 'from', 'agent', 'name', name, 'text', ARGV[4], 'ts', ARGV[5])
+publishToHolders(KEYS[3], ARGV[8], ARGV[9], messageFrameJson(ARGV[10], id, 'agent', name, ARGV[4], ARGV[5], nil))
+return {2, visitorPairs, chatPairs, id, name}
+`;
+
+/** Publishes a frame to the processes holding a visitor's sockets (see VisitorBus). */
+export const PUBLISH_TO_HOLDERS = `${MESSAGE_HELPERS}
+-- KEYS: 1 holders set ; ARGV: 1 publisher, 2 process channel prefix, 3 payload
+publishToHolders(KEYS[1], ARGV[1], ARGV[2], ARGV[3])
+return 1
 `;
 
 /** Compare-and-set on a chat's state; an ended chat stops being the visitor's current one. Returns the previous state and the chat. */
@@ -111,4 +170,16 @@ local visitor = redis.call('HGETALL', KEYS[1])
 local chatId = redis.call('HGET', KEYS[1], 'chatId')
 if not chatId then return {visitor, {}} end
 return {visitor, redis.call('HGETALL', ARGV[1] .. chatId)}
+`;
+
+/** Removes relayed messages from the outboxes of many visitors (see OutboxStore). */
+export const MARK_MANY_RELAYED = `
+-- KEYS: the visitors' unrelayed hashes ; ARGV: for each key in order, a count, then that many message ids
+local at = 1
+for i = 1, #KEYS do
+  local count = tonumber(ARGV[at])
+  redis.call('HDEL', KEYS[i], unpack(ARGV, at + 1, at + count))
+  at = at + count + 1
+end
+return #KEYS
 `;

@@ -5,8 +5,8 @@ import { decodeAgent, decodeSite, encodeAgent, encodeSite, StoredValueError } fr
 import { chatMatchesListState } from "./chat-list-state.js";
 import { visitorIdOfChat } from "./ids.js";
 import { channels, keys } from "./keys.js";
-import { APPEND_VISITOR_MESSAGE, CLAIM_AGENT, CLAIM_LEAST_LOADED, CLAIM_STALE_PROCESS, FINISH_TIMER, TAKE_DUE_TIMERS, UPDATE_CHAT, VISITOR_WITH_CHAT } from "./redis-scripts.js";
-import type { Agent, AppendResult, AppendVisitorMessage, BusHandler, Chat, ProcessMessage, ChatState, Site, Store, StoredMessage, Visitor, WebhookEvent } from "./types.js";
+import { APPEND_AGENT_MESSAGE, APPEND_VISITOR_MESSAGE, CLAIM_AGENT, CLAIM_LEAST_LOADED, CLAIM_STALE_PROCESS, FINISH_TIMER, MARK_MANY_RELAYED, PUBLISH_TO_HOLDERS, TAKE_DUE_TIMERS, UPDATE_CHAT, VISITOR_WITH_CHAT } from "./redis-scripts.js";
+import { VisitorBlockedError, type Agent, type AppendAgentMessage, type AppendAgentOutcome, type AppendResult, type AppendVisitorMessage, type BusHandler, type Chat, type ProcessMessage, type ChatState, type Site, type Store, type StoredMessage, type Visitor, type WebhookEvent } from "./types.js";
 
 type Client = Redis | Cluster;
 
@@ -15,7 +15,9 @@ const LOG_MAX_LENGTH = 10_000;
 const CHAT_LIST_LIMIT = 1000;
 
 const SCRIPTS = {
-  appendVisitorMessage: { numberOfKeys: 5, lua: APPEND_VISITOR_MESSAGE },
+  appendVisitorMessage: { numberOfKeys: 6, lua: APPEND_VISITOR_MESSAGE },
+  appendAgentMessage: { numberOfKeys: 3, lua: APPEND_AGENT_MESSAGE },
+  publishToHolders: { numberOfKeys: 1, lua: PUBLISH_TO_HOLDERS },
   claimStaleProcess: { numberOfKeys: 1, lua: CLAIM_STALE_PROCESS },
   updateChat: { numberOfKeys: 2, lua: UPDATE_CHAT },
   claimAgent: { numberOfKeys: 3, lua: CLAIM_AGENT },
@@ -26,6 +28,8 @@ const SCRIPTS = {
 
 interface ScriptCommands {
   appendVisitorMessage(...args: (string | number)[]): Promise<unknown>;
+  appendAgentMessage(...args: (string | number)[]): Promise<unknown>;
+  publishToHolders(...args: string[]): Promise<number>;
   updateChat(...args: string[]): Promise<[string, string[]] | null>;
   claimAgent(...args: (string | number)[]): Promise<number>;
   takeDueTimers(...args: (string | number)[]): Promise<string[]>;
@@ -33,6 +37,7 @@ interface ScriptCommands {
   finishTimer(...args: (string | number)[]): Promise<number>;
   claimStaleProcess(...args: (string | number)[]): Promise<string | null>;
   claimLeastLoaded(numberOfKeys: number, ...args: (string | number)[]): Promise<string | null>;
+  markManyRelayed(numberOfKeys: number, ...args: (string | number)[]): Promise<number>;
 }
 
 /**
@@ -41,7 +46,7 @@ interface ScriptCommands {
  * pipeline of another slot and fail the whole pipeline ("All keys in the pipeline should
  * belong to the same slots allocation group").
  */
-const NOT_AUTO_PIPELINED = ["claimLeastLoaded"];
+const NOT_AUTO_PIPELINED = ["claimLeastLoaded", "markManyRelayed"];
 
 export type RedisTarget = { url: string } | { clusterNodes: { host: string; port: number }[] };
 
@@ -78,6 +83,7 @@ export class RedisStore implements Store {
     for (const [name, script] of Object.entries(SCRIPTS)) this.redis.defineCommand(name, script);
     // Its number of keys varies (one per candidate agent): the first argument gives it.
     this.redis.defineCommand("claimLeastLoaded", { lua: CLAIM_LEAST_LOADED });
+    this.redis.defineCommand("markManyRelayed", { lua: MARK_MANY_RELAYED });
     this.redis.on("error", onError);
     this.sub.on("error", onError);
     this.sub.on("message", (channel: string, payload: string) => this.dispatch(channel, payload));
@@ -199,8 +205,8 @@ export class RedisStore implements Store {
     if (Object.keys(fields).length > 0) await this.redis.hset(key, fields);
     return this.getVisitor(visitorId);
   }
-  async nextVisitorNumber(siteId: string) {
-    return this.redis.incr(keys.visitorNumber(siteId));
+  async reserveVisitorNumbers(siteId: string, count: number) {
+    return (await this.redis.incrby(keys.visitorNumber(siteId), count)) - count + 1;
   }
   async markManyOnline(siteId: string, visitorIds: readonly string[], until: number) {
     // One ZADD per thousand visitors instead of one per visitor.
@@ -231,32 +237,62 @@ export class RedisStore implements Store {
       keys.log(visitorId),
       keys.chat(visitorId, input.newChatId),
       keys.unrelayed(visitorId),
+      keys.holders(visitorId),
       input.clientId,
       input.newChatId,
       input.siteId,
       visitorId,
-      input.name,
+      input.fallbackName,
       input.text,
       input.ts,
       keys.chatPrefix(visitorId),
       LOG_MAX_LENGTH,
       input.owner ?? "",
-    )) as [number, string, number?, string[]?];
-    const [duplicate, messageId] = reply;
-    if (duplicate === 1) {
+      input.publisher ?? "",
+      channels.processPrefix(),
+    )) as [number, string, number, string[], string[], string];
+    const [outcome, messageId, created, chatPairs, visitorPairs, name] = reply;
+    if (outcome === 2) throw new VisitorBlockedError(visitorId);
+    const visitor = decodeVisitor(pairsToObject(visitorPairs));
+    if (!visitor) throw new StoredValueError(`visitor ${visitorId} vanished while appending`);
+    if (outcome === 1) {
       const message = await this.messageById(visitorId, messageId);
       const chat = message && (await this.getChat(message.chatId));
       if (!message || !chat) throw new StoredValueError(`message ${messageId} of visitor ${visitorId} was trimmed`);
-      return { message, chat, chatCreated: false, duplicate: true };
+      return { visitor, message, chat, chatCreated: false, duplicate: true };
     }
-    const chat = decodeChat(pairsToObject(reply[3] ?? []));
+    const chat = decodeChat(pairsToObject(chatPairs));
     if (!chat) throw new StoredValueError(`chat of visitor ${visitorId} vanished while appending`);
-    const message: StoredMessage = { id: messageId, chatId: chat.id, from: "visitor", name: input.name, text: input.text, ts: input.ts, clientId: input.clientId };
-    if (reply[2] === 1) {
-      await this.redis.zadd(keys.siteChats(input.siteId), input.ts, chat.id);
-      await this.redis.hincrby(keys.chatStateCounts(), "new", 1);
+    const message: StoredMessage = { id: messageId, chatId: chat.id, from: "visitor", name, text: input.text, ts: input.ts, clientId: input.clientId };
+    if (created === 1) {
+      // Site-wide indexes live in the site's hash slot: a second step, once per chat.
+      await Promise.all([this.redis.zadd(keys.siteChats(input.siteId), input.ts, chat.id), this.redis.hincrby(keys.chatStateCounts(), "new", 1)]);
     }
-    return { message, chat, chatCreated: reply[2] === 1, duplicate: false };
+    return { visitor, message, chat, chatCreated: created === 1, duplicate: false };
+  }
+  async appendAgentMessage(input: AppendAgentMessage): Promise<AppendAgentOutcome> {
+    const { visitorId } = input;
+    const reply = (await this.redis.appendAgentMessage(
+      keys.visitor(visitorId),
+      keys.log(visitorId),
+      keys.holders(visitorId),
+      input.siteId,
+      input.agentJid,
+      input.fallbackName,
+      input.text,
+      input.ts,
+      keys.chatPrefix(visitorId),
+      LOG_MAX_LENGTH,
+      input.publisher ?? "",
+      channels.processPrefix(),
+      visitorId,
+    )) as [number, string[]?, string[]?, string?, string?];
+    const [outcome, visitorPairs = [], chatPairs = [], messageId, name] = reply;
+    const visitor = decodeVisitor(pairsToObject(visitorPairs));
+    if (outcome === 0 || !visitor) return { kind: "unknown-visitor" };
+    const chat = decodeChat(pairsToObject(chatPairs));
+    if (outcome === 1 || !chat || !messageId || name === undefined) return { kind: "not-assigned", visitor, chat };
+    return { kind: "appended", visitor, chat, message: { id: messageId, chatId: chat.id, from: "agent", name, text: input.text, ts: input.ts } };
   }
   async appendMessage(visitorId: string, m: Omit<StoredMessage, "id">) {
     const id = await this.redis.xadd(
@@ -409,6 +445,19 @@ export class RedisStore implements Store {
   async markRelayed(visitorId: string, messageIds: string[]) {
     if (messageIds.length > 0) await this.redis.hdel(keys.unrelayed(visitorId), ...messageIds);
   }
+  async markManyRelayed(batch: ReadonlyMap<string, readonly string[]>) {
+    const entries = [...batch].filter(([, ids]) => ids.length > 0);
+    if (this.redis instanceof Cluster) {
+      // Keys of many hash slots: one HDEL per visitor (ioredis pipelines them per node).
+      await Promise.all(entries.map(([visitorId, ids]) => this.redis.hdel(keys.unrelayed(visitorId), ...ids)));
+      return;
+    }
+    for (let i = 0; i < entries.length; i += 500) {
+      const chunk = entries.slice(i, i + 500);
+      const args = chunk.flatMap(([, ids]) => [ids.length, ...ids]);
+      await this.redis.markManyRelayed(chunk.length, ...chunk.map(([visitorId]) => keys.unrelayed(visitorId)), ...args);
+    }
+  }
   async addToOutbox(processId: string, visitorId: string) {
     await this.redis.sadd(keys.outbox(processId), visitorId);
   }
@@ -430,11 +479,15 @@ export class RedisStore implements Store {
   }
 
   // --- bus (Redis pub/sub: at most once; the durable copy of every message is the log)
-  async publishToVisitor(visitorId: string, frame: ServerFrame) {
-    await this.redis.publish(channels.visitor(visitorId), JSON.stringify(frame));
+  async holdVisitor(visitorId: string, processId: string) {
+    await this.redis.sadd(keys.holders(visitorId), processId);
   }
-  async subscribeVisitor(visitorId: string, handler: BusHandler) {
-    return this.subscribe(channels.visitor(visitorId), handler);
+  async releaseVisitor(visitorId: string, processId: string) {
+    await this.redis.srem(keys.holders(visitorId), processId);
+  }
+  async publishToVisitor(visitorId: string, frame: ServerFrame, publisher = "") {
+    const message: ProcessMessage = { kind: "visitor-frame", visitorId, frame };
+    await this.redis.publishToHolders(keys.holders(visitorId), publisher, channels.processPrefix(), JSON.stringify(message));
   }
   async publishToSite(siteId: string, frame: ServerFrame) {
     await this.redis.publish(channels.site(siteId), JSON.stringify(frame));

@@ -53,11 +53,15 @@ export function withSiteCache(store: Store, options: { ttlMs: number; now(): num
     },
   };
 
+  const bound = new Map<PropertyKey, unknown>(); // bind each method once, not on every call
   return new Proxy(store, {
     get(target, property, receiver) {
       if (typeof property === "string" && property in overrides) return overrides[property as keyof Store];
       const value: unknown = Reflect.get(target, property, receiver);
-      return typeof value === "function" ? value.bind(target) : value;
+      if (typeof value !== "function") return value;
+      let method = bound.get(property);
+      if (!method) bound.set(property, (method = value.bind(target)));
+      return method;
     },
   });
 }

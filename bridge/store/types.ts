@@ -100,8 +100,8 @@ export interface VisitorStore {
   updateVisitor(visitorId: string, patch: Partial<Pick<Visitor, "name" | "email" | "page" | "referrer" | "userAgent" | "blocked">>): Promise<Visitor | null>;
   /** Records a page view: the current page, and one more page seen. */
   recordPage(visitorId: string, page: { url: string; title: string }): Promise<void>;
-  /** Next visitor number of a site ("Visitor 0042"). */
-  nextVisitorNumber(siteId: string): Promise<number>;
+  /** Reserves `count` consecutive visitor numbers of a site ("Visitor 0042") and returns the first. */
+  reserveVisitorNumbers(siteId: string, count: number): Promise<number>;
   /** Marks the visitor online until `until` (ms); refreshed while a socket is open. */
   markOnline(siteId: string, visitorId: string, until: number): Promise<void>;
   /** The same for many visitors of one site at once (heartbeats). */
@@ -115,7 +115,8 @@ export interface AppendVisitorMessage {
   visitorId: string;
   siteId: string;
   clientId: string;
-  name: string;
+  /** The author's name if the visitor has not given one ("Visitor 0042"). */
+  fallbackName: string;
   text: string;
   ts: number;
   /** Used only if the visitor has no current chat: a chat begins with the first message. */
@@ -125,9 +126,43 @@ export interface AppendVisitorMessage {
    * visitor's outbox, owned by it, until `markRelayed` (see OutboxStore).
    */
   owner?: string;
+  /**
+   * The process that appends and shows the message on its own sockets of the visitor: the
+   * store publishes it, in the same step, to every other process holding the visitor.
+   */
+  publisher?: string;
 }
 
+/** The visitor was blocked: nothing was stored. */
+export class VisitorBlockedError extends Error {
+  constructor(visitorId: string) {
+    super(`visitor ${visitorId} is blocked`);
+    this.name = "VisitorBlockedError";
+  }
+}
+
+export interface AppendAgentMessage {
+  visitorId: string;
+  siteId: string;
+  /** Bare JID of the sender: the message is stored only if they hold the visitor's active chat. */
+  agentJid: string;
+  /** The author's name if the chat has none recorded for its agent. */
+  fallbackName: string;
+  text: string;
+  ts: number;
+  /** As in AppendVisitorMessage. */
+  publisher?: string;
+}
+
+export type AppendAgentOutcome =
+  | { kind: "appended"; visitor: Visitor; chat: Chat; message: StoredMessage }
+  | { kind: "unknown-visitor" }
+  /** Not the agent of an active chat of this visitor: nothing stored; the caller decides. */
+  | { kind: "not-assigned"; visitor: Visitor; chat: Chat | null };
+
 export interface AppendResult {
+  /** The visitor as stored, read in the same step. */
+  visitor: Visitor;
   message: StoredMessage;
   chat: Chat;
   /** True when the visitor's first message opened this chat. */
@@ -137,8 +172,13 @@ export interface AppendResult {
 }
 
 export interface ChatStore {
-  /** Atomically: dedupe by client id, open a chat if none, append the message. */
+  /**
+   * Atomically: dedupe by client id, open a chat if none, append the message, publish it to
+   * the visitor's other processes. Throws VisitorBlockedError for a blocked visitor.
+   */
   appendVisitorMessage(input: AppendVisitorMessage): Promise<AppendResult>;
+  /** The hot path of agent replies: authorize, append and publish in one step. */
+  appendAgentMessage(input: AppendAgentMessage): Promise<AppendAgentOutcome>;
   /** Appends an agent, system or note message to a chat of the visitor. */
   appendMessage(visitorId: string, message: Omit<StoredMessage, "id">): Promise<StoredMessage>;
   /** The visitor's messages, oldest first, at most `limit` of the newest. */
@@ -216,6 +256,8 @@ export interface OutboxStore {
   /** Visitor messages not yet written to ejabberd, oldest first, with their owner process. */
   unrelayed(visitorId: string): Promise<{ messageId: string; owner: string }[]>;
   markRelayed(visitorId: string, messageIds: string[]): Promise<void>;
+  /** The same for many visitors at once (one command on a single Redis). */
+  markManyRelayed(batch: ReadonlyMap<string, readonly string[]>): Promise<void>;
   /** Records that `processId` may own unrelayed messages of the visitor (before appending them). */
   addToOutbox(processId: string, visitorId: string): Promise<void>;
   removeFromOutbox(processId: string, visitorId: string): Promise<void>;
@@ -234,12 +276,23 @@ export type BusHandler = (frame: ServerFrame) => void;
  * connections, so the answer to a request may arrive at another process: it is forwarded
  * to the requester (whose process id starts the IQ's id).
  */
-export type ProcessMessage = { kind: "iq-result"; id: string; type: "result" | "error"; condition?: string };
+export type ProcessMessage =
+  | { kind: "iq-result"; id: string; type: "result" | "error"; condition?: string }
+  /** A frame for the visitor's sockets on that process. */
+  | { kind: "visitor-frame"; visitorId: string; frame: ServerFrame };
 
-/** Delivery of frames to whichever process holds a visitor's (or a site's visitors') sockets. */
+/**
+ * Delivery of frames to whichever processes hold a visitor's (or a site's visitors')
+ * sockets. Each process listens on its own channel only; the store records which
+ * processes hold each visitor, so a frame goes only where it is wanted and a process
+ * never hears back what it published itself.
+ */
 export interface VisitorBus {
-  publishToVisitor(visitorId: string, frame: ServerFrame): Promise<void>;
-  subscribeVisitor(visitorId: string, handler: BusHandler): Promise<() => Promise<void>>;
+  /** From now on, frames for the visitor reach `processId` (call before reading the visitor's history). */
+  holdVisitor(visitorId: string, processId: string): Promise<void>;
+  releaseVisitor(visitorId: string, processId: string): Promise<void>;
+  /** Publishes to every process holding the visitor except `publisher` (which delivers to its own sockets). */
+  publishToVisitor(visitorId: string, frame: ServerFrame, publisher?: string): Promise<void>;
   publishToSite(siteId: string, frame: ServerFrame): Promise<void>;
   subscribeSite(siteId: string, handler: BusHandler): Promise<() => Promise<void>>;
   /**

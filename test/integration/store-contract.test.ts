@@ -3,7 +3,8 @@ import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
 import { MemoryStore } from "../../bridge/store/memory-store.js";
 import { RedisStore } from "../../bridge/store/redis-store.js";
 import { newChatId } from "../../bridge/store/ids.js";
-import type { Store, Visitor } from "../../bridge/store/types.js";
+import { messageFrame } from "../../bridge/store/message-frame.js";
+import { VisitorBlockedError, type ProcessMessage, type Store, type Visitor } from "../../bridge/store/types.js";
 import { visitorIdFromBytes } from "../../stanza-mappers/addressing.js";
 import type { ServerFrame } from "../../stanza-mappers/visitor-protocol.js";
 import { startRedis, type PrivateRedis } from "../support/redis.js";
@@ -84,8 +85,9 @@ describe.each([
     expect(await store.updateVisitor(uniqueVisitorId(), { name: "x" })).toBeNull();
     expect(await store.visitorWithChat(v.id)).toEqual({ visitor: expect.objectContaining({ id: v.id, name: "Zoë" }), chat: null });
     expect(await store.visitorWithChat(uniqueVisitorId())).toBeNull();
-    expect(await store.nextVisitorNumber(siteId)).toBe(1);
-    expect(await store.nextVisitorNumber(siteId)).toBe(2);
+    expect(await store.reserveVisitorNumbers(siteId, 16)).toBe(1);
+    expect(await store.reserveVisitorNumbers(siteId, 1)).toBe(17);
+    expect(await store.reserveVisitorNumbers(siteId, 16)).toBe(18);
   });
 
   it("tracks online visitors until their mark expires", async () => {
@@ -102,7 +104,7 @@ describe.each([
   it("opens a chat with the first message and dedupes resent client ids", async () => {
     const v = visitor(siteId);
     await store.createVisitor(v);
-    const input = { visitorId: v.id, siteId, clientId: "c1", name: "Visitor 0001", text: "héllo 你好 👋🏽", ts: 5000, newChatId: newChatId(v.id, 5000) };
+    const input = { visitorId: v.id, siteId, clientId: "c1", fallbackName: "Visitor 0001", text: "héllo 你好 👋🏽", ts: 5000, newChatId: newChatId(v.id, 5000) };
     const first = await store.appendVisitorMessage(input);
     expect(first).toMatchObject({ chatCreated: true, duplicate: false, chat: { id: input.newChatId, state: "new", siteId, visitorId: v.id } });
     expect((await store.getVisitor(v.id))?.chatId).toBe(input.newChatId);
@@ -130,7 +132,7 @@ describe.each([
   it("applies chat updates only from the expected state, and an ended chat frees the visitor", async () => {
     const v = visitor(siteId);
     await store.createVisitor(v);
-    const { chat } = await store.appendVisitorMessage({ visitorId: v.id, siteId, clientId: "a", name: "V", text: "x", ts: 7000, newChatId: newChatId(v.id, 7000) });
+    const { chat } = await store.appendVisitorMessage({ visitorId: v.id, siteId, clientId: "a", fallbackName: "V", text: "x", ts: 7000, newChatId: newChatId(v.id, 7000) });
     expect(await store.updateChat(chat.id, ["queued"], { state: "active" })).toBeNull();
     expect(await store.updateChat(chat.id, ["new"], { state: "active", agentJid: "ann@localhost", assignedAt: 7001 })).toMatchObject({
       state: "active",
@@ -141,7 +143,7 @@ describe.each([
     expect(await store.updateChat(chat.id, ["active"], { state: "ended", endedAt: 8000 })).toMatchObject({ state: "ended", endedAt: 8000 });
     expect((await store.getVisitor(v.id))?.chatId).toBeUndefined();
     expect((await store.listChats(siteId, "ended")).map((c) => c.id)).toEqual([chat.id]);
-    const next = await store.appendVisitorMessage({ visitorId: v.id, siteId, clientId: "b", name: "V", text: "again", ts: 9000, newChatId: newChatId(v.id, 9000) });
+    const next = await store.appendVisitorMessage({ visitorId: v.id, siteId, clientId: "b", fallbackName: "V", text: "again", ts: 9000, newChatId: newChatId(v.id, 9000) });
     expect(next.chatCreated).toBe(true);
 
     // retention: an ended chat goes with its messages; the next chat stays
@@ -216,7 +218,7 @@ describe.each([
     await store.createVisitor(v);
     await store.recordPage(v.id, { url: "https://a.test/1", title: "One" });
     await store.recordPage(v.id, { url: "https://a.test/2", title: "Two" });
-    await store.appendVisitorMessage({ visitorId: v.id, siteId, clientId: "x", name: "V", text: "hi", ts: 1, newChatId: newChatId(v.id, 1) });
+    await store.appendVisitorMessage({ visitorId: v.id, siteId, clientId: "x", fallbackName: "V", text: "hi", ts: 1, newChatId: newChatId(v.id, 1) });
     await store.updateVisitor(v.id, { blocked: true });
     expect(await store.getVisitor(v.id)).toMatchObject({ page: { url: "https://a.test/2", title: "Two" }, pagesSeen: 2, chatCount: 1, blocked: true });
   });
@@ -239,7 +241,7 @@ describe.each([
     const v = visitor(siteId);
     await store.createVisitor(v);
     const append = (clientId: string, ts: number, owner?: string) =>
-      store.appendVisitorMessage({ visitorId: v.id, siteId, clientId, name: "V", text: clientId, ts, newChatId: newChatId(v.id, ts), ...(owner ? { owner } : {}) });
+      store.appendVisitorMessage({ visitorId: v.id, siteId, clientId, fallbackName: "V", text: clientId, ts, newChatId: newChatId(v.id, ts), ...(owner ? { owner } : {}) });
     const a = await append("a", 1000, "p1");
     const b = await append("b", 1001, "p2");
     await append("c", 1002);
@@ -250,6 +252,14 @@ describe.each([
     ]);
     await store.markRelayed(v.id, [a.message.id]);
     expect(await store.unrelayed(v.id)).toEqual([{ messageId: b.message.id, owner: "p2" }]);
+
+    const w = visitor(siteId);
+    await store.createVisitor(w);
+    const fromW = await store.appendVisitorMessage({ visitorId: w.id, siteId, clientId: "w", fallbackName: "W", text: "w", ts: 1004, newChatId: newChatId(w.id, 1004), owner: "p1" });
+    expect(await store.unrelayed(w.id)).toHaveLength(1);
+    // Many visitors in one go; an unknown visitor or an empty list is no error.
+    await store.markManyRelayed(new Map([[v.id, [b.message.id]], [uniqueVisitorId(), ["1-0"]], [w.id, [fromW.message.id]], [uniqueVisitorId(), []]]));
+    expect([await store.unrelayed(v.id), await store.unrelayed(w.id)]).toEqual([[], []]);
   });
 
   it("lets exactly one survivor claim a process whose heartbeat went stale, with a lease", async () => {
@@ -270,27 +280,78 @@ describe.each([
     expect(await store.claimStaleProcess(Number.MAX_SAFE_INTEGER, 30_000)).toBeNull();
   });
 
-  it("delivers bus frames to subscribers until they unsubscribe", async () => {
-    const received: ServerFrame[] = [];
-    const v = uniqueVisitorId();
-    const unsubscribe = await store.subscribeVisitor(v, (f) => received.push(f));
+  it("publishes a visitor's frames to the processes holding them, never back to the publisher", async () => {
+    const [p1, p2, p3] = ["p1-" + siteId, "p2-" + siteId, "p3-" + siteId];
+    const heard = new Map<string, ProcessMessage[]>([p1, p2, p3].map((p) => [p, []]));
+    const unsubscribes = await Promise.all([p1, p2, p3].map((p) => store.subscribeProcess(p, (m) => heard.get(p)!.push(m))));
     const siteFrames: ServerFrame[] = [];
     const unsubscribeSite = await store.subscribeSite(siteId, (f) => siteFrames.push(f));
-    await store.publishToVisitor(v, { type: "pong" });
+    const v = uniqueVisitorId();
+    await store.holdVisitor(v, p1);
+    await store.holdVisitor(v, p2);
+    await store.publishToVisitor(v, { type: "pong" }, p1); // p1 delivers to its own sockets
+    await store.publishToVisitor(uniqueVisitorId(), { type: "ended" }); // held by no one
     await store.publishToSite(siteId, { type: "availability", agentsOnline: true });
-    await expect.poll(() => received.length).toBe(1);
+    await expect.poll(() => heard.get(p2)!.length).toBe(1);
     await expect.poll(() => siteFrames.length).toBe(1);
+    await store.releaseVisitor(v, p2);
+    await store.publishToVisitor(v, { type: "typing", state: "paused", name: "Ann" });
+    // A round trip through the same bus after that publish proves nothing more arrives.
+    await store.publishToProcess(p3, { kind: "iq-result", id: "probe", type: "result" });
+    await expect.poll(() => heard.get(p3)!.length).toBe(1);
+    await expect.poll(() => heard.get(p1)!.length).toBe(1);
+    expect(heard.get(p1)).toEqual([{ kind: "visitor-frame", visitorId: v, frame: { type: "typing", state: "paused", name: "Ann" } }]);
+    expect(heard.get(p2)).toEqual([{ kind: "visitor-frame", visitorId: v, frame: { type: "pong" } }]);
+    await Promise.all([...unsubscribes.map((u) => u()), unsubscribeSite()]);
+  });
+
+  it("publishes each appended message, as the frame visitors see, to the visitor's other processes", async () => {
+    const [here, there] = ["here-" + siteId, "there-" + siteId];
+    const heard: ProcessMessage[] = [];
+    const unsubscribe = await store.subscribeProcess(there, (m) => heard.push(m));
+    const v = visitor(siteId);
+    await store.createVisitor(v);
+    await store.holdVisitor(v.id, here);
+    await store.holdVisitor(v.id, there);
+    const text = "multibyte café ☕ 𝄞 日本語 \"quoted\" </script> \u0001";
+    const first = await store.appendVisitorMessage({ visitorId: v.id, siteId, clientId: "m1", fallbackName: "Visitor 0007", text, ts: 1_764_800_000_123, newChatId: newChatId(v.id, 1), publisher: here });
+    await store.updateVisitor(v.id, { name: "Zoë" });
+    const second = await store.appendVisitorMessage({ visitorId: v.id, siteId, clientId: "m2", fallbackName: "Visitor 0007", text: "again", ts: 1_764_800_000_124, newChatId: newChatId(v.id, 2), publisher: here });
+    expect([first.message.name, second.message.name]).toEqual(["Visitor 0007", "Zoë"]); // their own name once given
+    expect(second.visitor).toMatchObject({ id: v.id, name: "Zoë", chatId: first.chat.id });
+    await store.updateChat(first.chat.id, ["new"], { state: "active", agentJid: "ann@localhost", assignedAt: 2 });
+    const reply = await store.appendAgentMessage({ visitorId: v.id, siteId, agentJid: "ann@localhost", fallbackName: "ann", text: "hi ☕", ts: 1_764_800_000_125, publisher: here });
+    expect(reply.kind).toBe("appended");
+    await expect.poll(() => heard.length).toBe(3);
+    const appended = [first.message, second.message, reply.kind === "appended" ? reply.message : null];
+    expect(heard).toEqual(appended.map((m) => ({ kind: "visitor-frame", visitorId: v.id, frame: messageFrame(m!) })));
+    expect(await store.history(v.id, 3)).toEqual(appended);
     await unsubscribe();
-    await unsubscribeSite();
-    await store.publishToVisitor(v, { type: "ended" });
-    await store.publishToVisitor(uniqueVisitorId(), { type: "ended" });
-    // A round trip through the same bus after the publish proves nothing more arrives.
-    const probe: ServerFrame[] = [];
-    const unsubscribeProbe = await store.subscribeVisitor(v, (f) => probe.push(f));
-    await store.publishToVisitor(v, { type: "pong" });
-    await expect.poll(() => probe.length).toBe(1);
-    await unsubscribeProbe();
-    expect(received).toEqual([{ type: "pong" }]);
+  });
+
+  it("stores an agent's message only for the agent of the visitor's active chat", async () => {
+    const v = visitor(siteId);
+    await store.createVisitor(v);
+    const input = { visitorId: v.id, siteId, agentJid: "ann@localhost", fallbackName: "ann", text: "hello", ts: 10 };
+    expect(await store.appendAgentMessage({ ...input, visitorId: uniqueVisitorId() })).toEqual({ kind: "unknown-visitor" });
+    expect(await store.appendAgentMessage({ ...input, siteId: "other-site" })).toEqual({ kind: "unknown-visitor" });
+    expect(await store.appendAgentMessage(input)).toMatchObject({ kind: "not-assigned", visitor: { id: v.id }, chat: null });
+    const { chat } = await store.appendVisitorMessage({ visitorId: v.id, siteId, clientId: "c", fallbackName: "V", text: "help", ts: 11, newChatId: newChatId(v.id, 11) });
+    expect(await store.appendAgentMessage(input)).toMatchObject({ kind: "not-assigned", chat: { id: chat.id, state: "new" } });
+    await store.updateChat(chat.id, ["new"], { state: "active", agentJid: "bob@localhost", agentName: "Bob", assignedAt: 12 });
+    expect(await store.appendAgentMessage(input)).toMatchObject({ kind: "not-assigned", chat: { agentJid: "bob@localhost" } });
+    const bob = await store.appendAgentMessage({ ...input, agentJid: "bob@localhost", fallbackName: "bob" });
+    expect(bob).toMatchObject({ kind: "appended", chat: { id: chat.id }, message: { from: "agent", name: "Bob", text: "hello", chatId: chat.id } });
+    expect((await store.transcript(chat.id)).map((m) => m.text)).toEqual(["help", "hello"]);
+  });
+
+  it("refuses messages of a blocked visitor and stores nothing", async () => {
+    const v = visitor(siteId);
+    await store.createVisitor(v);
+    await store.updateVisitor(v.id, { blocked: true });
+    await expect(store.appendVisitorMessage({ visitorId: v.id, siteId, clientId: "c", fallbackName: "V", text: "x", ts: 1, newChatId: newChatId(v.id, 1) })).rejects.toBeInstanceOf(VisitorBlockedError);
+    expect(await store.history(v.id, 10)).toEqual([]);
+    expect((await store.getVisitor(v.id))?.chatId).toBeUndefined();
   });
 });
 
