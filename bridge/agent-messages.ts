@@ -9,7 +9,7 @@ import type { KeyedQueue } from "./keyed-queue.js";
 import type { Logger } from "./logger.js";
 import type { Metrics } from "./metrics.js";
 import { agentDisplayName } from "./names.js";
-import type { Chat, Store } from "./store/types.js";
+import type { Store } from "./store/types.js";
 
 /**
  * `<message/>` stanzas from agents (CONTRACT §5): to a visitor's JID they become frames on
@@ -29,12 +29,8 @@ export interface AgentMessageDeps {
   metrics: Metrics;
 }
 
-/** How many answered chats each process remembers (see `answered`). */
-const ANSWERED_CHATS_REMEMBERED = 100_000;
-
 export class AgentMessages {
   private readonly log: Logger;
-  private readonly answeredChats = new Set<string>();
 
   constructor(private readonly deps: AgentMessageDeps) {
     this.log = deps.logger.child({ module: "agent-messages" });
@@ -89,7 +85,7 @@ export class AgentMessages {
       });
       if (outcome.kind === "appended") {
         chats.deliverStored(visitorId, outcome.message);
-        await this.answered(outcome.chat);
+        await chats.agentAnswered(outcome.chat);
         // Stored durably: the visitor gets it now or on their return (CONTRACT §5).
         this.answerReceipt(stanza, outcome.visitor.jid, event.receiptRequested);
         this.deps.metrics.messages.inc({ direction: "out" });
@@ -144,19 +140,6 @@ export class AgentMessages {
         await this.toVisitor(stanza, siteId, visitorId, true);
         return;
     }
-  }
-
-  /**
-   * The agent answered: the chat's unanswered timer is cancelled. Only the first answer
-   * of each assignment needs the round trip, so the ones already cancelled are remembered.
-   */
-  private async answered(chat: Chat): Promise<void> {
-    if (!chat.agentJid) return;
-    const key = `${chat.id}|${chat.agentJid}|${chat.assignedAt ?? 0}`;
-    if (this.answeredChats.has(key)) return;
-    await this.deps.chats.agentAnswered(chat);
-    this.answeredChats.add(key);
-    if (this.answeredChats.size > ANSWERED_CHATS_REMEMBERED) this.answeredChats.delete(this.answeredChats.values().next().value!);
   }
 
   private answerReceipt(stanza: Element, visitorJid: string, requested: boolean): void {

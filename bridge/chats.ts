@@ -56,8 +56,12 @@ const DEFAULT_OFFLINE_MESSAGE = "No one is available right now. Leave your messa
 const REPLAY_AS_DELAYED_AFTER_MS = 5000;
 const CONTEXT_MESSAGES = 10;
 
+/** How many answered assignments each process remembers (see `agentAnswered`). */
+const ANSWERED_CHATS_REMEMBERED = 100_000;
+
 export class ChatService {
   private readonly log: Logger;
+  private readonly answeredChats = new Set<string>();
 
   constructor(private readonly deps: ChatDeps) {
     this.log = deps.logger.child({ module: "chats" });
@@ -156,9 +160,18 @@ export class ChatService {
     await this.deps.rosters.upsert(agentJid, { jid: visitor.jid, name: visitorDisplayName(visitor), group: site.name });
   }
 
-  /** Called for every agent message: the agent answered, so the chat stays with them. */
+  /**
+   * Called for every agent message: the agent answered, so the chat stays with them. Only
+   * the first answer of each assignment needs the store, so those already cancelled here
+   * are remembered (a transfer or reassignment changes `assignedAt`).
+   */
   async agentAnswered(chat: Chat): Promise<void> {
-    if (chat.agentJid) await this.deps.scheduler.cancel("unanswered", `${chat.id}|${chat.agentJid}`);
+    if (!chat.agentJid) return;
+    const key = `${chat.id}|${chat.agentJid}|${chat.assignedAt ?? 0}`;
+    if (this.answeredChats.has(key)) return;
+    await this.deps.scheduler.cancel("unanswered", `${chat.id}|${chat.agentJid}`);
+    this.answeredChats.add(key);
+    if (this.answeredChats.size > ANSWERED_CHATS_REMEMBERED) this.answeredChats.delete(this.answeredChats.values().next().value!);
   }
 
   /**

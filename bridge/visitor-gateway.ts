@@ -10,7 +10,7 @@ import { TokenBucket, type RateSpec } from "./rate-limit.js";
 import { messageFrame } from "./store/message-frame.js";
 import { corkForThisTurn } from "./write-batching.js";
 import type { Site, Store, Visitor } from "./store/types.js";
-import type { Session, VisitorService } from "./visitors.js";
+import { DEFAULT_HEARTBEAT_MS, type Session, type VisitorService } from "./visitors.js";
 
 /**
  * The only user of `ws` (CONTRACT §4): upgrade checks (unknown site 404, foreign origin
@@ -92,7 +92,7 @@ export class VisitorGateway {
 
   constructor(private readonly deps: GatewayDeps) {
     this.log = deps.logger.child({ module: "visitor-gateway" });
-    const heartbeatMs = deps.heartbeatMs ?? 30_000;
+    const heartbeatMs = deps.heartbeatMs ?? DEFAULT_HEARTBEAT_MS;
     this.heartbeat = setInterval(() => this.beat(heartbeatMs), heartbeatMs);
     deps.store.onBusRecovered(() => this.catchUp().catch((err: unknown) => this.log.warn({ err }, "catch-up after a bus outage failed")));
     this.heartbeat.unref();

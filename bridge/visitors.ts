@@ -42,6 +42,8 @@ export interface VisitorDeps {
 }
 
 const HISTORY_LIMIT = 200;
+/** How often the gateway pings sockets and refreshes online marks, unless configured. */
+export const DEFAULT_HEARTBEAT_MS = 30_000;
 const VISITOR_NUMBER_BLOCK = 16;
 
 export interface Session {
@@ -143,7 +145,7 @@ export class VisitorService {
     const { visitor } = session;
     if (!session.resumed) {
       // New: no timers to cancel, no agent to tell; marked together with this turn's other new visitors.
-      await this.newVisitorsOnline.mark(site.id, visitor.id, this.onlineUntil(30_000));
+      await this.newVisitorsOnline.mark(site.id, visitor.id, this.onlineUntil(DEFAULT_HEARTBEAT_MS));
       return;
     }
     const now = this.deps.now();
@@ -156,7 +158,7 @@ export class VisitorService {
   }
 
   /** Keeps the online mark fresh while sockets stay open (called by the heartbeat). */
-  async markOnline(siteId: string, visitorId: string, heartbeatMs = 30_000): Promise<void> {
+  async markOnline(siteId: string, visitorId: string, heartbeatMs = DEFAULT_HEARTBEAT_MS): Promise<void> {
     await this.deps.store.markOnline(siteId, visitorId, this.onlineUntil(heartbeatMs));
   }
 
