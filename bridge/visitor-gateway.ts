@@ -9,7 +9,7 @@ import type { Metrics } from "./metrics.js";
 import { TokenBucket, type RateSpec } from "./rate-limit.js";
 import { messageFrame } from "./store/message-frame.js";
 import { corkForThisTurn } from "./write-batching.js";
-import type { Site, Store, Visitor } from "./store/types.js";
+import type { Site, Store } from "./store/types.js";
 import { DEFAULT_HEARTBEAT_MS, type Session, type VisitorService } from "./visitors.js";
 
 /**
@@ -52,8 +52,8 @@ interface LocalVisitor {
   siteId: string;
   sockets: Set<VisitorSocket>;
   messageBucket: TokenBucket | null;
-  /** Resolves once the store routes the visitor's frames to this process. */
-  held: Promise<void>;
+  /** Resolves once the store routes the visitor's frames to this process; null once it has. */
+  held: Promise<void> | null;
   /**
    * Ids of the latest messages sent to this visitor's sockets, so that a catch-up from the
    * log sends only what the bus lost. A set, not a high-water mark: two processes may
@@ -67,8 +67,9 @@ interface VisitorSocket {
   /** The TCP socket under `ws`, to batch an ack with the message echo that follows it. */
   raw: Duplex;
   site: Site;
-  /** The session's visitor: only what never changes. */
-  visitor: Pick<Visitor, "id" | "number">;
+  /** The session's visitor: only what never changes (fields, not an object: one less per socket). */
+  visitorId: string;
+  visitorNumber: number;
   alive: boolean;
   /** Frames from the bus held back until the welcome frame has gone out. */
   pending: ServerFrame[] | null;
@@ -104,7 +105,9 @@ export class VisitorGateway {
 
   /** Called by the HTTP server for `GET /visitor?site=…[&token=…]` upgrades. */
   async handleUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer, url: URL): Promise<void> {
-    socket.on("error", () => socket.destroy());
+    // A shared function, not a closure: a closure here would keep this call's whole scope
+    // (the session, with its token) alive for as long as the socket lives.
+    socket.on("error", destroyOnError);
     if (!this.accepting) return refuse(socket, 503, "shutting down");
     if (!this.takeUpgradeToken(req.socket.remoteAddress ?? "unknown")) return refuse(socket, 429, "too many connections");
     const siteId = url.searchParams.get("site") ?? "";
@@ -162,7 +165,8 @@ export class VisitorGateway {
       ws,
       raw,
       site,
-      visitor: { id: visitor.id, number: visitor.number },
+      visitorId: visitor.id,
+      visitorNumber: visitor.number,
       alive: true,
       pending: [],
       frameBucket: new TokenBucket(SOCKET_RATE, now),
@@ -172,19 +176,7 @@ export class VisitorGateway {
     };
     this.sockets.set(ws, socket);
     this.deps.metrics.visitorsConnected.inc();
-    let entry = this.local.get(visitor.id);
-    if (!entry) {
-      entry = {
-        siteId: site.id,
-        sockets: new Set(),
-        messageBucket: null,
-        // A new visitor is stored now, with the hold: both writes leave in one batch.
-        held: Promise.all([this.deps.visitors.persist(session), this.deps.store.holdVisitor(visitor.id, this.deps.processId)]).then(() => {}),
-        recentMessageIds: null,
-      };
-      this.local.set(visitor.id, entry);
-      this.subscribeSite(site.id);
-    }
+    const entry = this.local.get(visitor.id) ?? this.holdLocally(site, session);
     entry.sockets.add(socket);
 
     ws.on("pong", this.listeners.pong);
@@ -209,16 +201,30 @@ export class VisitorGateway {
     }
   }
 
+  /** The first socket of a visitor on this process: store a new visitor and route their frames here. */
+  private holdLocally(site: Site, session: Session): LocalVisitor {
+    const visitorId = session.visitor.id;
+    const entry: LocalVisitor = { siteId: site.id, sockets: new Set(), messageBucket: null, held: null, recentMessageIds: null };
+    // A new visitor is stored with the hold: both writes leave in one batch.
+    const held = Promise.all([this.deps.visitors.persist(session), this.deps.store.holdVisitor(visitorId, this.deps.processId)]).then(() => {
+      if (entry.held === held) entry.held = null; // nothing left to wait for: free it
+    });
+    entry.held = held;
+    this.local.set(visitorId, entry);
+    this.subscribeSite(site.id);
+    return entry;
+  }
+
   /** One set of listeners for every socket (see `socketListeners`). */
   private readonly listeners = socketListeners((ws) => this.sockets.get(ws), {
     data: (socket, data, isBinary) => void this.onData(socket, data, isBinary),
     close: (socket) => void this.detach(socket),
-    error: (socket, err) => this.log.debug({ err, visitorId: socket.visitor.id }, "visitor socket error"),
+    error: (socket, err) => this.log.debug({ err, visitorId: socket.visitorId }, "visitor socket error"),
   });
 
   private async detach(socket: VisitorSocket): Promise<void> {
     const { site } = socket;
-    const visitorId = socket.visitor.id;
+    const visitorId = socket.visitorId;
     this.deps.metrics.visitorsConnected.dec();
     const entry = this.local.get(visitorId);
     if (!entry?.sockets.delete(socket) || entry.sockets.size > 0) return;
@@ -236,7 +242,7 @@ export class VisitorGateway {
 
   private async onData(socket: VisitorSocket, data: Buffer, isBinary: boolean): Promise<void> {
     if (socket.closing) return;
-    const visitorId = socket.visitor.id;
+    const visitorId = socket.visitorId;
     const now = this.deps.now();
     if (!socket.frameBucket.take(now)) return this.refuse(socket, { type: "error", code: "rate_limited", message: "too many frames; slow down" });
     const parsed = parseClientFrame(data, isBinary);
@@ -252,7 +258,7 @@ export class VisitorGateway {
       return this.refuse(socket, { type: "error", code: "rate_limited", message: "too many messages; wait a moment", id: frame.id });
     }
     socket.refusals = 0;
-    const handled = this.deps.visitors.onFrame(socket.site, socket.visitor, frame, (reply) => this.sendTo(socket, reply)).catch((err: unknown) => {
+    const handled = this.deps.visitors.onFrame(socket.site, { id: visitorId, number: socket.visitorNumber }, frame, (reply) => this.sendTo(socket, reply)).catch((err: unknown) => {
       this.log.warn({ err, visitorId, type: frame.type }, "visitor frame failed");
       const id = frame.type === "message" ? { id: frame.id } : {};
       this.sendTo(socket, { type: "error", code: "unavailable", message: "temporarily unavailable; try again", ...id });
@@ -366,6 +372,10 @@ export class VisitorGateway {
       this.deps.visitors.markManyOnline(siteId, visitorIds, heartbeatMs).catch((err: unknown) => this.log.warn({ err, siteId }, "heartbeat could not refresh online marks"));
     }
   }
+}
+
+function destroyOnError(this: Duplex): void {
+  this.destroy();
 }
 
 function refuse(socket: Duplex, status: number, reason: string): void {
