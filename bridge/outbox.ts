@@ -55,11 +55,13 @@ export class Outbox {
   private readonly log: Logger;
   private readonly beating: RepeatingTask;
   private sweeps = 0;
+  private readonly staleMs: number;
   private relayedBatch = new Map<string, string[]>();
   private relayedFlush: NodeJS.Timeout | null = null;
 
   constructor(private readonly deps: OutboxDeps) {
     this.processId = deps.processId;
+    this.staleMs = deps.staleMs ?? 5000;
     this.log = deps.logger.child({ module: "outbox" });
     this.beating = new RepeatingTask(() => this.sweep(), deps.heartbeatMs ?? 1000);
   }
@@ -75,6 +77,13 @@ export class Outbox {
   async stop(): Promise<void> {
     await this.beating.stop();
     await this.flushRelayed();
+  }
+
+  /** Those of `processIds` whose heartbeat is stale or gone: dead (or cut off long enough to count as dead). */
+  async deadAmong(processIds: readonly string[]): Promise<string[]> {
+    const beats = await this.deps.store.lastHeartbeats(processIds);
+    const staleBefore = this.deps.now() - this.staleMs;
+    return processIds.filter((_, i) => beats[i] === null || beats[i]! < staleBefore);
   }
 
   /** Called in the visitor's lane before storing a message this process will relay. */
@@ -107,7 +116,7 @@ export class Outbox {
   /** One round: heartbeat, take over dead processes, now and then tidy our own index. */
   async sweep(): Promise<void> {
     const { store } = this.deps;
-    const staleMs = this.deps.staleMs ?? 5000;
+    const { staleMs } = this;
     try {
       await store.heartbeat(this.processId, this.deps.now());
       for (;;) {

@@ -31,6 +31,8 @@ export interface GatewayDeps {
   heartbeatMs?: number;
   /** This process, as the store's bus knows it. */
   processId: string;
+  /** Which of these processes are dead (stale heartbeat): their holds on visitors are removed. */
+  deadProcesses?(processIds: readonly string[]): Promise<string[]>;
 }
 
 /** All frames of one socket (pings, typing, bad frames): generous, but bounded. */
@@ -206,13 +208,28 @@ export class VisitorGateway {
     const visitorId = session.visitor.id;
     const entry: LocalVisitor = { siteId: site.id, sockets: new Set(), messageBucket: null, held: null, recentMessageIds: null };
     // A new visitor is stored with the hold: both writes leave in one batch.
-    const held = Promise.all([this.deps.visitors.persist(session), this.deps.store.holdVisitor(visitorId, this.deps.processId)]).then(() => {
+    const held = Promise.all([this.deps.visitors.persist(session), this.deps.store.holdVisitor(visitorId, this.deps.processId)]).then(([, others]) => {
       if (entry.held === held) entry.held = null; // nothing left to wait for: free it
+      this.pruneDeadHolders(visitorId, others);
     });
     entry.held = held;
     this.local.set(visitorId, entry);
     this.subscribeSite(site.id);
     return entry;
+  }
+
+  /**
+   * A process that died never released its visitors: whoever next holds or releases such a
+   * visitor removes the dead entry, so frames stop being published to a channel nobody
+   * hears. (Right after a crash the dead process still looks alive; its entry then goes
+   * when the visitor leaves or comes back.) Off the critical path; a failure only delays it.
+   */
+  private pruneDeadHolders(visitorId: string, others: readonly string[]): void {
+    const { deadProcesses } = this.deps;
+    if (others.length === 0 || !deadProcesses) return;
+    void deadProcesses(others)
+      .then((dead) => Promise.all(dead.map((processId) => this.deps.store.releaseVisitor(visitorId, processId))))
+      .catch((err: unknown) => this.log.debug({ err, visitorId }, "could not prune dead holders"));
   }
 
   /** One set of listeners for every socket (see `socketListeners`). */
@@ -233,7 +250,7 @@ export class VisitorGateway {
     try {
       await entry.held;
       // Unless the visitor came back meanwhile (then the hold stays: commands run in order).
-      if (!this.local.has(visitorId)) await this.deps.store.releaseVisitor(visitorId, this.deps.processId);
+      if (!this.local.has(visitorId)) this.pruneDeadHolders(visitorId, await this.deps.store.releaseVisitor(visitorId, this.deps.processId));
       if (this.accepting) await this.deps.visitors.lastSocketClosed(site, visitorId);
     } catch (err) {
       this.log.warn({ err, visitorId }, "could not record visitor leaving");

@@ -333,6 +333,9 @@ export class MemoryStore implements Store {
   async heartbeat(processId: string, now: number) {
     this.processes.set(processId, now);
   }
+  async lastHeartbeats(processIds: readonly string[]) {
+    return processIds.map((id) => this.processes.get(id) ?? null);
+  }
   async claimStaleProcess(staleBefore: number, now: number) {
     for (const [id, beat] of this.processes) {
       if (beat > staleBefore) continue;
@@ -348,10 +351,14 @@ export class MemoryStore implements Store {
 
   // --- bus: frames are cloned so that subscribers never share an object with the publisher
   async holdVisitor(visitorId: string, processId: string) {
-    setOf(this.holders, visitorId).add(processId);
+    const holders = setOf(this.holders, visitorId).add(processId);
+    return [...holders].filter((p) => p !== processId);
   }
   async releaseVisitor(visitorId: string, processId: string) {
-    this.holders.get(visitorId)?.delete(processId);
+    const holders = this.holders.get(visitorId);
+    holders?.delete(processId);
+    if (holders?.size === 0) this.holders.delete(visitorId);
+    return [...(holders ?? [])];
   }
   async publishToVisitor(visitorId: string, frame: ServerFrame, publisher?: string) {
     for (const processId of this.holders.get(visitorId) ?? []) {

@@ -183,3 +183,14 @@ for i = 1, #KEYS do
 end
 return #KEYS
 `;
+
+/** Adds or removes a holder of a visitor's sockets and returns the others (see VisitorBus). */
+export const CHANGE_HOLDER = `
+-- KEYS: 1 holders set ; ARGV: 1 process id, 2 'hold' or 'release'
+if ARGV[2] == 'hold' then redis.call('SADD', KEYS[1], ARGV[1]) else redis.call('SREM', KEYS[1], ARGV[1]) end
+local others = {}
+for _, processId in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+  if processId ~= ARGV[1] then others[#others + 1] = processId end
+end
+return others
+`;

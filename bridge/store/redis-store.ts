@@ -5,7 +5,7 @@ import { decodeAgent, decodeSite, encodeAgent, encodeSite, StoredValueError } fr
 import { chatMatchesListState } from "./chat-list-state.js";
 import { visitorIdOfChat } from "./ids.js";
 import { channels, keys } from "./keys.js";
-import { APPEND_AGENT_MESSAGE, APPEND_VISITOR_MESSAGE, CLAIM_AGENT, CLAIM_LEAST_LOADED, CLAIM_STALE_PROCESS, FINISH_TIMER, MARK_MANY_RELAYED, PUBLISH_TO_HOLDERS, TAKE_DUE_TIMERS, UPDATE_CHAT, VISITOR_WITH_CHAT } from "./redis-scripts.js";
+import { APPEND_AGENT_MESSAGE, APPEND_VISITOR_MESSAGE, CHANGE_HOLDER, CLAIM_AGENT, CLAIM_LEAST_LOADED, CLAIM_STALE_PROCESS, FINISH_TIMER, MARK_MANY_RELAYED, PUBLISH_TO_HOLDERS, TAKE_DUE_TIMERS, UPDATE_CHAT, VISITOR_WITH_CHAT } from "./redis-scripts.js";
 import { VisitorBlockedError, type Agent, type AppendAgentMessage, type AppendAgentOutcome, type AppendResult, type AppendVisitorMessage, type BusHandler, type Chat, type ProcessMessage, type ChatState, type Site, type Store, type StoredMessage, type Visitor, type WebhookEvent } from "./types.js";
 
 type Client = Redis | Cluster;
@@ -18,6 +18,7 @@ const SCRIPTS = {
   appendVisitorMessage: { numberOfKeys: 6, lua: APPEND_VISITOR_MESSAGE },
   appendAgentMessage: { numberOfKeys: 3, lua: APPEND_AGENT_MESSAGE },
   publishToHolders: { numberOfKeys: 1, lua: PUBLISH_TO_HOLDERS },
+  changeHolder: { numberOfKeys: 1, lua: CHANGE_HOLDER },
   claimStaleProcess: { numberOfKeys: 1, lua: CLAIM_STALE_PROCESS },
   updateChat: { numberOfKeys: 2, lua: UPDATE_CHAT },
   claimAgent: { numberOfKeys: 3, lua: CLAIM_AGENT },
@@ -30,6 +31,7 @@ interface ScriptCommands {
   appendVisitorMessage(...args: (string | number)[]): Promise<unknown>;
   appendAgentMessage(...args: (string | number)[]): Promise<unknown>;
   publishToHolders(...args: string[]): Promise<number>;
+  changeHolder(...args: string[]): Promise<string[]>;
   updateChat(...args: string[]): Promise<[string, string[]] | null>;
   claimAgent(...args: (string | number)[]): Promise<number>;
   takeDueTimers(...args: (string | number)[]): Promise<string[]>;
@@ -470,6 +472,11 @@ export class RedisStore implements Store {
   async heartbeat(processId: string, now: number) {
     await this.redis.zadd(keys.processes(), now, processId);
   }
+  async lastHeartbeats(processIds: readonly string[]) {
+    if (processIds.length === 0) return [];
+    const scores = await this.redis.zmscore(keys.processes(), ...processIds);
+    return scores.map((score) => (score === null ? null : Number(score)));
+  }
   async claimStaleProcess(staleBefore: number, now: number) {
     return (await this.redis.claimStaleProcess(keys.processes(), staleBefore, now)) ?? null;
   }
@@ -480,10 +487,10 @@ export class RedisStore implements Store {
 
   // --- bus (Redis pub/sub: at most once; the durable copy of every message is the log)
   async holdVisitor(visitorId: string, processId: string) {
-    await this.redis.sadd(keys.holders(visitorId), processId);
+    return this.redis.changeHolder(keys.holders(visitorId), processId, "hold");
   }
   async releaseVisitor(visitorId: string, processId: string) {
-    await this.redis.srem(keys.holders(visitorId), processId);
+    return this.redis.changeHolder(keys.holders(visitorId), processId, "release");
   }
   async publishToVisitor(visitorId: string, frame: ServerFrame, publisher = "") {
     const message: ProcessMessage = { kind: "visitor-frame", visitorId, frame };

@@ -263,6 +263,8 @@ export interface OutboxStore {
   removeFromOutbox(processId: string, visitorId: string): Promise<void>;
   outboxVisitors(processId: string): Promise<string[]>;
   heartbeat(processId: string, now: number): Promise<void>;
+  /** Each process's last heartbeat (null: none, or forgotten after a takeover). */
+  lastHeartbeats(processIds: readonly string[]): Promise<(number | null)[]>;
   /** Atomically takes one process whose heartbeat is older than `staleBefore`, leasing it (its heartbeat becomes `now`). */
   claimStaleProcess(staleBefore: number, now: number): Promise<string | null>;
   /** Forgets a process: its heartbeat and its outbox index. */
@@ -288,9 +290,14 @@ export type ProcessMessage =
  * never hears back what it published itself.
  */
 export interface VisitorBus {
-  /** From now on, frames for the visitor reach `processId` (call before reading the visitor's history). */
-  holdVisitor(visitorId: string, processId: string): Promise<void>;
-  releaseVisitor(visitorId: string, processId: string): Promise<void>;
+  /**
+   * From now on, frames for the visitor reach `processId` (call before reading the visitor's
+   * history). Returns the other processes holding the visitor: a process that died keeps
+   * its entry until someone removes it (see `releaseVisitor` and VisitorGateway).
+   */
+  holdVisitor(visitorId: string, processId: string): Promise<string[]>;
+  /** Stops routing the visitor's frames to `processId`; returns the processes still holding them. */
+  releaseVisitor(visitorId: string, processId: string): Promise<string[]>;
   /** Publishes to every process holding the visitor except `publisher` (which delivers to its own sockets). */
   publishToVisitor(visitorId: string, frame: ServerFrame, publisher?: string): Promise<void>;
   publishToSite(siteId: string, frame: ServerFrame): Promise<void>;

@@ -1,3 +1,4 @@
+import { Redis } from "ioredis";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { runConversations, type ConversationResult } from "../support/conversations.js";
 import { startDeployment, type Deployment } from "../support/deployment.js";
@@ -51,6 +52,7 @@ describe("three bridge processes, one Redis, one ejabberd", () => {
 describe("failures", () => {
   it("survives kill -9 of one process mid-conversation: visitors resume elsewhere, nothing acknowledged is lost, no duplicate shown", async () => {
     const victim = deployment.bridges[1]!;
+    const victimId = String((await victim.health()).body.process);
     let progress = 0;
     let killedAt = 0;
     const result = await runConversations({
@@ -97,7 +99,20 @@ describe("failures", () => {
         `${duplicatesAtAgents} duplicated and ${outOfOrderAtAgents} out of order at agents (redelivered by the outbox); 0 duplicates shown to visitors; ` +
         `${result.agentUnconfirmed} agent messages without a receipt, of which ${result.agentLost.length} never reached the visitor (written by ejabberd to the killed process)`,
     );
-    await Promise.all(result.visitors.map((v) => v.close()));
+    // The dead process never released its visitors; once a survivor has taken it over (its
+    // heartbeat is gone), the visitors' survivors remove its entries as they release them.
+    const redis = new Redis(deployment.redis!.url);
+    try {
+      await waitUntil("a survivor to take over the killed process", async () => (await redis.zscore("parley:processes", victimId)) === null, { timeoutMs: 20_000 });
+      await Promise.all(result.visitors.map((v) => v.close()));
+      const holderSets = result.visitors.map((v) => `parley:{v:${v.visitorId}}:holders`);
+      await waitUntil("no visitor to list the killed process as holding it", async () => {
+        const members = await Promise.all(holderSets.map((key) => redis.smembers(key)));
+        return members.every((m) => !m.includes(victimId));
+      });
+    } finally {
+      redis.disconnect();
+    }
     await deployment.startBridge(); // back to three for what follows
   });
 

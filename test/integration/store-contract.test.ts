@@ -274,7 +274,11 @@ describe.each([
     expect(await store.claimStaleProcess(5_000, 10_000)).toBe(dead);
     expect(await store.claimStaleProcess(5_000, 10_000)).toBeNull(); // leased: its heartbeat is now 10 000
     expect(await store.claimStaleProcess(15_000, 20_000)).not.toBeNull(); // lease over (or the live one went stale too)
+    const beats = await store.lastHeartbeats([dead, alive, "never-beat"]);
+    expect([...beats.slice(0, 2)].sort()).toEqual([10_000, 20_000]); // one of them leased again at 20 000
+    expect(beats[2]).toBeNull();
     await store.forgetProcess(dead);
+    expect(await store.lastHeartbeats([dead])).toEqual([null]);
     await store.forgetProcess(alive);
     expect(await store.outboxVisitors(dead)).toEqual([]);
     expect(await store.claimStaleProcess(Number.MAX_SAFE_INTEGER, 30_000)).toBeNull();
@@ -287,19 +291,21 @@ describe.each([
     const siteFrames: ServerFrame[] = [];
     const unsubscribeSite = await store.subscribeSite(siteId, (f) => siteFrames.push(f));
     const v = uniqueVisitorId();
-    await store.holdVisitor(v, p1);
-    await store.holdVisitor(v, p2);
+    expect(await store.holdVisitor(v, p1)).toEqual([]);
+    expect(await store.holdVisitor(v, p2)).toEqual([p1]); // the others, for pruning dead ones
+    expect(await store.holdVisitor(v, p2)).toEqual([p1]);
     await store.publishToVisitor(v, { type: "pong" }, p1); // p1 delivers to its own sockets
     await store.publishToVisitor(uniqueVisitorId(), { type: "ended" }); // held by no one
     await store.publishToSite(siteId, { type: "availability", agentsOnline: true });
     await expect.poll(() => heard.get(p2)!.length).toBe(1);
     await expect.poll(() => siteFrames.length).toBe(1);
-    await store.releaseVisitor(v, p2);
+    expect(await store.releaseVisitor(v, p2)).toEqual([p1]);
     await store.publishToVisitor(v, { type: "typing", state: "paused", name: "Ann" });
     // A round trip through the same bus after that publish proves nothing more arrives.
     await store.publishToProcess(p3, { kind: "iq-result", id: "probe", type: "result" });
     await expect.poll(() => heard.get(p3)!.length).toBe(1);
     await expect.poll(() => heard.get(p1)!.length).toBe(1);
+    expect(await store.releaseVisitor(v, p1)).toEqual([]);
     expect(heard.get(p1)).toEqual([{ kind: "visitor-frame", visitorId: v, frame: { type: "typing", state: "paused", name: "Ann" } }]);
     expect(heard.get(p2)).toEqual([{ kind: "visitor-frame", visitorId: v, frame: { type: "pong" } }]);
     await Promise.all([...unsubscribes.map((u) => u()), unsubscribeSite()]);
