@@ -47,6 +47,36 @@ describe("three bridge processes, one Redis, one ejabberd", () => {
     console.log(`3 processes: ${toAgents} visitor→agent and ${toVisitors} agent→visitor messages, each exactly once and in order, in ${Date.now() - started} ms; chats per agent ${perAgent.join("/")}`);
     await Promise.all(result.visitors.map((v) => v.close()));
   });
+
+  it("gives every tab of a visitor, each on another process, every message exactly once", async () => {
+    const [urlA, urlB, urlC] = deployment.bridgeUrls();
+    const tab1 = await VisitorClient.connect(urlA!, deployment.siteId);
+    const tab2 = await VisitorClient.connect(urlB!, deployment.siteId, { token: tab1.welcome.token });
+    const tab3 = await VisitorClient.connect(urlC!, deployment.siteId, { token: tab1.welcome.token });
+    const tabs = [tab1, tab2, tab3];
+    const jid = `${deployment.siteId}.${tab1.welcome.visitorId}@chat.localhost`;
+    await tab1.say("tabs hello");
+    const agent = deployment.agents.get((await tab1.next("agent", (f) => f.state === "joined")).name)!;
+    await agent.nextBody(jid, (b) => b === "tabs hello");
+
+    // Visitor messages from each tab (stored and published by that tab's process) and agent
+    // messages (handled by whichever process ejabberd picks): all of them, on every tab.
+    const expected = ["tabs hello"];
+    for (let k = 1; k <= 5; k++) {
+      for (const [i, tab] of tabs.entries()) {
+        await tab.say(`tabs t${i + 1} m${k}`);
+        expected.push(`tabs t${i + 1} m${k}`);
+      }
+      await agent.sendMessage(jid, `tabs r${k}`);
+      expected.push(`tabs r${k}`);
+    }
+    const texts = (tab: VisitorClient) => tab.frames.all.flatMap((f) => (f.type === "message" && f.text.startsWith("tabs ") ? [f.text] : []));
+    for (const tab of tabs) {
+      await waitUntil("every tab to show every message", async () => expected.every((t) => texts(tab).includes(t)));
+      expect(texts(tab).sort()).toEqual([...expected].sort()); // and each exactly once
+    }
+    await Promise.all(tabs.map((t) => t.close()));
+  });
 });
 
 describe("failures", () => {
