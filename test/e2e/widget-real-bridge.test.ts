@@ -145,9 +145,7 @@ describe("widget against the real bridge and ejabberd", () => {
     const visitorJid = `roastery.${await storedVisitorId("roastery")}@${DOMAIN}`;
 
     // The bridge sent it to agent2's bare JID while agent2 was offline; ejabberd keeps it.
-    await expect
-      .poll(async () => Number(((await stack.ejabberd.api("get_offline_count", { user: "agent2", host: "localhost" })) as { value?: number }).value ?? 0))
-      .toBeGreaterThan(0);
+    await expect.poll(() => stack.ejabberd.offlineCount("agent2")).toBeGreaterThan(0);
     const bob = await stack.agent("agent2");
     const delivered = await agentReceives(bob, text);
     expect(bare(delivered.attrs.from)).toBe(visitorJid);

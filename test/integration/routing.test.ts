@@ -1,4 +1,4 @@
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { afterAll, beforeAll, describe, expect, it, onTestFinished } from "vitest";
 import { startStack, type Stack } from "../support/stack.js";
 
 // Routing and presence (CONTRACT §5): available agents get chats, fewest first; away
@@ -69,7 +69,11 @@ describe("routing", () => {
     const notice = await visitor.next("message", (f) => f.from === "system");
     expect(notice.text).toBe("We are away; we will write back.");
 
+    // Lara logs in once ejabberd holds the message: a login racing its arrival at ejabberd
+    // would test ejabberd's offline hook against its login, not Parley.
+    await expect.poll(() => stack.ejabberd.offlineCount("late"), { timeout: 15_000 }).toBeGreaterThan(0);
     const lara = await stack.agent("late");
+    onTestFinished(() => lara.stop());
     const visitorJid = `quiet.${visitor.welcome.visitorId}@chat.localhost`;
     const stored = await lara.nextBody(visitorJid, (b) => b === "Is anyone there? ¿Hola? 🙋");
     expect(stored.getChild("delay", "urn:xmpp:delay")).toBeDefined(); // delivered from offline storage
@@ -79,7 +83,6 @@ describe("routing", () => {
     await lara.sendMessage(visitorJid, "Hi, I'm here now");
     expect(await visitor.next("message", (f) => f.from === "agent")).toMatchObject({ text: "Hi, I'm here now", name: "Lara" });
     await visitor.next("agent", (f) => f.state === "joined" && f.name === "Lara");
-    await lara.stop();
   });
 
   it("sees an agent whose connection drops, without an unavailable presence, as offline", async () => {

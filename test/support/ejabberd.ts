@@ -40,6 +40,8 @@ export interface PrivateEjabberd {
   register(user: string, password: string): Promise<void>;
   /** POST /api/<command> with a JSON body; resolves to the parsed JSON answer. */
   api(command: string, args: Record<string, unknown>): Promise<unknown>;
+  /** How many messages mod_offline holds for the user (get_offline_count). */
+  offlineCount(user: string): Promise<number>;
   /** Graceful stop (SIGTERM, ≈ 2-3 s): data stays, start() brings it all back. */
   stop(): Promise<void>;
   /** Starts again after stop()/kill(): same ports, secret and data. */
@@ -156,6 +158,11 @@ class EjabberdProcess implements PrivateEjabberd {
 
   async register(user: string, password: string): Promise<void> {
     await this.api("register", { user, host: this.host, password });
+  }
+
+  async offlineCount(user: string): Promise<number> {
+    const answer = (await this.api("get_offline_count", { user, host: this.host })) as { value?: number } | number | null;
+    return typeof answer === "number" ? answer : Number(answer?.value ?? 0);
   }
 
   async api(command: string, args: Record<string, unknown>): Promise<unknown> {
