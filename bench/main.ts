@@ -38,6 +38,9 @@ const FULL = process.argv.includes("--full");
 const PROFILE = process.argv.includes("--profile");
 const SKIP_CAPACITY = process.argv.includes("--no-capacity");
 const CAPACITY_ONLY = process.argv.includes("--capacity-only");
+const LATENCY_ONLY = process.argv.includes("--latency-only");
+/** Overrides every latency run's length (seconds), e.g. to look at a steady state. */
+const LATENCY_SECONDS = process.env.BENCH_LATENCY_SECONDS ? Number(process.env.BENCH_LATENCY_SECONDS) : null;
 
 const MODE = FULL
   ? {
@@ -108,6 +111,8 @@ class BridgeChild {
   static async start(env: Record<string, string>, opts: { cpuProfDir?: string; maxOldSpaceMb: number; logFd: number }): Promise<BridgeChild> {
     const execArgv = ["--expose-gc", `--max-old-space-size=${opts.maxOldSpaceMb}`];
     if (opts.cpuProfDir) execArgv.push("--cpu-prof", `--cpu-prof-dir=${opts.cpuProfDir}`);
+    // e.g. "--perf-basic-prof-only-functions" (symbols for `perf record`) or "--trace-deopt"
+    if (process.env.BENCH_BRIDGE_NODE_ARGS) execArgv.push(...process.env.BENCH_BRIDGE_NODE_ARGS.split(" ").filter(Boolean));
     const proc = fork(join(ROOT, ".tmp", "bench", "bridge-process.mjs"), [], {
       execArgv,
       env: { ...process.env, ...env },
@@ -228,7 +233,21 @@ async function addEchoListener(ejabberd: PrivateEjabberd): Promise<number> {
  * its latency still counts from its scheduled time (no coordinated omission).
  * `send(i)` returns false when a window is full; it is retried on the next tick.
  */
-async function openLoop(count: number, rate: number, t0: number, send: (i: number) => boolean): Promise<{ scheduledEnd: number; lastSentAt: number; heldBack: number }> {
+/**
+ * Sends message i at t0 + i/rate (or later, if `send` holds it back), never waiting for
+ * answers. Between sends it sleeps on a timer instead of spinning: a spinning generator
+ * takes a whole core from the processes under test (at 1,000 msg/s it did: 100% of a
+ * core). Timers wake at 1 ms granularity, so a message may leave up to ≈ 1 ms after its
+ * scheduled time; `sentAt` records when each one really left (latency is still counted
+ * from the scheduled time, and the lateness is reported next to it).
+ */
+async function openLoop(
+  count: number,
+  rate: number,
+  t0: number,
+  send: (i: number) => boolean,
+  sentAt?: Float64Array,
+): Promise<{ scheduledEnd: number; lastSentAt: number; heldBack: number }> {
   const interval = 1000 / rate;
   let i = 0;
   let heldBack = 0;
@@ -241,12 +260,13 @@ async function openLoop(count: number, rate: number, t0: number, send: (i: numbe
           heldBack++;
           break;
         }
+        if (sentAt) sentAt[i] = now;
         i++;
         lastSentAt = now;
       }
       if (i >= count) return resolveLoop();
       const wait = t0 + i * interval - performance.now();
-      if (wait >= 1) setTimeout(tick, Math.floor(wait));
+      if (wait > 0.05) setTimeout(tick, Math.max(1, Math.round(wait)));
       else setImmediate(tick);
     };
     tick();
@@ -338,7 +358,7 @@ async function main(): Promise<void> {
       // Throughput needs many messages per visitor; the per-socket limit (30/s, burst 200) stays.
       PARLEY_VISITOR_RATE: "1000/s burst 1000",
       PARLEY_UPGRADE_RATE: "100000/s burst 100000", // every bench visitor comes from loopback
-      PARLEY_LOG_LEVEL: "warn",
+      PARLEY_LOG_LEVEL: process.env.BENCH_BRIDGE_LOG_LEVEL ?? "warn",
     };
     // The bridge's own log (warnings only) goes to a file, not into the table.
     const { openSync, closeSync } = await import("node:fs");
@@ -658,14 +678,44 @@ async function chatPhases(world: World, toStop: (() => Promise<unknown>)[]): Pro
         return true;
       };
     }
-    const gen = await openLoop(n, rate, t0, send);
+    const cpu0 = { bridge: cpuMs(bridge.pid), ejabberd: cpuMs(ejabberd.pid!), redis: cpuMs(world.redisPid), self: process.cpuUsage() };
+    if (record) await bridge.request("reset");
+    const sentAt = new Float64Array(n).fill(NaN);
+    const gen = await openLoop(n, rate, t0, send, sentAt);
     const done = await waitFor(() => !back.some(Number.isNaN), FULL ? 15_000 : 8_000);
+    const wall = Math.max(1, performance.now() - t0);
     inflight.fill(0);
     if (!record) return null;
+    const stats = await bridge.request("stats");
+    const self = process.cpuUsage(cpu0.self);
+    const cpuPercent = {
+      bridge: round(((cpuMs(bridge.pid) - cpu0.bridge) / wall) * 100, 1),
+      ejabberd: round(((cpuMs(ejabberd.pid!) - cpu0.ejabberd) / wall) * 100, 1),
+      redis: round(((cpuMs(world.redisPid) - cpu0.redis) / wall) * 100, 1),
+      loadGenerator: round(((self.user + self.system) / 1000 / wall) * 100, 1),
+    };
     const ow = percentiles([...oneWay].filter((x) => !Number.isNaN(x)));
     const rt = percentiles([...back].filter((x) => !Number.isNaN(x)));
     const ret = percentiles([...back].map((b, i) => b - oneWay[i]!).filter((x) => !Number.isNaN(x)));
-    return { path, rate, messages: n, visitorsUsed: path === "parley" ? used : undefined, lost: done ? 0 : [...back].filter(Number.isNaN).length, oneWay: ow, returnLeg: ret, roundTrip: rt, heldBack: gen.heldBack };
+    // How late the generator sent (timer granularity, its own work): part of every path's latency above.
+    const lateness = percentiles([...sentAt].map((at, i) => at - sched(i)).filter((x) => !Number.isNaN(x)));
+    // One way counted from the real send: what the path itself added.
+    const fromSend = percentiles([...oneWay].map((o, i) => o - (sentAt[i]! - sched(i))).filter((x) => !Number.isNaN(x)));
+    return {
+      path,
+      rate,
+      messages: n,
+      visitorsUsed: path === "parley" ? used : undefined,
+      lost: done ? 0 : [...back].filter(Number.isNaN).length,
+      oneWay: ow,
+      returnLeg: ret,
+      roundTrip: rt,
+      heldBack: gen.heldBack,
+      generatorLateness: lateness,
+      oneWayFromSend: fromSend,
+      cpuPercent,
+      bridgeEventLoop: path === "parley" ? { lagP99Ms: round(stats.lagMs.p99), lagMaxMs: round(stats.lagMs.max), utilization: round(stats.eventLoopUtilization, 3) } : undefined,
+    };
   };
 
   log("latency: warm-up");
@@ -673,8 +723,8 @@ async function chatPhases(world: World, toStop: (() => Promise<unknown>)[]): Pro
   const latency: any[] = [];
   for (const rate of RATES) {
     for (const path of ["c2s", "component", "parley"] as Path[]) {
-      const r = await latencyRun(path, rate, MODE.latencyDurationS[rate]!, true);
-      log(`latency ${rate}/s ${path}: one-way p50 ${r!.oneWay.p50.toFixed(2)} p99 ${r!.oneWay.p99.toFixed(2)} ms; round trip p50 ${r!.roundTrip.p50.toFixed(2)} p99 ${r!.roundTrip.p99.toFixed(2)} ms; lost ${r!.lost}`);
+      const r = await latencyRun(path, rate, LATENCY_SECONDS ?? MODE.latencyDurationS[rate] ?? 2, true);
+      log(`latency ${rate}/s ${path}: one-way p50 ${r!.oneWay.p50.toFixed(2)} p99 ${r!.oneWay.p99.toFixed(2)} ms; round trip p50 ${r!.roundTrip.p50.toFixed(2)} p99 ${r!.roundTrip.p99.toFixed(2)} ms; lost ${r!.lost}; CPU bridge ${r!.cpuPercent.bridge}% ejabberd ${r!.cpuPercent.ejabberd}% redis ${r!.cpuPercent.redis}% gen ${r!.cpuPercent.loadGenerator}%`);
       latency.push(r);
       await sleep(300);
     }
@@ -829,9 +879,11 @@ async function chatPhases(world: World, toStop: (() => Promise<unknown>)[]): Pro
     await sleep(2000); // let a failed step's backlog drain before the next flow
     return { flow, highestSustainedPerSecond: best?.offeredPerSecond ?? 0, atHighest: best, firstFailing: steps.find((s) => !s.pass) ?? null, steps };
   };
-  const throughput: any[] = [];
-  for (const flow of ["component→client", "parley v→a", "client→component", "parley a→v"] as Flow[]) throughput.push(await ramp(flow));
-  out.throughput = throughput;
+  if (!LATENCY_ONLY) {
+    const throughput: any[] = [];
+    for (const flow of ["component→client", "parley v→a", "client→component", "parley a→v"] as Flow[]) throughput.push(await ramp(flow));
+    out.throughput = throughput;
+  }
 
   // ------------------------------------------------ Redis commands per chat message, by origin (MONITOR)
   const monitorSample = async (flow: Flow, count: number) => {
@@ -865,7 +917,7 @@ async function chatPhases(world: World, toStop: (() => Promise<unknown>)[]): Pro
     };
   };
   log("redis: MONITOR sample of 200 messages each way");
-  out.redisPerMessage = [await monitorSample("parley v→a", 200), await monitorSample("parley a→v", 200)];
+  if (!LATENCY_ONLY) out.redisPerMessage = [await monitorSample("parley v→a", 200), await monitorSample("parley a→v", 200)];
 
   out.checks = {
     multibyteMismatches: mismatches.count,
@@ -969,18 +1021,29 @@ function printTable(results: Record<string, any>): void {
   if (ch?.latency) {
     lines.push("### Latency, open loop (ms from the scheduled send time)", "");
     lines.push("Paths: **c2s** client → ejabberd → echo client (one way) and back (return); **component** client → ejabberd → bare echo component and back; **parley** visitor (WebSocket) → bridge → ejabberd → agent (one way = visitor→agent), the agent answers → visitor (return = agent→visitor).", "");
-    lines.push("| rate/s | path | one-way p50 | p90 | p99 | p99.9 | max | return p50 | p99 | round trip p50 | p99 | lost |", "|---|---|---|---|---|---|---|---|---|---|---|---|");
+    lines.push(
+      "| rate/s | path | one-way p50 | p90 | p99 | p99.9 | max | return p50 | p99 | round trip p50 | p99 | lost | sent late p50 / p99 | one-way from send p50 / p99 | CPU bridge / ejabberd / Redis / generator |",
+      "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    );
     for (const r of ch.latency) {
       const o = r.oneWay;
-      lines.push(`| ${r.rate} | ${r.path} | ${f(o.p50)} | ${f(o.p90)} | ${f(o.p99)} | ${f(o.p999)} | ${f(o.max)} | ${f(r.returnLeg.p50)} | ${f(r.returnLeg.p99)} | ${f(r.roundTrip.p50)} | ${f(r.roundTrip.p99)} | ${r.lost} |`);
+      const cpu = r.cpuPercent;
+      const cpuCell = r.path === "parley" ? `${cpu.bridge} / ${cpu.ejabberd} / ${cpu.redis} / ${cpu.loadGenerator}%` : `– / ${cpu.ejabberd} / – / ${cpu.loadGenerator}%`;
+      lines.push(`| ${r.rate} | ${r.path} | ${f(o.p50)} | ${f(o.p90)} | ${f(o.p99)} | ${f(o.p999)} | ${f(o.max)} | ${f(r.returnLeg.p50)} | ${f(r.returnLeg.p99)} | ${f(r.roundTrip.p50)} | ${f(r.roundTrip.p99)} | ${r.lost} | ${f(r.generatorLateness.p50)} / ${f(r.generatorLateness.p99)} | ${f(r.oneWayFromSend.p50)} / ${f(r.oneWayFromSend.p99)} | ${cpuCell} |`);
     }
-    lines.push("", "| rate/s | parley/c2s one-way p50 | p99 | parley/c2s return p50 | p99 | parley/component one-way p50 | p99 |", "|---|---|---|---|---|---|---|");
+    lines.push(
+      "",
+      "Ratios count from the scheduled send time, generator lateness included on both sides; the last two count the one way from the real send.",
+      "",
+      "| rate/s | parley/c2s one-way p50 | p99 | parley/c2s return p50 | p99 | parley/component one-way p50 | p99 | parley/c2s one-way from send p50 | p99 |",
+      "|---|---|---|---|---|---|---|---|---|",
+    );
     for (const rate of RATES) {
       const get = (p: string) => ch.latency.find((r: any) => r.rate === rate && r.path === p);
       const [c2s, comp, par] = [get("c2s"), get("component"), get("parley")];
       if (!c2s || !comp || !par) continue;
       const x = (a: number, b: number) => `${(a / b).toFixed(2)}×`;
-      lines.push(`| ${rate} | ${x(par.oneWay.p50, c2s.oneWay.p50)} | ${x(par.oneWay.p99, c2s.oneWay.p99)} | ${x(par.returnLeg.p50, c2s.returnLeg.p50)} | ${x(par.returnLeg.p99, c2s.returnLeg.p99)} | ${x(par.oneWay.p50, comp.oneWay.p50)} | ${x(par.oneWay.p99, comp.oneWay.p99)} |`);
+      lines.push(`| ${rate} | ${x(par.oneWay.p50, c2s.oneWay.p50)} | ${x(par.oneWay.p99, c2s.oneWay.p99)} | ${x(par.returnLeg.p50, c2s.returnLeg.p50)} | ${x(par.returnLeg.p99, c2s.returnLeg.p99)} | ${x(par.oneWay.p50, comp.oneWay.p50)} | ${x(par.oneWay.p99, comp.oneWay.p99)} | ${x(par.oneWayFromSend.p50, c2s.oneWayFromSend.p50)} | ${x(par.oneWayFromSend.p99, c2s.oneWayFromSend.p99)} |`);
       if (rate === 1000) {
         const p50 = Math.max(par.oneWay.p50 / c2s.oneWay.p50, par.returnLeg.p50 / c2s.returnLeg.p50);
         const p99 = Math.max(par.oneWay.p99 / c2s.oneWay.p99, par.returnLeg.p99 / c2s.returnLeg.p99);

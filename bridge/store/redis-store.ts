@@ -252,10 +252,10 @@ export class RedisStore implements Store {
       input.owner ?? "",
       input.publisher ?? "",
       channels.processPrefix(),
-    )) as [number, string, number, string[], string[], string];
-    const [outcome, messageId, created, chatPairs, visitorPairs, name] = reply;
+    )) as [number, string, number, string, string, string];
+    const [outcome, messageId, created, chatJson, visitorJson, name] = reply;
     if (outcome === 2) throw new VisitorBlockedError(visitorId);
-    const visitor = decodeVisitor(pairsToObject(visitorPairs));
+    const visitor = decodeVisitor(hashFromJson(visitorJson));
     if (!visitor) throw new StoredValueError(`visitor ${visitorId} vanished while appending`);
     if (outcome === 1) {
       const message = await this.messageById(visitorId, messageId);
@@ -263,7 +263,7 @@ export class RedisStore implements Store {
       if (!message || !chat) throw new StoredValueError(`message ${messageId} of visitor ${visitorId} was trimmed`);
       return { visitor, message, chat, chatCreated: false, duplicate: true };
     }
-    const chat = decodeChat(pairsToObject(chatPairs));
+    const chat = decodeChat(hashFromJson(chatJson));
     if (!chat) throw new StoredValueError(`chat of visitor ${visitorId} vanished while appending`);
     const message: StoredMessage = { id: messageId, chatId: chat.id, from: "visitor", name, text: input.text, ts: input.ts, clientId: input.clientId };
     if (created === 1) {
@@ -288,11 +288,11 @@ export class RedisStore implements Store {
       input.publisher ?? "",
       channels.processPrefix(),
       visitorId,
-    )) as [number, string[]?, string[]?, string?, string?];
-    const [outcome, visitorPairs = [], chatPairs = [], messageId, name] = reply;
-    const visitor = decodeVisitor(pairsToObject(visitorPairs));
+    )) as [number, string?, string?, string?, string?];
+    const [outcome, visitorJson = "{}", chatJson = "{}", messageId, name] = reply;
+    const visitor = decodeVisitor(hashFromJson(visitorJson));
     if (outcome === 0 || !visitor) return { kind: "unknown-visitor" };
-    const chat = decodeChat(pairsToObject(chatPairs));
+    const chat = decodeChat(hashFromJson(chatJson));
     if (outcome === 1 || !chat || !messageId || name === undefined) return { kind: "not-assigned", visitor, chat };
     return { kind: "appended", visitor, chat, message: { id: messageId, chatId: chat.id, from: "agent", name, text: input.text, ts: input.ts } };
   }
@@ -601,6 +601,13 @@ export function compareStreamIds(a: string, b: string): number {
   const [am = 0, as = 0] = a.split("-").map(Number);
   const [bm = 0, bs = 0] = b.split("-").map(Number);
   return am - bm || as - bs;
+}
+
+/** A hash a script sent back as JSON (see `hashJson` in redis-scripts.ts). */
+function hashFromJson(json: string): Record<string, string> {
+  const parsed = JSON.parse(json) as unknown;
+  if (parsed === null || typeof parsed !== "object" || Array.isArray(parsed)) throw new StoredValueError("a script sent back a hash that is not a JSON object");
+  return parsed as Record<string, string>;
 }
 
 function pairsToObject(pairs: string[]): Record<string, string> {

@@ -335,6 +335,28 @@ describe.each([
     await unsubscribe();
   });
 
+  it("hands back from both appends the visitor and chat exactly as stored, whatever their text", async () => {
+    const awkward = 'Zoë "Z" \\ </script> 日本 🙂 \u0001 / end';
+    const v: Visitor = {
+      ...visitor(siteId),
+      name: awkward,
+      email: "zoë@example.com",
+      page: { url: "https://example.com/a?b=\"c\"&d=</script>", title: awkward },
+      referrer: "https://ref.example/ü",
+      userAgent: "Mozilla/5.0 (\\ \"quoted\")",
+    };
+    await store.createVisitor(v);
+    const appended = await store.appendVisitorMessage({ visitorId: v.id, siteId, clientId: "c", fallbackName: "V", text: "hi", ts: 20, newChatId: newChatId(v.id, 20) });
+    expect(appended.visitor).toEqual(await store.getVisitor(v.id));
+    expect(appended.chat).toEqual(await store.getChat(appended.chat.id));
+    await store.updateChat(appended.chat.id, ["new"], { state: "active", agentJid: "ann@localhost", agentName: awkward, assignedAt: 21 });
+    const reply = await store.appendAgentMessage({ visitorId: v.id, siteId, agentJid: "ann@localhost", fallbackName: "ann", text: "hello", ts: 22 });
+    expect(reply).toMatchObject({ kind: "appended", message: { name: awkward } });
+    if (reply.kind !== "appended") throw new Error("not appended");
+    expect(reply.visitor).toEqual(await store.getVisitor(v.id));
+    expect(reply.chat).toEqual(await store.getChat(appended.chat.id));
+  });
+
   it("stores an agent's message only for the agent of the visitor's active chat", async () => {
     const v = visitor(siteId);
     await store.createVisitor(v);
