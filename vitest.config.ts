@@ -21,6 +21,9 @@ export default defineConfig({
           sequence: { groupOrder: 1 },
           testTimeout: 60_000,
           hookTimeout: 60_000,
+          // expect.poll waits for an event; its default 1 s is too short for a change that
+          // crosses ejabberd, the bridge and Redis on a loaded 2-core CI machine.
+          expect: { poll: { timeout: 10_000 } },
           // 2-core machine: each file starts its own ejabberd (Erlang VM), so keep
           // concurrency low to avoid starving the processes under test.
           maxWorkers: 2,
@@ -33,6 +36,7 @@ export default defineConfig({
           sequence: { groupOrder: 2 },
           testTimeout: 90_000,
           hookTimeout: 90_000,
+          expect: { poll: { timeout: 10_000 } },
           maxWorkers: 1,
         },
       },
