@@ -2,6 +2,7 @@ import type { Element } from "@xmpp/xml";
 import { domainOf } from "../stanza-mappers/addressing.js";
 import type { PrivilegeGrant } from "../stanza-mappers/privileges.js";
 import { presenceToStanza, privilegedRosterSetToStanza, type RosterItem } from "../stanza-mappers/visitor-to-stanza.js";
+import { ConcurrencyLimit } from "./concurrency-limit.js";
 import type { Logger } from "./logger.js";
 
 /**
@@ -24,12 +25,17 @@ export interface RosterDeps {
   fetch?: typeof fetch;
 }
 
+/** Roster changes sent to ejabberd's admin API at once, per process. */
+const ADMIN_API_CONCURRENCY = 8;
+
 export class Rosters {
   private readonly grants = new Map<string, PrivilegeGrant>();
   private readonly privilegedSetBroken = new Set<string>();
   /** The first privileged set per host, which the others wait for instead of failing alongside it. */
   private readonly privilegedProbes = new Map<string, Promise<boolean>>();
   private readonly log: Logger;
+  /** Admin API calls in flight: a burst of new chats queues here instead of timing out at ejabberd. */
+  private readonly adminApiCalls = new ConcurrencyLimit(ADMIN_API_CONCURRENCY);
 
   constructor(private readonly deps: RosterDeps) {
     this.log = deps.logger.child({ module: "rosters" });
@@ -116,21 +122,24 @@ export class Rosters {
         : { localuser, localhost, user, host, nick: item.name, group: item.group, subs: "both" };
     const headers: Record<string, string> = { "content-type": "application/json" };
     if (api.auth) headers.authorization = `Basic ${Buffer.from(`${api.auth.user}:${api.auth.password}`).toString("base64")}`;
-    try {
-      const response = await (this.deps.fetch ?? fetch)(`${api.url}/${command}`, {
-        method: "POST",
-        headers,
-        body: JSON.stringify(body),
-        signal: AbortSignal.timeout(5000),
-      });
-      const text = await response.text();
-      // mod_http_api answers 200 with 0 for success; other values or statuses are failures.
-      if (response.ok && text.trim() === "0") return true;
-      this.log.warn({ command, status: response.status, reply: text.slice(0, 200) }, "ejabberd admin API refused the roster change");
-    } catch (err) {
-      this.log.warn({ err, command }, "ejabberd admin API unreachable");
-    }
-    return false;
+    return this.adminApiCalls.run(async () => {
+      try {
+        // The timeout starts when the request does, not while it waits for a slot.
+        const response = await (this.deps.fetch ?? fetch)(`${api.url}/${command}`, {
+          method: "POST",
+          headers,
+          body: JSON.stringify(body),
+          signal: AbortSignal.timeout(5000),
+        });
+        const text = await response.text();
+        // mod_http_api answers 200 with 0 for success; other values or statuses are failures.
+        if (response.ok && text.trim() === "0") return true;
+        this.log.warn({ command, status: response.status, reply: text.slice(0, 200) }, "ejabberd admin API refused the roster change");
+      } catch (err) {
+        this.log.warn({ err, command, queued: this.adminApiCalls.queued }, "ejabberd admin API unreachable");
+      }
+      return false;
+    });
   }
 
   private subscription(agentJid: string, item: RosterItem): void {
