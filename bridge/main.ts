@@ -153,8 +153,10 @@ export async function startBridge(config: Config, logger: Logger = createLogger(
   registerAdhocCommands(link, { domain, store, commands, lanes });
 
   if (config.adminToken && config.adminToken.length < 16) logger.warn("PARLEY_ADMIN_TOKEN is short: use at least 16 random characters");
-  await store.ping().catch((err: unknown) => logger.warn({ err }, "store not answering yet; continuing"));
+  // The subscription first: it completes once the subscriber connection is up, which the
+  // ping checks too (pinging first warned on every start, while that connection was coming up).
   await processSubscription.catch((err: unknown) => logger.warn({ err }, "could not subscribe to this process's channel yet"));
+  await store.ping().catch((err: unknown) => logger.warn({ err }, "store not answering yet; continuing"));
   if (config.sitesFile) {
     const count = await sites.applySitesFile(config.sitesFile);
     logger.info({ sites: count, file: config.sitesFile }, "sites file applied");
