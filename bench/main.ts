@@ -325,7 +325,9 @@ async function main(): Promise<void> {
     for (const stop of stops) await Promise.race([stop().catch(() => {}), sleep(10_000)]);
     clearInterval(keepAlive);
   };
+  // Ctrl-C or a `kill`: stop ejabberd, Redis and the bridge before leaving.
   process.once("SIGINT", () => void stopAll().then(() => process.exit(130)));
+  process.once("SIGTERM", () => void stopAll().then(() => process.exit(143)));
   try {
     log(`mode ${MODE.name}; starting private ejabberd and Redis`);
     const ejabberd = await startEjabberd({ resumeTimeoutSeconds: 5 });
