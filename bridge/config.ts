@@ -11,6 +11,7 @@ export interface Config {
   redis: { kind: "memory" } | { kind: "redis"; url: string } | { kind: "cluster"; nodes: { host: string; port: number }[] };
   visitorRate: RateSpec;
   upgradeRate: RateSpec;
+  socketRate: RateSpec;
   httpHost: string;
   httpPort: number;
   adminToken?: string;
@@ -58,6 +59,9 @@ const schema = z.object({
   PARLEY_UPGRADE_RATE: optional
     .transform((s) => s ?? "20/s burst 100")
     .pipe(z.string().refine((s) => parseRateSpec(s) !== null, 'must look like "20/s burst 100"')),
+  PARLEY_SOCKET_RATE: optional
+    .transform((s) => s ?? "30/s burst 200")
+    .pipe(z.string().refine((s) => parseRateSpec(s) !== null, 'must look like "30/s burst 200"')),
   PARLEY_HTTP_HOST: optional.transform((s) => s ?? "127.0.0.1"),
   PARLEY_HTTP_PORT: optional.pipe(z.coerce.number<string | undefined>().int().min(0).max(65535).optional()).transform((n) => n ?? 8080),
   // Any token is accepted (main.ts warns about a short one): refusing to start would be worse.
@@ -101,6 +105,7 @@ export function loadConfig(env: Record<string, string | undefined>): Config {
         : { kind: "memory" },
     visitorRate: parseRateSpec(e.PARLEY_VISITOR_RATE)!,
     upgradeRate: parseRateSpec(e.PARLEY_UPGRADE_RATE)!,
+    socketRate: parseRateSpec(e.PARLEY_SOCKET_RATE)!,
     httpHost: e.PARLEY_HTTP_HOST,
     httpPort: e.PARLEY_HTTP_PORT,
     visitorGraceMs: e.PARLEY_VISITOR_GRACE_MS,

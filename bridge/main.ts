@@ -119,7 +119,7 @@ export async function startBridge(config: Config, logger: Logger = createLogger(
   const visitors = new VisitorService({ store, domain, send, chats, presence, lanes, now, newId, logger, metrics, scheduler, outbox, graceMs: config.visitorGraceMs });
   const sites = new SiteService({ store, domain, rosters, presence, now, logger, onSiteChanged: (site) => chats.drainQueue(site) });
   registerLifecycleTimers({ store, scheduler, chats, presence, webhooks, lanes, agentGraceMs: config.agentGraceMs, chatIdleMs: config.chatIdleMs, transcriptRetentionDays: config.transcriptRetentionDays, logger });
-  const gateway = new VisitorGateway({ store, visitors, logger, metrics, now, visitorRate: config.visitorRate, upgradeRate: config.upgradeRate, processId: idPrefix, deadProcesses: (ids) => outbox.deadAmong(ids) });
+  const gateway = new VisitorGateway({ store, visitors, logger, metrics, now, visitorRate: config.visitorRate, upgradeRate: config.upgradeRate, socketRate: config.socketRate, processId: idPrefix, deadProcesses: (ids) => outbox.deadAmong(ids) });
   const adminApi = new AdminApi({ store, sites, now, logger, version, ...(config.adminToken ? { adminToken: config.adminToken } : {}) });
 
   const xmppLog = logger.child({ module: "xmpp" });

@@ -28,6 +28,8 @@ export interface GatewayDeps {
   visitorRate: RateSpec;
   /** New visitor connections per client address (PARLEY_UPGRADE_RATE). */
   upgradeRate: RateSpec;
+  /** All frames of one socket — pings, typing, pages, bad frames (PARLEY_SOCKET_RATE): generous, but bounded. */
+  socketRate: RateSpec;
   heartbeatMs?: number;
   /** This process, as the store's bus knows it. */
   processId: string;
@@ -35,8 +37,6 @@ export interface GatewayDeps {
   deadProcesses?(processIds: readonly string[]): Promise<string[]>;
 }
 
-/** All frames of one socket (pings, typing, bad frames): generous, but bounded. */
-const SOCKET_RATE: RateSpec = { perSecond: 30, burst: 200 };
 /** Refusals in a row after which a socket counts as flooding and is closed (1008). */
 const FLOOD_REFUSALS = 50;
 /** How far back a catch-up after a bus outage looks, and so how many sent ids are remembered. */
@@ -171,7 +171,7 @@ export class VisitorGateway {
       visitorNumber: visitor.number,
       alive: true,
       pending: [],
-      frameBucket: new TokenBucket(SOCKET_RATE, now),
+      frameBucket: new TokenBucket(this.deps.socketRate, now),
       refusals: 0,
       inFlight: null,
       closing: false,

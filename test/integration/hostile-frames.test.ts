@@ -107,6 +107,24 @@ describe("hostile visitor input", () => {
     await expect(VisitorClient.connect(strict.httpUrl, "nowhere")).rejects.toMatchObject({ status: 429 });
   });
 
+  it("limits all frames of one socket, pings included, to PARLEY_SOCKET_RATE", async () => {
+    const strict = await stack.startBridge({ PARLEY_SOCKET_RATE: "1/s burst 5" });
+    // With the in-memory default the new bridge has a store of its own: the site goes there too.
+    const put = await fetch(new URL("/api/sites/acme", strict.httpUrl), {
+      method: "PUT",
+      headers: { authorization: `Bearer ${stack.adminToken}`, "content-type": "application/json" },
+      body: JSON.stringify({ name: "Acme" }),
+    });
+    expect(put.ok).toBe(true);
+    const visitor = await VisitorClient.connect(strict.httpUrl, "acme");
+    for (let i = 0; i < 10; i++) visitor.send({ type: "ping" });
+    const answered = () => visitor.frames.all.filter((f) => f.type === "pong" || (f.type === "error" && f.code === "rate_limited"));
+    await expect.poll(() => answered().length).toBe(10);
+    const pongs = answered().filter((f) => f.type === "pong").length;
+    expect(pongs).toBeGreaterThanOrEqual(5); // the burst
+    expect(pongs).toBeLessThanOrEqual(6); // plus at most one refill within the second
+  });
+
   it("refuses the upgrade with 404 for an unknown site and 403 for a foreign origin", async () => {
     await expect(VisitorClient.connect(stack.bridge.httpUrl, "nope")).rejects.toMatchObject({ status: 404 });
     await expect(VisitorClient.connect(stack.bridge.httpUrl, "locked", { origin: "https://evil.example.com" })).rejects.toMatchObject({ status: 403 });

@@ -8,6 +8,8 @@ describe("loadConfig", () => {
       xmppDomain: "chat.localhost",
       redis: { kind: "memory" },
       visitorRate: { perSecond: 5, burst: 20 },
+      upgradeRate: { perSecond: 20, burst: 100 },
+      socketRate: { perSecond: 30, burst: 200 },
       httpHost: "127.0.0.1",
       httpPort: 8080,
       visitorGraceMs: 15_000,
@@ -22,12 +24,12 @@ describe("loadConfig", () => {
 
   it("names every bad variable in one error", () => {
     try {
-      loadConfig({ PARLEY_XMPP_SECRET: "x", PARLEY_HTTP_PORT: "http", PARLEY_VISITOR_RATE: "lots", PARLEY_LOG_LEVEL: "loud" });
+      loadConfig({ PARLEY_XMPP_SECRET: "x", PARLEY_HTTP_PORT: "http", PARLEY_VISITOR_RATE: "lots", PARLEY_SOCKET_RATE: "fast", PARLEY_LOG_LEVEL: "loud" });
       expect.unreachable();
     } catch (err) {
       expect(err).toBeInstanceOf(ConfigError);
       const message = (err as Error).message;
-      for (const name of ["PARLEY_HTTP_PORT", "PARLEY_VISITOR_RATE", "PARLEY_LOG_LEVEL"]) expect(message).toContain(name);
+      for (const name of ["PARLEY_HTTP_PORT", "PARLEY_VISITOR_RATE", "PARLEY_SOCKET_RATE", "PARLEY_LOG_LEVEL"]) expect(message).toContain(name);
       expect(message.split("\n")).toHaveLength(1);
     }
   });
