@@ -29,7 +29,18 @@ local function hashJson(list)
 end
 `;
 
-/** Dedupe by client id, open a chat if the visitor has none, append the message, publish it. */
+/**
+ * How long a visitor's client ids are remembered after their last message. A widget resends
+ * only what was not acknowledged, within minutes; without a bound the ids of every message
+ * ever sent stayed in Redis, also after the visitor and their transcripts were gone.
+ */
+export const CLIENT_IDS_TTL_SECONDS = 86_400;
+
+/**
+ * Dedupe by client id, open a chat if the visitor has none, append the message, publish it.
+ * The client ids are also bounded by the log's length: beyond it the message they point to
+ * is trimmed anyway, so the set starts over.
+ */
 export const APPEND_VISITOR_MESSAGE = `${MESSAGE_HELPERS}
 -- KEYS: 1 visitor hash, 2 client-ids hash, 3 log stream, 4 new chat hash, 5 unrelayed hash (outbox), 6 holders set
 -- ARGV: 1 clientId, 2 newChatId, 3 siteId, 4 visitorId, 5 fallback name, 6 text, 7 ts, 8 chat key prefix,
@@ -53,7 +64,9 @@ end
 local name = visitor.name
 if not name or name == '' then name = ARGV[5] end
 local id = redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[9], '*', 'chatId', chatId, 'from', 'visitor', 'name', name, 'text', ARGV[6], 'ts', ARGV[7], 'cid', ARGV[1])
+if redis.call('HLEN', KEYS[2]) >= tonumber(ARGV[9]) then redis.call('DEL', KEYS[2]) end
 redis.call('HSET', KEYS[2], ARGV[1], id)
+redis.call('EXPIRE', KEYS[2], ${CLIENT_IDS_TTL_SECONDS})
 if ARGV[10] ~= '' then redis.call('HSET', KEYS[5], id, ARGV[10]) end
 publishToHolders(KEYS[6], ARGV[11], ARGV[12], messageFrameJson(ARGV[4], id, 'visitor', name, ARGV[6], ARGV[7], ARGV[1]))
 return {0, id, created, hashJson(redis.call('HGETALL', ARGV[8] .. chatId)), hashJson(visitorPairs), name}

@@ -1,8 +1,11 @@
 import { randomBytes } from "node:crypto";
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
+import { Redis } from "ioredis";
+import { keys } from "../../bridge/store/keys.js";
 import { MemoryStore } from "../../bridge/store/memory-store.js";
 import { RedisStore } from "../../bridge/store/redis-store.js";
 import { newChatId } from "../../bridge/store/ids.js";
+import { CLIENT_IDS_TTL_SECONDS } from "../../bridge/store/redis-scripts.js";
 import { messageFrame } from "../../bridge/store/message-frame.js";
 import { VisitorBlockedError, type ProcessMessage, type Store, type Visitor } from "../../bridge/store/types.js";
 import { visitorIdFromBytes } from "../../stanza-mappers/addressing.js";
@@ -380,6 +383,28 @@ describe.each([
     await expect(store.appendVisitorMessage({ visitorId: v.id, siteId, clientId: "c", fallbackName: "V", text: "x", ts: 1, newChatId: newChatId(v.id, 1) })).rejects.toBeInstanceOf(VisitorBlockedError);
     expect(await store.history(v.id, 10)).toEqual([]);
     expect((await store.getVisitor(v.id))?.chatId).toBeUndefined();
+  });
+});
+
+describe("redis store: what it keeps per visitor", () => {
+  it("forgets a visitor's client ids a day after their last message, and dedupes until then", async () => {
+    const store = new RedisStore({ url: redis.url });
+    const admin = new Redis(redis.url);
+    try {
+      const siteId = "s-client-ids";
+      await store.putSite(site(siteId));
+      const v = visitor(siteId);
+      await store.createVisitor(v);
+      const input = { visitorId: v.id, siteId, clientId: "c1", fallbackName: "V", text: "hi", ts: 1, newChatId: newChatId(v.id, 1) };
+      const first = await store.appendVisitorMessage(input);
+      expect(await store.appendVisitorMessage(input)).toMatchObject({ duplicate: true, message: { id: first.message.id } });
+      const ttl = await admin.ttl(keys.clientIds(v.id));
+      expect(ttl).toBeGreaterThan(CLIENT_IDS_TTL_SECONDS - 60);
+      expect(ttl).toBeLessThanOrEqual(CLIENT_IDS_TTL_SECONDS);
+    } finally {
+      admin.disconnect();
+      await store.close();
+    }
   });
 });
 
