@@ -99,6 +99,9 @@ export class VisitorGateway {
     this.heartbeat = setInterval(() => this.beat(heartbeatMs), heartbeatMs);
     deps.store.onBusRecovered(() => this.catchUp().catch((err: unknown) => this.log.warn({ err }, "catch-up after a bus outage failed")));
     this.heartbeat.unref();
+    // The 101 response waits in the socket, corked, for the welcome frame (see `attach`):
+    // one write and one wake-up of the client per session instead of two.
+    this.wss.on("headers", holdHandshakeResponse);
   }
 
   get connections(): number {
@@ -187,15 +190,19 @@ export class VisitorGateway {
     ws.on("close", this.listeners.close);
 
     try {
-      await entry.held; // held before reading history, so nothing falls in between
-      const frames = await this.deps.visitors.welcome(site, session);
-      const welcome = frames[0];
-      const seen = new Set(welcome?.type === "welcome" ? welcome.history.map((m) => m.messageId) : []);
-      for (const id of [...seen].slice(-CATCH_UP_MESSAGES)) rememberSent(entry, id);
-      for (const frame of frames) this.sendTo(socket, frame);
-      const held = socket.pending ?? [];
-      socket.pending = null;
-      for (const frame of held) if (!(frame.type === "message" && seen.has((frame as MessageFrame).messageId))) this.sendTo(socket, frame);
+      try {
+        await entry.held; // held before reading history, so nothing falls in between
+        const frames = await this.deps.visitors.welcome(site, session);
+        const welcome = frames[0];
+        const seen = new Set(welcome?.type === "welcome" ? welcome.history.map((m) => m.messageId) : []);
+        for (const id of [...seen].slice(-CATCH_UP_MESSAGES)) rememberSent(entry, id);
+        for (const frame of frames) this.sendTo(socket, frame);
+        const held = socket.pending ?? [];
+        socket.pending = null;
+        for (const frame of held) if (!(frame.type === "message" && seen.has((frame as MessageFrame).messageId))) this.sendTo(socket, frame);
+      } finally {
+        raw.uncork(); // the 101 response and the welcome (or the close) leave together
+      }
       await this.deps.visitors.socketOpened(site, session);
     } catch (err) {
       this.log.warn({ err, visitorId: visitor.id }, "could not welcome visitor");
@@ -389,6 +396,16 @@ export class VisitorGateway {
       this.deps.visitors.markManyOnline(siteId, visitorIds, heartbeatMs).catch((err: unknown) => this.log.warn({ err, siteId }, "heartbeat could not refresh online marks"));
     }
   }
+}
+
+/**
+ * `ws` emits `headers` right before it writes the 101 response, and only for a handshake
+ * it accepts: corked here, the response leaves with the welcome frame once the visitor is
+ * stored (`attach` uncorks). A refused handshake is never corked; the client sees the
+ * socket open when its welcome arrives, as it would a moment later otherwise.
+ */
+function holdHandshakeResponse(_headers: string[], req: IncomingMessage): void {
+  req.socket.cork();
 }
 
 function destroyOnError(this: Duplex): void {

@@ -1,5 +1,6 @@
+import { connect, Socket } from "node:net";
 import { xml } from "@xmpp/client";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
 import type { AgentClient } from "../support/agent-client.js";
 import { startStack, type Stack } from "../support/stack.js";
 
@@ -112,6 +113,37 @@ describe("core chat path", () => {
     expect(foreign.welcome.visitorId).not.toBe(visitor.welcome.visitorId);
     const forged = await stack.visitor("acme", { token: `${visitor.welcome.visitorId}.${"A".repeat(43)}` });
     expect(forged.welcome.resumed).toBe(false);
+  });
+
+  it("sends the 101 response and the welcome frame in one write", async () => {
+    // One system call, and one wake-up of the client, per new session instead of two: the
+    // bridge holds the 101 back until the visitor is stored. Counted where the bridge's
+    // socket hands data to the kernel (the bridge runs in this process).
+    const streams = Socket.prototype as unknown as Record<"_write" | "_writev", (...args: unknown[]) => void>;
+    const writes = [vi.spyOn(streams, "_write"), vi.spyOn(streams, "_writev")];
+    const url = new URL(stack.bridge.httpUrl);
+    const client = connect(Number(url.port), url.hostname);
+    try {
+      await new Promise((resolve) => client.once("connect", resolve));
+      let received = "";
+      const welcomed = new Promise<void>((resolve) =>
+        client.on("data", (chunk: Buffer) => {
+          received += chunk.toString("utf8");
+          if (received.includes('"type":"welcome"')) resolve();
+        }),
+      );
+      client.write(
+        "GET /visitor?site=acme HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
+          "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+      );
+      await welcomed;
+      expect(received.startsWith("HTTP/1.1 101 ")).toBe(true);
+      const toClient = writes.flatMap((spy) => spy.mock.contexts).filter((socket) => (socket as Socket).remotePort === client.localPort);
+      expect(toClient).toHaveLength(1);
+    } finally {
+      client.destroy();
+      for (const spy of writes) spy.mockRestore();
+    }
   });
 
   it("answers item-not-found for an unknown visitor and forbidden for anyone but the chat's agent", async () => {
