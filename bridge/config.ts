@@ -21,6 +21,8 @@ export interface Config {
   visitorGraceMs: number;
   agentGraceMs: number;
   chatIdleMs: number;
+  /** How often each visitor socket is pinged; one missed pong closes it at the next ping. */
+  heartbeatMs: number;
   /** Days an ended chat's transcript is kept; 0 keeps transcripts forever. */
   transcriptRetentionDays: number;
   logLevel: "fatal" | "error" | "warn" | "info" | "debug" | "trace" | "silent";
@@ -72,6 +74,7 @@ const schema = z.object({
   PARLEY_VISITOR_GRACE_MS: ms(15_000),
   PARLEY_AGENT_GRACE_MS: ms(60_000),
   PARLEY_CHAT_IDLE_MS: ms(30 * 60_000),
+  PARLEY_HEARTBEAT_MS: optional.pipe(z.coerce.number<string | undefined>().int().min(1000).max(3600 * 1000).optional()).transform((n) => n ?? 30_000),
   PARLEY_TRANSCRIPT_RETENTION_DAYS: optional.pipe(z.coerce.number<string | undefined>().min(0).max(36_500).optional()).transform((n) => n ?? 0),
   PARLEY_LOG_LEVEL: optional
     .transform((s) => s ?? "info")
@@ -111,6 +114,7 @@ export function loadConfig(env: Record<string, string | undefined>): Config {
     visitorGraceMs: e.PARLEY_VISITOR_GRACE_MS,
     agentGraceMs: e.PARLEY_AGENT_GRACE_MS,
     chatIdleMs: e.PARLEY_CHAT_IDLE_MS,
+    heartbeatMs: e.PARLEY_HEARTBEAT_MS,
     transcriptRetentionDays: e.PARLEY_TRANSCRIPT_RETENTION_DAYS,
     logLevel: e.PARLEY_LOG_LEVEL,
   };

@@ -37,6 +37,8 @@ export interface VisitorDeps {
   logger: Logger;
   metrics: Metrics;
   graceMs: number;
+  /** How often the gateway pings sockets and refreshes online marks (PARLEY_HEARTBEAT_MS). */
+  heartbeatMs?: number;
   scheduler: Pick<Scheduler, "schedule" | "cancel">;
   outbox?: Pick<Outbox, "processId" | "track">;
 }
@@ -145,7 +147,7 @@ export class VisitorService {
     const { visitor } = session;
     if (!session.resumed) {
       // New: no timers to cancel, no agent to tell; marked together with this turn's other new visitors.
-      await this.newVisitorsOnline.mark(site.id, visitor.id, this.onlineUntil(DEFAULT_HEARTBEAT_MS));
+      await this.newVisitorsOnline.mark(site.id, visitor.id, this.onlineUntil());
       return;
     }
     const now = this.deps.now();
@@ -158,18 +160,18 @@ export class VisitorService {
   }
 
   /** Keeps the online mark fresh while sockets stay open (called by the heartbeat). */
-  async markOnline(siteId: string, visitorId: string, heartbeatMs = DEFAULT_HEARTBEAT_MS): Promise<void> {
-    await this.deps.store.markOnline(siteId, visitorId, this.onlineUntil(heartbeatMs));
+  async markOnline(siteId: string, visitorId: string): Promise<void> {
+    await this.deps.store.markOnline(siteId, visitorId, this.onlineUntil());
   }
 
   /** Heartbeat: refreshes the online mark of every visitor of a site that this process holds. */
-  async markManyOnline(siteId: string, visitorIds: readonly string[], heartbeatMs: number): Promise<void> {
-    await this.deps.store.markManyOnline(siteId, visitorIds, this.onlineUntil(heartbeatMs));
+  async markManyOnline(siteId: string, visitorIds: readonly string[]): Promise<void> {
+    await this.deps.store.markManyOnline(siteId, visitorIds, this.onlineUntil());
   }
 
   /** A visitor with an open socket counts as online for two missed heartbeats and the grace period. */
-  private onlineUntil(heartbeatMs: number): number {
-    return this.deps.now() + 2 * heartbeatMs + this.deps.graceMs;
+  private onlineUntil(): number {
+    return this.deps.now() + 2 * (this.deps.heartbeatMs ?? DEFAULT_HEARTBEAT_MS) + this.deps.graceMs;
   }
 
   /** The visitor's last socket on this process closed: offline once the grace period passes. */

@@ -14,8 +14,14 @@ describe("loadConfig", () => {
       httpPort: 8080,
       visitorGraceMs: 15_000,
       agentGraceMs: 60_000,
+      heartbeatMs: 30_000,
       logLevel: "info",
     });
+  });
+
+  it("takes a visitor heartbeat of one second or more", () => {
+    expect(loadConfig({ PARLEY_XMPP_SECRET: "s", PARLEY_HEARTBEAT_MS: "20000" }).heartbeatMs).toBe(20_000);
+    for (const bad of ["0", "999", "soon"]) expect(() => loadConfig({ PARLEY_XMPP_SECRET: "s", PARLEY_HEARTBEAT_MS: bad })).toThrow(/PARLEY_HEARTBEAT_MS/);
   });
 
   it("refuses to start without a secret, naming the variable", () => {
