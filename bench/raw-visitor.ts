@@ -11,6 +11,8 @@ export interface RawVisitorOptions {
   port: number;
   path: string;
   localAddress?: string;
+  /** The source port; left to the kernel when unset. */
+  localPort?: number;
   /** Called with each complete text frame (the raw UTF-8 payload). */
   onText?(payload: Buffer): void;
   onClose?(): void;
@@ -41,7 +43,8 @@ export class RawVisitor {
         resolveWelcome(payload);
       } else this.onText?.(payload);
     };
-    this.socket = connect({ host: "127.0.0.1", port: options.port, ...(options.localAddress ? { localAddress: options.localAddress } : {}) }, () => {
+    const source = { ...(options.localAddress ? { localAddress: options.localAddress } : {}), ...(options.localPort ? { localPort: options.localPort } : {}) };
+    this.socket = connect({ host: "127.0.0.1", port: options.port, ...source }, () => {
       this.socket.setNoDelay(true);
       this.socket.write(
         `GET ${options.path} HTTP/1.1\r\nHost: 127.0.0.1:${options.port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n` +
