@@ -15,7 +15,7 @@ import { visitorJid } from "../stanza-mappers/addressing.js";
 import { startEjabberd, type PrivateEjabberd } from "../test/support/ejabberd.js";
 import { freePort } from "../test/support/ports.js";
 import { startRedis, type PrivateRedis } from "../test/support/redis.js";
-import { cpuMs, percentiles, rssBytes, round } from "./measure.js";
+import { cpuMs, percentiles, rssBytes, round, runQueueWaitMs } from "./measure.js";
 import { RawVisitor } from "./raw-visitor.js";
 
 /**
@@ -711,6 +711,8 @@ async function chatPhases(world: World, toStop: (() => Promise<unknown>)[]): Pro
       };
     }
     const cpu0 = { bridge: cpuMs(bridge.pid), ejabberd: cpuMs(ejabberd.pid!), redis: cpuMs(world.redisPid), self: process.cpuUsage() };
+    const pids = { bridge: bridge.pid, ejabberd: ejabberd.pid!, redis: world.redisPid, loadGenerator: process.pid };
+    const waited0 = mapValues(pids, runQueueWaitMs);
     if (record) await bridge.request("reset");
     const sentAt = new Float64Array(n).fill(NaN);
     const gen = await openLoop(n, rate, t0, send, sentAt);
@@ -726,6 +728,7 @@ async function chatPhases(world: World, toStop: (() => Promise<unknown>)[]): Pro
       redis: round(((cpuMs(world.redisPid) - cpu0.redis) / wall) * 100, 1),
       loadGenerator: round(((self.user + self.system) / 1000 / wall) * 100, 1),
     };
+    const waitedPercent = mapValues(pids, (pid, name) => round(((runQueueWaitMs(pid) - waited0[name]) / wall) * 100, 1));
     const ow = percentiles([...oneWay].filter((x) => !Number.isNaN(x)));
     const rt = percentiles([...back].filter((x) => !Number.isNaN(x)));
     const ret = percentiles([...back].map((b, i) => b - oneWay[i]!).filter((x) => !Number.isNaN(x)));
@@ -746,6 +749,7 @@ async function chatPhases(world: World, toStop: (() => Promise<unknown>)[]): Pro
       generatorLateness: lateness,
       oneWayFromSend: fromSend,
       cpuPercent,
+      runQueueWaitPercent: waitedPercent,
       bridgeEventLoop: path === "parley" ? { lagP99Ms: round(stats.lagMs.p99), lagMaxMs: round(stats.lagMs.max), utilization: round(stats.eventLoopUtilization, 3) } : undefined,
     };
   };
@@ -853,6 +857,8 @@ async function chatPhases(world: World, toStop: (() => Promise<unknown>)[]): Pro
       };
     }
     const cpu0 = { bridge: cpuMs(bridge.pid), ejabberd: cpuMs(ejabberd.pid!), redis: cpuMs(world.redisPid), self: process.cpuUsage() };
+    const pids = { bridge: bridge.pid, ejabberd: ejabberd.pid!, redis: world.redisPid, loadGenerator: process.pid };
+    const waited0 = mapValues(pids, runQueueWaitMs);
     const cmd0 = await commandStats(world.admin);
     await bridge.request("reset");
     const gen = await openLoop(n, rate, t0, send);
@@ -886,6 +892,7 @@ async function chatPhases(world: World, toStop: (() => Promise<unknown>)[]): Pro
       reasons,
       heldBackTicks: gen.heldBack,
       latencyMs: { p50: round(latencyMs.p50), p99: round(latencyMs.p99), max: round(latencyMs.max) },
+      runQueueWaitPercent: mapValues(pids, (pid, name) => round(((runQueueWaitMs(pid) - waited0[name]) / wall) * 100, 1)),
       cpuPercent: {
         bridge: round(((cpuMs(bridge.pid) - cpu0.bridge) / wall) * 100, 1),
         ejabberd: round(((cpuMs(ejabberd.pid!) - cpu0.ejabberd) / wall) * 100, 1),
@@ -1054,14 +1061,16 @@ function printTable(results: Record<string, any>): void {
     lines.push("### Latency, open loop (ms from the scheduled send time)", "");
     lines.push("Paths: **c2s** client → ejabberd → echo client (one way) and back (return); **component** client → ejabberd → bare echo component and back; **parley** visitor (WebSocket) → bridge → ejabberd → agent (one way = visitor→agent), the agent answers → visitor (return = agent→visitor).", "");
     lines.push(
-      "| rate/s | path | one-way p50 | p90 | p99 | p99.9 | max | return p50 | p99 | round trip p50 | p99 | lost | sent late p50 / p99 | one-way from send p50 / p99 | CPU bridge / ejabberd / Redis / generator |",
-      "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+      "| rate/s | path | one-way p50 | p90 | p99 | p99.9 | max | return p50 | p99 | round trip p50 | p99 | lost | sent late p50 / p99 | one-way from send p50 / p99 | CPU bridge / ejabberd / Redis / generator | waiting for a CPU bridge / ejabberd / Redis / generator |",
+      "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     );
     for (const r of ch.latency) {
       const o = r.oneWay;
       const cpu = r.cpuPercent;
       const cpuCell = r.path === "parley" ? `${cpu.bridge} / ${cpu.ejabberd} / ${cpu.redis} / ${cpu.loadGenerator}%` : `– / ${cpu.ejabberd} / – / ${cpu.loadGenerator}%`;
-      lines.push(`| ${r.rate} | ${r.path} | ${f(o.p50)} | ${f(o.p90)} | ${f(o.p99)} | ${f(o.p999)} | ${f(o.max)} | ${f(r.returnLeg.p50)} | ${f(r.returnLeg.p99)} | ${f(r.roundTrip.p50)} | ${f(r.roundTrip.p99)} | ${r.lost} | ${f(r.generatorLateness.p50)} / ${f(r.generatorLateness.p99)} | ${f(r.oneWayFromSend.p50)} / ${f(r.oneWayFromSend.p99)} | ${cpuCell} |`);
+      const w = r.runQueueWaitPercent;
+      const waitCell = r.path === "parley" ? `${w.bridge} / ${w.ejabberd} / ${w.redis} / ${w.loadGenerator}%` : `– / ${w.ejabberd} / – / ${w.loadGenerator}%`;
+      lines.push(`| ${r.rate} | ${r.path} | ${f(o.p50)} | ${f(o.p90)} | ${f(o.p99)} | ${f(o.p999)} | ${f(o.max)} | ${f(r.returnLeg.p50)} | ${f(r.returnLeg.p99)} | ${f(r.roundTrip.p50)} | ${f(r.roundTrip.p99)} | ${r.lost} | ${f(r.generatorLateness.p50)} / ${f(r.generatorLateness.p99)} | ${f(r.oneWayFromSend.p50)} / ${f(r.oneWayFromSend.p99)} | ${cpuCell} | ${waitCell} |`);
     }
     lines.push(
       "",
@@ -1136,3 +1145,7 @@ main().catch((err: unknown) => {
   log(`failed: ${err instanceof Error ? err.stack : String(err)}`);
   process.exitCode = 1;
 });
+
+function mapValues<K extends string, V, W>(record: Record<K, V>, fn: (value: V, key: K) => W): Record<K, W> {
+  return Object.fromEntries(Object.entries(record).map(([key, value]) => [key, fn(value as V, key as K)])) as Record<K, W>;
+}

@@ -1,4 +1,4 @@
-import { readFileSync } from "node:fs";
+import { readdirSync, readFileSync } from "node:fs";
 
 // Readings from /proc and summaries of latency samples.
 
@@ -11,6 +11,27 @@ export function cpuMs(pid: number): number {
   } catch {
     return 0;
   }
+}
+
+/**
+ * Time the threads of a process spent runnable but waiting for a CPU, in milliseconds
+ * (the second field of each `/proc/<pid>/task/<tid>/schedstat`, summed): queueing for the
+ * cores, which no CPU figure shows.
+ */
+export function runQueueWaitMs(pid: number): number {
+  let ns = 0;
+  try {
+    for (const tid of readdirSync(`/proc/${pid}/task`)) {
+      try {
+        ns += Number(readFileSync(`/proc/${pid}/task/${tid}/schedstat`, "utf8").split(" ")[1]);
+      } catch {
+        // the thread ended meanwhile
+      }
+    }
+  } catch {
+    return 0;
+  }
+  return ns / 1e6;
 }
 
 /** Resident set size in bytes (VmRSS). */
