@@ -159,7 +159,7 @@ export class VisitorService {
     }
   }
 
-  /** Keeps the online mark fresh while sockets stay open (called by the heartbeat). */
+  /** Marks the visitor online for two heartbeats and the grace period (a socket of theirs is open here). */
   async markOnline(siteId: string, visitorId: string): Promise<void> {
     await this.deps.store.markOnline(siteId, visitorId, this.onlineUntil());
   }
