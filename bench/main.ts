@@ -711,8 +711,7 @@ async function chatPhases(world: World, toStop: (() => Promise<unknown>)[]): Pro
       };
     }
     const cpu0 = { bridge: cpuMs(bridge.pid), ejabberd: cpuMs(ejabberd.pid!), redis: cpuMs(world.redisPid), self: process.cpuUsage() };
-    const pids = { bridge: bridge.pid, ejabberd: ejabberd.pid!, redis: world.redisPid, loadGenerator: process.pid };
-    const waited0 = mapValues(pids, runQueueWaitMs);
+    const waited = runQueueWait({ bridge: bridge.pid, ejabberd: ejabberd.pid!, redis: world.redisPid, loadGenerator: process.pid });
     if (record) await bridge.request("reset");
     const sentAt = new Float64Array(n).fill(NaN);
     const gen = await openLoop(n, rate, t0, send, sentAt);
@@ -728,7 +727,7 @@ async function chatPhases(world: World, toStop: (() => Promise<unknown>)[]): Pro
       redis: round(((cpuMs(world.redisPid) - cpu0.redis) / wall) * 100, 1),
       loadGenerator: round(((self.user + self.system) / 1000 / wall) * 100, 1),
     };
-    const waitedPercent = mapValues(pids, (pid, name) => round(((runQueueWaitMs(pid) - waited0[name]) / wall) * 100, 1));
+    const waitedPercent = waited.percentOf(wall);
     const ow = percentiles([...oneWay].filter((x) => !Number.isNaN(x)));
     const rt = percentiles([...back].filter((x) => !Number.isNaN(x)));
     const ret = percentiles([...back].map((b, i) => b - oneWay[i]!).filter((x) => !Number.isNaN(x)));
@@ -857,8 +856,7 @@ async function chatPhases(world: World, toStop: (() => Promise<unknown>)[]): Pro
       };
     }
     const cpu0 = { bridge: cpuMs(bridge.pid), ejabberd: cpuMs(ejabberd.pid!), redis: cpuMs(world.redisPid), self: process.cpuUsage() };
-    const pids = { bridge: bridge.pid, ejabberd: ejabberd.pid!, redis: world.redisPid, loadGenerator: process.pid };
-    const waited0 = mapValues(pids, runQueueWaitMs);
+    const waited = runQueueWait({ bridge: bridge.pid, ejabberd: ejabberd.pid!, redis: world.redisPid, loadGenerator: process.pid });
     const cmd0 = await commandStats(world.admin);
     await bridge.request("reset");
     const gen = await openLoop(n, rate, t0, send);
@@ -892,7 +890,7 @@ async function chatPhases(world: World, toStop: (() => Promise<unknown>)[]): Pro
       reasons,
       heldBackTicks: gen.heldBack,
       latencyMs: { p50: round(latencyMs.p50), p99: round(latencyMs.p99), max: round(latencyMs.max) },
-      runQueueWaitPercent: mapValues(pids, (pid, name) => round(((runQueueWaitMs(pid) - waited0[name]) / wall) * 100, 1)),
+      runQueueWaitPercent: waited.percentOf(wall),
       cpuPercent: {
         bridge: round(((cpuMs(bridge.pid) - cpu0.bridge) / wall) * 100, 1),
         ejabberd: round(((cpuMs(ejabberd.pid!) - cpu0.ejabberd) / wall) * 100, 1),
@@ -1146,6 +1144,11 @@ main().catch((err: unknown) => {
   process.exitCode = 1;
 });
 
-function mapValues<K extends string, V, W>(record: Record<K, V>, fn: (value: V, key: K) => W): Record<K, W> {
-  return Object.fromEntries(Object.entries(record).map(([key, value]) => [key, fn(value as V, key as K)])) as Record<K, W>;
+/** From now on, the share of `wallMs` each process's threads spent waiting for a CPU (%). */
+function runQueueWait<K extends string>(pids: Record<K, number>) {
+  const entries = Object.entries(pids) as [K, number][];
+  const before = entries.map(([, pid]) => runQueueWaitMs(pid));
+  return {
+    percentOf: (wallMs: number) => Object.fromEntries(entries.map(([name, pid], i) => [name, round(((runQueueWaitMs(pid) - before[i]!) / wallMs) * 100, 1)])) as Record<K, number>,
+  };
 }
