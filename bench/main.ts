@@ -382,7 +382,11 @@ async function main(): Promise<void> {
     toStop.push(async () => closeSync(logFd));
     const world: World = { ejabberd, redis, redisPid, admin, env, logFd, echoPort };
 
-    if (!SKIP_CAPACITY) results.capacity = await capacityPhase(world);
+    if (!SKIP_CAPACITY) {
+      const capacity: Record<string, any> = await capacityPhase(world);
+      if (capacity.sessionsOpen > 0) capacity.wsFloor = await wsFloorPhase(capacity.sessionsOpen, capacity.welcomeBytes, capacity.connectionsAttempted);
+      results.capacity = capacity;
+    }
     if (!CAPACITY_ONLY) results.chat = await chatPhases(world, toStop);
   } finally {
     await stopAll();
@@ -416,48 +420,13 @@ async function capacityPhase(world: World): Promise<Record<string, unknown>> {
     if (target < MODE.sessions) log(`capacity: open-files limit ${limit}: at most ${target} sessions (raise the hard limit to go further)`);
     log(`capacity: opening up to ${target} idle visitor sessions (bridge RSS ${(baseRss / 2 ** 20).toFixed(1)} MiB)`);
 
-    const setupMs: number[] = [];
-    let failures = 0;
-    let firstError = "";
-    let next = 0;
-    const started = performance.now();
-    const deadline = started + MODE.setupDeadlineMs;
     const cpuBefore = { bridge: cpuMs(bridge.pid), redis: cpuMs(world.redisPid), generator: process.cpuUsage() };
-    const openOne = async (i: number) => {
-      const t = performance.now();
-      const localAddress = `127.0.0.${2 + Math.floor(i / SESSIONS_PER_SOURCE_ADDRESS)}`;
-      const localPort = FIRST_SOURCE_PORT + (i % SESSIONS_PER_SOURCE_ADDRESS);
-      const connect = (port: number) => new RawVisitor({ port: bridge.port, path: `/visitor?site=${SITE}`, localAddress, localPort: port });
-      let v = connect(localPort);
-      try {
-        // A port some other program listens on (on every address) is skipped for another.
-        await v.welcome.catch((err: NodeJS.ErrnoException) => {
-          if (err.code !== "EADDRINUSE") throw err;
-          v.destroy();
-          v = connect(localPort + SESSIONS_PER_SOURCE_ADDRESS);
-          return v.welcome;
-        });
-        setupMs.push(performance.now() - t);
-        sockets.push(v);
-      } catch (err) {
-        failures++;
-        firstError ||= err instanceof Error ? err.message : String(err);
-        v.destroy();
-      }
-    };
-    let lastLog = started;
-    await Promise.all(
-      Array.from({ length: MODE.setupConcurrency }, async () => {
-        while (next < target && performance.now() < deadline && failures < 1000) {
-          await openOne(next++);
-          if (performance.now() - lastLog > 10_000) {
-            lastLog = performance.now();
-            log(`  ${sockets.length} sessions, ${((sockets.length / (lastLog - started)) * 1000).toFixed(0)}/s, bridge RSS ${(rssBytes(bridge.pid) / 2 ** 20).toFixed(0)} MiB`);
-          }
-        }
-      }),
+    const opened = await openSessions({ port: bridge.port, count: target, firstIndex: 0, concurrency: MODE.setupConcurrency, deadline: performance.now() + MODE.setupDeadlineMs }, (open, rate) =>
+      log(`  ${open} sessions, ${rate.toFixed(0)}/s, bridge RSS ${(rssBytes(bridge.pid) / 2 ** 20).toFixed(0)} MiB`),
     );
-    const setupElapsed = performance.now() - started;
+    const { setupMs, failures, firstError, next } = opened;
+    sockets.push(...opened.sockets);
+    const setupElapsed = opened.elapsedMs;
     const setupCpu = cpuMs(bridge.pid) - cpuBefore.bridge;
     const setupRedisCpu = cpuMs(world.redisPid) - cpuBefore.redis;
     const generatorUsage = process.cpuUsage(cpuBefore.generator);
@@ -503,6 +472,8 @@ async function capacityPhase(world: World): Promise<Record<string, unknown>> {
       failures,
       firstError,
       sourceAddresses: Math.ceil(Math.max(1, next) / SESSIONS_PER_SOURCE_ADDRESS),
+      connectionsAttempted: next,
+      welcomeBytes: opened.welcomeBytes,
       setupSeconds: round(setupElapsed / 1000, 1),
       sessionsPerSecond: round((open / setupElapsed) * 1000, 0),
       setupLatencyMs: { p50: round(setup.p50), p99: round(setup.p99), max: round(setup.max) },
@@ -530,6 +501,115 @@ async function capacityPhase(world: World): Promise<Record<string, unknown>> {
   } finally {
     // A profiled bridge must exit normally to write its profile.
     await (profileDir ? bridge.stop() : bridge.kill());
+    for (const s of sockets) s.destroy();
+    await sleep(500);
+  }
+}
+
+interface OpenedSessions {
+  sockets: RawVisitor[];
+  setupMs: number[];
+  failures: number;
+  firstError: string;
+  /** Connections attempted (the source addresses used follow from it). */
+  next: number;
+  elapsedMs: number;
+  /** Bytes of the first session's first text frame (the welcome). */
+  welcomeBytes: number;
+}
+
+/**
+ * Opens `count` visitor sessions (upgrade → first text frame) with `concurrency` handshakes
+ * in flight, from the bench's own source addresses and ports: connection i uses address
+ * 127.0.0.(2 + i / 25,000) and port 10,000 + i % 25,000, so two runs with different
+ * `firstIndex` ranges never reuse a source.
+ */
+async function openSessions(
+  target: { port: number; count: number; firstIndex: number; concurrency: number; deadline: number },
+  progress: (open: number, perSecond: number) => void,
+): Promise<OpenedSessions> {
+  const out: OpenedSessions = { sockets: [], setupMs: [], failures: 0, firstError: "", next: 0, elapsedMs: 0, welcomeBytes: 0 };
+  const started = performance.now();
+  const openOne = async (i: number) => {
+    const t = performance.now();
+    const index = target.firstIndex + i;
+    const localAddress = `127.0.0.${2 + Math.floor(index / SESSIONS_PER_SOURCE_ADDRESS)}`;
+    const localPort = FIRST_SOURCE_PORT + (index % SESSIONS_PER_SOURCE_ADDRESS);
+    const connect = (port: number) => new RawVisitor({ port: target.port, path: `/visitor?site=${SITE}`, localAddress, localPort: port });
+    let v = connect(localPort);
+    try {
+      // A port some other program listens on (on every address) is skipped for another.
+      const welcome = await v.welcome.catch((err: NodeJS.ErrnoException) => {
+        if (err.code !== "EADDRINUSE") throw err;
+        v.destroy();
+        v = connect(localPort + SESSIONS_PER_SOURCE_ADDRESS);
+        return v.welcome;
+      });
+      out.setupMs.push(performance.now() - t);
+      out.welcomeBytes ||= welcome.length;
+      out.sockets.push(v);
+    } catch (err) {
+      out.failures++;
+      out.firstError ||= err instanceof Error ? err.message : String(err);
+      v.destroy();
+    }
+  };
+  let lastLog = started;
+  await Promise.all(
+    Array.from({ length: target.concurrency }, async () => {
+      while (out.next < target.count && performance.now() < target.deadline && out.failures < 1000) {
+        await openOne(out.next++);
+        if (performance.now() - lastLog > 10_000) {
+          lastLog = performance.now();
+          progress(out.sockets.length, (out.sockets.length / (lastLog - started)) * 1000);
+        }
+      }
+    }),
+  );
+  out.elapsedMs = performance.now() - started;
+  return out;
+}
+
+/**
+ * The same session setup against a bare `ws` server (bench/ws-floor-process.mjs): what
+ * accepting, upgrading and welcoming a socket costs on this machine with no product
+ * around it, for the session rate and the memory per socket.
+ */
+async function wsFloorPhase(count: number, welcomeBytes: number, firstIndex: number): Promise<Record<string, unknown>> {
+  const child = fork(join(ROOT, "bench", "ws-floor-process.mjs"), [String(welcomeBytes)], { execArgv: ["--expose-gc"] });
+  const next = () => new Promise<any>((resolve) => child.once("message", resolve));
+  const sockets: RawVisitor[] = [];
+  try {
+    const { port } = (await next()) as { port: number };
+    await sleep(500);
+    child.send("gc");
+    await next();
+    const baseRss = rssBytes(child.pid!);
+    const cpuBefore = cpuMs(child.pid!);
+    const generatorBefore = process.cpuUsage();
+    const opened = await openSessions({ port, count, firstIndex, concurrency: MODE.setupConcurrency, deadline: performance.now() + MODE.setupDeadlineMs }, (open, rate) =>
+      log(`  ${open} sessions on the bare ws server, ${rate.toFixed(0)}/s`),
+    );
+    sockets.push(...opened.sockets);
+    const cpu = cpuMs(child.pid!) - cpuBefore;
+    const generator = process.cpuUsage(generatorBefore);
+    await sleep(2000);
+    child.send("gc");
+    await next();
+    const open = opened.sockets.length;
+    log(`ws floor: ${open} open in ${(opened.elapsedMs / 1000).toFixed(1)} s (${opened.failures} failures${opened.firstError ? `: ${opened.firstError}` : ""})`);
+    return {
+      sessionsOpen: open,
+      failures: opened.failures,
+      firstError: opened.firstError,
+      welcomeBytes,
+      sessionsPerSecond: round((open / opened.elapsedMs) * 1000, 0),
+      setupCpuMsPerSession: round(cpu / Math.max(1, open), 3),
+      setupCpuPercent: { server: round((cpu / opened.elapsedMs) * 100, 1), generator: round(((generator.user + generator.system) / 1000 / opened.elapsedMs) * 100, 1) },
+      rssPerSessionKB: round((rssBytes(child.pid!) - baseRss) / Math.max(1, open) / 1024, 2),
+    };
+  } finally {
+    child.kill();
     for (const s of sockets) s.destroy();
     await sleep(500);
   }
@@ -1048,6 +1128,10 @@ function printTable(results: Record<string, any>): void {
     lines.push(`| V8 heap per session (after GC) | ${c.heapUsedPerSessionKB} KB (+ ${c.externalPerSessionKB} KB external/array buffers) |`);
     lines.push(`| Redis memory per session | ${c.redisBytesPerSession} B |`);
     lines.push(`| session setup rate | ${c.sessionsPerSecond} sessions/s (${c.setupSeconds} s; setup p50 ${c.setupLatencyMs.p50} ms, p99 ${c.setupLatencyMs.p99} ms; ${c.setupCpuMsPerSession} ms bridge CPU each; CPU bridge ${c.setupCpuPercent.bridge}%, Redis ${c.setupCpuPercent.redis}%, generator ${c.setupCpuPercent.generator}%) |`);
+    if (c.wsFloor) {
+      const w = c.wsFloor;
+      lines.push(`| the same on a bare \`ws\` server (no product: upgrade and one ${w.welcomeBytes}-byte frame) | ${w.sessionsOpen} sessions (${w.failures} failures), ${w.sessionsPerSecond}/s, ${w.setupCpuMsPerSession} ms server CPU each (server ${w.setupCpuPercent.server}%, generator ${w.setupCpuPercent.generator}%), RSS ${w.rssPerSessionKB} KB per session |`);
+    }
     lines.push(`| idle CPU over ${c.idle.windowSeconds} s | bridge ${c.idle.bridgeCpuPercent}%, Redis ${c.idle.redisCpuPercent}% |`);
     lines.push(`| heartbeat (30 s) | ${c.idle.heartbeatCpuMsPerBeat} ms CPU per beat = ${c.idle.heartbeatCpuUsPerSession} µs per session (peak ${c.idle.peakCpuMsInOneSecond} ms CPU in 1 s; bridge loop lag p99 ${c.idle.loopLagMs.p99} ms, max ${c.idle.loopLagMs.max} ms) |`, "");
     targets.push(["≥ 250,000 idle sessions", String(c.sessionsOpen), "", c.sessionsOpen >= 250_000]);
