@@ -1,4 +1,6 @@
 import { monitorEventLoopDelay, performance } from "node:perf_hooks";
+import { writeFileSync } from "node:fs";
+import { Session } from "node:inspector/promises";
 import { getHeapStatistics } from "node:v8";
 import { pino } from "pino";
 import { loadConfig } from "../bridge/config.js";
@@ -26,12 +28,15 @@ async function main(): Promise<void> {
     });
   await waitOnline();
   process.send!({ kind: "ready", httpUrl: bridge.httpUrl });
+  // From the first measured run on (not while the bench sets up its chats).
+  let allocations: Promise<{ write(file: string): Promise<void> }> | null = null;
 
   process.on("message", (req: Request) => {
     if (req.kind === "gc") {
       for (let i = 0; i < 3; i++) (globalThis as { gc?: () => void }).gc?.();
       process.send!({ id: req.id });
     } else if (req.kind === "reset") {
+      if (process.env.BENCH_ALLOC_PROFILE) allocations ??= sampleAllocations();
       lag.reset();
       elu = performance.eventLoopUtilization();
       process.send!({ id: req.id });
@@ -55,10 +60,29 @@ async function main(): Promise<void> {
   });
   const stop = () => {
     setTimeout(() => process.exit(1), 15_000).unref(); // never outlive the bench for long
-    void bridge.stop().finally(() => process.exit(0));
+    void (allocations ? allocations.then((a) => a.write(process.env.BENCH_ALLOC_PROFILE!)) : Promise.resolve())
+      .then(() => bridge.stop())
+      .finally(() => process.exit(0));
   };
   process.on("SIGTERM", stop);
   process.on("disconnect", stop);
+}
+
+/**
+ * Samples every allocation, also of objects that died young (the default keeps only what is
+ * still alive): what the scavenger has to do per message, by function. Written as a
+ * `.heapprofile` (Chrome DevTools, Memory tab) when the bridge stops.
+ */
+async function sampleAllocations(): Promise<{ write(file: string): Promise<void> }> {
+  const session = new Session();
+  session.connect();
+  await session.post("HeapProfiler.startSampling", { samplingInterval: 16_384, includeObjectsCollectedByMajorGC: true, includeObjectsCollectedByMinorGC: true });
+  return {
+    async write(file) {
+      const { profile } = await session.post("HeapProfiler.stopSampling");
+      writeFileSync(file, JSON.stringify(profile));
+    },
+  };
 }
 
 main().catch((err: unknown) => {

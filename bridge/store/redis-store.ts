@@ -1,6 +1,7 @@
 import { Redis, Cluster, type RedisOptions } from "ioredis";
 import { aggregatePresence, type AgentPresence, type AgentShow } from "../../stanza-mappers/presence-to-agent-state.js";
 import type { ServerFrame } from "../../stanza-mappers/visitor-protocol.js";
+import { BatchingRedis } from "./batching-redis.js";
 import { decodeAgent, decodeSite, encodeAgent, encodeSite, StoredValueError } from "./codec.js";
 import { chatMatchesListState } from "./chat-list-state.js";
 import { visitorIdOfChat } from "./ids.js";
@@ -53,8 +54,9 @@ const NOT_AUTO_PIPELINED = ["claimLeastLoaded", "markManyRelayed"];
 export type RedisTarget = { url: string } | { clusterNodes: { host: string; port: number }[] };
 
 /**
- * The shared store. Commands go through one connection (auto-pipelined); pub/sub uses a
- * second one, as Redis requires. ioredis reconnects both and re-subscribes by itself.
+ * The shared store. Commands go through one connection, those of one event-loop turn in one
+ * write (batching-redis.ts; auto-pipelined on Redis Cluster); pub/sub uses a second one, as
+ * Redis requires. ioredis reconnects both and re-subscribes by itself.
  */
 export class RedisStore implements Store {
   readonly kind: "redis" | "redis-cluster";
@@ -64,22 +66,24 @@ export class RedisStore implements Store {
   private readonly recoveryHandlers: (() => void)[] = [];
 
   constructor(target: RedisTarget, onError: (err: Error) => void = () => {}) {
-    const options: RedisOptions = {
-      enableAutoPipelining: true,
-      autoPipeliningIgnoredCommands: NOT_AUTO_PIPELINED,
+    const options = {
       // Fail commands fast while Redis is down instead of queueing them without bound:
       // the visitor gets an error instead of a late (or false) ack.
       maxRetriesPerRequest: 2,
       // Capped at 1 s (with jitter) so that the bridge serves again within ~1 s of Redis' return.
-      retryStrategy: (attempt) => Math.min(50 * 2 ** attempt, 1000) * (0.5 + Math.random() / 2),
-    };
+      retryStrategy: (attempt: number) => Math.min(50 * 2 ** attempt, 1000) * (0.5 + Math.random() / 2),
+    } satisfies RedisOptions;
     if ("url" in target) {
       this.kind = "redis";
-      this.redis = new Redis(target.url, options) as Client & ScriptCommands;
+      this.redis = new BatchingRedis(target.url, options) as Client & ScriptCommands;
       this.sub = new Redis(target.url, { ...options, maxRetriesPerRequest: null });
     } else {
       this.kind = "redis-cluster";
-      this.redis = new Cluster(target.clusterNodes, { enableAutoPipelining: true, autoPipeliningIgnoredCommands: NOT_AUTO_PIPELINED, redisOptions: options }) as Client & ScriptCommands;
+      this.redis = new Cluster(target.clusterNodes, {
+        enableAutoPipelining: true,
+        autoPipeliningIgnoredCommands: NOT_AUTO_PIPELINED,
+        redisOptions: options,
+      }) as Client & ScriptCommands;
       this.sub = new Cluster(target.clusterNodes, { redisOptions: { ...options, maxRetriesPerRequest: null } });
     }
     for (const [name, script] of Object.entries(SCRIPTS)) this.redis.defineCommand(name, script);

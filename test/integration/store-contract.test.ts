@@ -1,5 +1,6 @@
 import { randomBytes } from "node:crypto";
-import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
+import { Socket } from "node:net";
+import { afterAll, beforeAll, beforeEach, describe, expect, it, vi } from "vitest";
 import { Redis } from "ioredis";
 import { keys } from "../../bridge/store/keys.js";
 import { MemoryStore } from "../../bridge/store/memory-store.js";
@@ -403,6 +404,29 @@ describe("redis store: what it keeps per visitor", () => {
       expect(ttl).toBeLessThanOrEqual(CLIENT_IDS_TTL_SECONDS);
     } finally {
       admin.disconnect();
+      await store.close();
+    }
+  });
+});
+
+describe("redis store: writes", () => {
+  it("sends the commands of one event-loop turn to Redis in one write", async () => {
+    // One system call and one wake-up of Redis for everything the bridge asks in a turn
+    // (the replies to many visitors' frames), without a pipeline object per batch.
+    const store = new RedisStore({ url: redis.url });
+    try {
+      await store.putSite(site("s-one-write"));
+      const streams = Socket.prototype as unknown as Record<"_write" | "_writev", (...args: unknown[]) => void>;
+      const writes = [vi.spyOn(streams, "_write"), vi.spyOn(streams, "_writev")];
+      try {
+        const reads = Array.from({ length: 20 }, () => store.getSite("s-one-write"));
+        expect((await Promise.all(reads)).every((s) => s?.name === "Site s-one-write")).toBe(true);
+        const toRedis = writes.flatMap((spy) => spy.mock.contexts).filter((socket) => (socket as Socket).remotePort === redis.port);
+        expect(toRedis).toHaveLength(1);
+      } finally {
+        for (const spy of writes) spy.mockRestore();
+      }
+    } finally {
       await store.close();
     }
   });
