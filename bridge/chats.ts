@@ -1,6 +1,7 @@
 import type { Element } from "@xmpp/xml";
 import { contextMessageToStanza, noticeToStanza, pageStatus, presenceToStanza, visitorMessageToStanza } from "../stanza-mappers/visitor-to-stanza.js";
 import type { ServerFrame } from "../stanza-mappers/visitor-protocol.js";
+import { visitorIdOfChat } from "./store/ids.js";
 import { messageFrame } from "./store/message-frame.js";
 import { NS } from "../stanza-mappers/namespaces.js";
 import xml from "@xmpp/xml";
@@ -303,14 +304,15 @@ export class ChatService {
     }
   }
 
-  /** Tells every queued visitor of the site their position. */
+  /** Tells every queued visitor of the site their position: one read of the queue, whatever the site's history. */
   async announceQueuePositions(site: Site): Promise<void> {
-    const { store } = this.deps;
-    for (const chat of await store.listChats(site.id, "queued")) {
-      if (chat.state !== "queued") continue;
-      const position = await store.queuePosition(site.id, chat.id);
-      if (position !== null) await this.publish(chat.visitorId, { type: "queue", position });
-    }
+    const queued = await this.deps.store.queuedChats(site.id);
+    await Promise.all(
+      queued.map((chatId, i) => {
+        const visitorId = visitorIdOfChat(chatId);
+        return visitorId ? this.publish(visitorId, { type: "queue", position: i + 1 }) : undefined;
+      }),
+    );
   }
 
   async agentLoads(site: Site): Promise<AgentLoad[]> {

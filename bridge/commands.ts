@@ -53,6 +53,8 @@ const DESK_HELP = [
   "!help — this text",
 ].join("\n");
 
+/** Lines of `!queue` and `!visitors` at most: a chat message, not a report. */
+const LISTED_AT_MOST = 50;
 const EMAIL = /^[^\s@<>]+@[^\s@<>]+\.[^\s@<>]+$/;
 
 export class CommandService {
@@ -180,22 +182,25 @@ export class CommandService {
   }
 
   private async queueText(site: Site): Promise<string> {
-    const queued = (await this.deps.store.listChats(site.id, "queued")).filter((c) => c.state === "queued");
+    const queued = await this.deps.store.queuedChats(site.id);
     if (queued.length === 0) return "[parley] Nobody is waiting.";
     const now = this.deps.now();
     const lines = await Promise.all(
-      queued.map(async (chat, i) => {
-        const visitor = await this.deps.store.getVisitor(chat.visitorId);
-        return `${i + 1}. ${visitor ? visitorDisplayName(visitor) : chat.visitorId} — waiting ${Math.round((now - chat.startedAt) / 1000)} s`;
+      queued.slice(0, LISTED_AT_MOST).map(async (chatId, i) => {
+        const chat = await this.deps.store.getChat(chatId);
+        const visitor = chat && (await this.deps.store.getVisitor(chat.visitorId));
+        const waiting = chat ? ` — waiting ${Math.round((now - chat.startedAt) / 1000)} s` : "";
+        return `${i + 1}. ${visitor ? visitorDisplayName(visitor) : (chat?.visitorId ?? chatId)}${waiting}`;
       }),
     );
-    return `[parley] ${queued.length} waiting:\n${lines.join("\n")}`;
+    const more = queued.length > LISTED_AT_MOST ? `\n… and ${queued.length - LISTED_AT_MOST} more` : "";
+    return `[parley] ${queued.length} waiting:\n${lines.join("\n")}${more}`;
   }
 
   private async visitorsText(site: Site): Promise<string> {
     const ids = await this.deps.store.onlineVisitors(site.id, this.deps.now());
     if (ids.length === 0) return "[parley] No visitors on the site right now.";
-    const visitors = await Promise.all(ids.slice(0, 50).map((id) => this.deps.store.getVisitor(id)));
+    const visitors = await Promise.all(ids.slice(0, LISTED_AT_MOST).map((id) => this.deps.store.getVisitor(id)));
     const lines = visitors
       .filter((v): v is Visitor => v !== null)
       .map((v) => `${visitorDisplayName(v)} (${v.jid}) — ${v.page ? v.page.title || v.page.url : "no page yet"}`);

@@ -280,6 +280,9 @@ export class MemoryStore implements Store {
   async queueLength(siteId: string) {
     return this.queues.get(siteId)?.length ?? 0;
   }
+  async queuedChats(siteId: string) {
+    return (this.queues.get(siteId) ?? []).map((q) => q.chatId);
+  }
 
   // --- timers and webhook events
   async setTimer(id: string, dueAt: number) {

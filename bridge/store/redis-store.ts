@@ -415,6 +415,9 @@ export class RedisStore implements Store {
   async queueLength(siteId: string) {
     return this.redis.zcard(keys.queue(siteId));
   }
+  async queuedChats(siteId: string) {
+    return this.redis.zrange(keys.queue(siteId), "0", "-1");
+  }
 
   // --- timers and webhook events
   async setTimer(id: string, dueAt: number) {

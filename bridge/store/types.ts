@@ -215,6 +215,8 @@ export interface RoutingStore {
   queuePosition(siteId: string, chatId: string): Promise<number | null>;
   removeFromQueue(siteId: string, chatId: string): Promise<void>;
   queueLength(siteId: string): Promise<number>;
+  /** The queued chat ids of the site, oldest first (position = index + 1). */
+  queuedChats(siteId: string): Promise<string[]>;
 }
 
 /**

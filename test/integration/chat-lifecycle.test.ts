@@ -34,12 +34,18 @@ describe("chat lifecycle", () => {
     expect(await v2.next("queue")).toEqual({ type: "queue", position: 1 });
     await v3.say("three");
     expect(await v3.next("queue")).toEqual({ type: "queue", position: 2 });
+    // The desk contact's status line shows the site's state.
+    const deskStatus = (status: string) => solo.presences.next((p) => p.attrs.from === "queue@chat.localhost" && p.getChildText("status") === status, `desk status "${status}"`);
+    await deskStatus("2 waiting, 1 chatting");
+    await solo.sendMessage("queue@chat.localhost", "!queue");
+    expect((await solo.nextBody("queue@chat.localhost")).getChildText("body")).toMatch(/^\[parley\] 2 waiting:\n1\. Visitor \d+ — waiting \d+ s\n2\. Visitor \d+ — waiting \d+ s$/);
 
     await solo.nextBody(jidOf("queue", v1), (b) => b === "one");
     await solo.sendMessage(jidOf("queue", v1), "!end");
     await v1.next("ended");
     await v2.next("agent", (f) => f.state === "joined" && f.name === "Solo");
     expect(await v3.next("queue")).toEqual({ type: "queue", position: 1 });
+    await deskStatus("1 waiting, 1 chatting");
     await solo.nextBody(jidOf("queue", v2), (b) => b === "two");
 
     await solo.sendMessage(jidOf("queue", v2), "!end");

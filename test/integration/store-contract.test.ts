@@ -179,7 +179,9 @@ describe.each([
     await store.enqueue(siteId, "q1", 40); // already queued: keeps its place
     expect(await store.queuePosition(siteId, "q2")).toBe(2);
     expect(await store.queueLength(siteId)).toBe(3);
+    expect(await store.queuedChats(siteId)).toEqual(["q1", "q2", "q3"]);
     await store.removeFromQueue(siteId, "q2");
+    expect(await store.queuedChats(siteId)).toEqual(["q1", "q3"]);
     const popped = await Promise.all([store.dequeue(siteId), store.dequeue(siteId), store.dequeue(siteId)]);
     expect(popped).toEqual(["q1", "q3", null]);
   });
