@@ -76,7 +76,9 @@ async function main(): Promise<void> {
 async function sampleAllocations(): Promise<{ write(file: string): Promise<void> }> {
   const session = new Session();
   session.connect();
-  await session.post("HeapProfiler.startSampling", { samplingInterval: 16_384, includeObjectsCollectedByMajorGC: true, includeObjectsCollectedByMinorGC: true });
+  // BENCH_ALLOC_SURVIVORS=1: only what outlived the young generation (what scavenges copy and promote).
+  const survivorsOnly = process.env.BENCH_ALLOC_SURVIVORS === "1";
+  await session.post("HeapProfiler.startSampling", { samplingInterval: 16_384, includeObjectsCollectedByMajorGC: true, includeObjectsCollectedByMinorGC: !survivorsOnly });
   return {
     async write(file) {
       const { profile } = await session.post("HeapProfiler.stopSampling");
