@@ -16,6 +16,8 @@ export const keys = {
   visitorNumber: (siteId: string) => `${P}:{s:${siteId}}:vnum`,
   online: (siteId: string) => `${P}:{s:${siteId}}:online`,
   siteChats: (siteId: string) => `${P}:{s:${siteId}}:chats`,
+  /** The site's chats not ended yet, by start time: listed whatever the site's history. */
+  openChats: (siteId: string) => `${P}:{s:${siteId}}:chats:open`,
   agentChats: (siteId: string, agentJid: string) => `${P}:{s:${siteId}}:load:${agentJid}`,
   lastAssigned: (siteId: string) => `${P}:{s:${siteId}}:last-assigned`,
   loadedAgents: (siteId: string) => `${P}:{s:${siteId}}:loaded`,

@@ -272,7 +272,11 @@ export class RedisStore implements Store {
     const message: StoredMessage = { id: messageId, chatId: chat.id, from: "visitor", name, text: input.text, ts: input.ts, clientId: input.clientId };
     if (created === 1) {
       // Site-wide indexes live in the site's hash slot: a second step, once per chat.
-      await Promise.all([this.redis.zadd(keys.siteChats(input.siteId), input.ts, chat.id), this.redis.hincrby(keys.chatStateCounts(), "new", 1)]);
+      await Promise.all([
+        this.redis.zadd(keys.siteChats(input.siteId), input.ts, chat.id),
+        this.redis.zadd(keys.openChats(input.siteId), input.ts, chat.id),
+        this.redis.hincrby(keys.chatStateCounts(), "new", 1),
+      ]);
     }
     return { visitor, message, chat, chatCreated: created === 1, duplicate: false };
   }
@@ -351,13 +355,29 @@ export class RedisStore implements Store {
     if (!reply) return null;
     const chat = decodeChat(pairsToObject(reply[1]));
     if (chat && chat.state !== reply[0]) {
-      await this.redis.multi().hincrby(keys.chatStateCounts(), reply[0], -1).hincrby(keys.chatStateCounts(), chat.state, 1).exec();
+      await Promise.all([
+        this.redis.multi().hincrby(keys.chatStateCounts(), reply[0], -1).hincrby(keys.chatStateCounts(), chat.state, 1).exec(),
+        chat.state === "ended" ? this.redis.zrem(keys.openChats(chat.siteId), chat.id) : undefined,
+      ]);
     }
     return chat;
   }
+  /**
+   * Active and queued chats come from the site's open chats (oldest first, so a long chat is
+   * never pushed out by newer ones); ended chats from the site's most recent chats.
+   */
   async listChats(siteId: string, state: "active" | "queued" | "ended") {
-    const ids = await this.redis.zrevrange(keys.siteChats(siteId), 0, CHAT_LIST_LIMIT - 1);
+    const open = state !== "ended";
+    const ids = open ? await this.redis.zrange(keys.openChats(siteId), "0", String(CHAT_LIST_LIMIT - 1)) : await this.redis.zrevrange(keys.siteChats(siteId), 0, CHAT_LIST_LIMIT - 1);
     const chats = await Promise.all(ids.map((id) => this.getChat(id)));
+    if (open) {
+      // A process that died between ending a chat and updating the index left it here.
+      const stale = ids.filter((_, i) => {
+        const chat = chats[i];
+        return !chat || chat.state === "ended";
+      });
+      if (stale.length > 0) await this.redis.zrem(keys.openChats(siteId), ...stale);
+    }
     return chats.filter((c): c is Chat => c !== null && chatMatchesListState(c, state)).sort((a, b) => a.startedAt - b.startedAt);
   }
 
@@ -367,7 +387,7 @@ export class RedisStore implements Store {
     const ids = (await this.transcript(chatId)).map((m) => m.id);
     if (ids.length > 0) await this.redis.xdel(keys.log(chat.visitorId), ...ids);
     await this.redis.del(keys.chat(chat.visitorId, chatId));
-    await this.redis.zrem(keys.siteChats(chat.siteId), chatId);
+    await Promise.all([this.redis.zrem(keys.siteChats(chat.siteId), chatId), this.redis.zrem(keys.openChats(chat.siteId), chatId)]);
     await this.redis.hincrby(keys.chatStateCounts(), "ended", -1);
   }
   async chatStateCounts() {

@@ -160,6 +160,23 @@ describe.each([
     expect((await store.listChats(siteId, "ended")).map((c) => c.id)).toEqual([]);
   });
 
+  it("lists a site's open chats however many chats the site has had since", async () => {
+    const long = visitor(siteId);
+    const busy = visitor(siteId);
+    await Promise.all([store.createVisitor(long), store.createVisitor(busy)]);
+    const first = await store.appendVisitorMessage({ visitorId: long.id, siteId, clientId: "a", fallbackName: "V", text: "x", ts: 10_000, newChatId: newChatId(long.id, 10_000) });
+    await store.updateChat(first.chat.id, ["new"], { state: "active", agentJid: "ann@localhost", assignedAt: 10_001 });
+    // More chats after it than a list reads of the site's recent chats (1,000), all ended.
+    for (let i = 1; i <= 1001; i++) {
+      const ts = 10_000 + i * 10;
+      const { chat } = await store.appendVisitorMessage({ visitorId: busy.id, siteId, clientId: `c${i}`, fallbackName: "V", text: "x", ts, newChatId: newChatId(busy.id, ts) });
+      await store.updateChat(chat.id, ["new"], { state: "ended", endedAt: ts + 1 });
+    }
+    expect((await store.listChats(siteId, "active")).map((c) => c.id)).toEqual([first.chat.id]);
+    expect(await store.listChats(siteId, "queued")).toEqual([]);
+    expect((await store.listChats(siteId, "ended")).length).toBeGreaterThanOrEqual(1000);
+  });
+
   it("claims agents atomically under the cap and idempotently per chat", async () => {
     const results = await Promise.all(["c1", "c2", "c3", "c4"].map((chatId) => store.claimAgent(siteId, "ann@localhost", chatId, 2, 100)));
     expect(results.filter(Boolean)).toHaveLength(2);
