@@ -1215,8 +1215,13 @@ function printTable(results: Record<string, any>): void {
     const va = by("parley v→a");
     const av = by("parley a→v");
     targets.push(["≥ 10,000 msg/s durable per process (v→a)", `${va}/s`, "", va >= 10_000]);
-    targets.push(["≥ 80% of bare component (v→a vs component→client)", `${((va / Math.max(1, by("component→client"))) * 100).toFixed(0)}%`, "", va >= 0.8 * by("component→client")]);
-    targets.push(["≥ 80% of bare component (a→v vs client→component)", `${((av / Math.max(1, by("client→component"))) * 100).toFixed(0)}%`, "", av >= 0.8 * by("client→component")]);
+    // A baseline that passed the ramp's last step has a higher limit: the ratio is an upper bound.
+    const share = (parley: number, baseline: string) => {
+      const ended = ch.throughput.find((t: any) => t.flow === baseline)?.firstFailing === null;
+      return `${ended ? "≤ " : ""}${((parley / Math.max(1, by(baseline))) * 100).toFixed(0)}%${ended ? ` (${baseline} passed the last step)` : ""}`;
+    };
+    targets.push(["≥ 80% of bare component (v→a vs component→client)", share(va, "component→client"), "", va >= 0.8 * by("component→client")]);
+    targets.push(["≥ 80% of bare component (a→v vs client→component)", share(av, "client→component"), "", av >= 0.8 * by("client→component")]);
   }
   if (ch?.redisPerMessage) {
     lines.push("### Redis per chat message (MONITOR sample)", "", "| flow | commands from the bridge | commands inside Lua | by command |", "|---|---|---|---|");
