@@ -27,6 +27,8 @@ describe("parseClientFrame", () => {
     ["a blank text", '{"type":"message","id":"c","text":"   "}', "invalid"],
     ["a NUL in text", JSON.stringify({ type: "message", id: "c", text: "a\u0000b" }), "invalid"],
     ["a lone surrogate", '{"type":"message","id":"c","text":"a\\ud800b"}', "invalid"],
+    ["a lone low surrogate after a pair", '{"type":"message","id":"c","text":"\\ud83d\\ude00\\ude00"}', "invalid"],
+    ["a high surrogate at the end", '{"type":"message","id":"c","text":"ok\\ud83d"}', "invalid"],
     ["an unknown field", '{"type":"ping","x":1}', "invalid"],
     ["a bad typing state", '{"type":"typing","state":"shouting"}', "invalid"],
     ["a bad email", '{"type":"identify","email":"not-an-email"}', "invalid"],
@@ -36,6 +38,7 @@ describe("parseClientFrame", () => {
 
   it("counts text length in characters, not UTF-16 units", () => {
     expect(parse(JSON.stringify({ type: "message", id: "c", text: "😀".repeat(4000) }))).toMatchObject({ ok: true });
+    expect(parse(JSON.stringify({ type: "message", id: "c", text: "😀".repeat(4001) }))).toMatchObject({ ok: false, code: "invalid" });
   });
 
   it("echoes the client id on a refused message so the widget can mark it failed", () => {
