@@ -395,7 +395,6 @@ async function main(): Promise<void> {
       // Throughput needs many messages per visitor; the per-socket limit (30/s, burst 200) stays.
       PARLEY_VISITOR_RATE: "1000/s burst 1000",
       PARLEY_UPGRADE_RATE: "100000/s burst 100000", // every bench visitor comes from loopback
-      PARLEY_HEARTBEAT_MS: String(MODE.heartbeatMs),
       PARLEY_LOG_LEVEL: process.env.BENCH_BRIDGE_LOG_LEVEL ?? "warn",
     };
     // The bridge's own log (warnings only) goes to a file, not into the table.
@@ -429,7 +428,9 @@ async function capacityPhase(world: World): Promise<Record<string, unknown>> {
   // With --profile, session setup and the idle window are profiled too (not summarised: open the file in DevTools).
   const profileDir = PROFILE ? join(ROOT, "bench", "results", "profiles", `${MODE.name}-capacity-${Date.now()}`) : undefined;
   if (profileDir) await mkdir(profileDir, { recursive: true });
-  const bridge = await BridgeChild.start(world.env, { maxOldSpaceMb: MODE.maxOldSpaceMb, logFd: world.logFd, ...(profileDir ? { cpuProfDir: profileDir } : {}) });
+  // The mode's heartbeat for the idle window; the chat phases keep the default.
+  const env = { ...world.env, PARLEY_HEARTBEAT_MS: String(MODE.heartbeatMs) };
+  const bridge = await BridgeChild.start(env, { maxOldSpaceMb: MODE.maxOldSpaceMb, logFd: world.logFd, ...(profileDir ? { cpuProfDir: profileDir } : {}) });
   const sockets: RawVisitor[] = [];
   try {
     await sleep(1000);
