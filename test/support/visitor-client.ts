@@ -1,3 +1,4 @@
+import { randomBytes } from "node:crypto";
 import WebSocket from "ws";
 import type { ServerFrame } from "../../stanza-mappers/visitor-protocol.js";
 import { Inbox } from "./inbox.js";
@@ -10,6 +11,12 @@ export class VisitorClient {
   readonly closed: Promise<{ code: number; reason: string }>;
   welcome!: WelcomeFrame;
   private counter = 0;
+  /**
+   * Client ids are deduplicated per visitor, across tabs: two tabs of one visitor must never
+   * pick the same id (with a counter and a timestamp alone, two tabs sending their n-th
+   * message within the same millisecond did, and the second message was taken for a resend).
+   */
+  private readonly idPrefix = randomBytes(6).toString("hex");
 
   private constructor(readonly ws: WebSocket) {
     ws.on("message", (data) => this.frames.push(JSON.parse(String(data)) as ServerFrame));
@@ -43,7 +50,7 @@ export class VisitorClient {
   }
 
   /** Sends a chat message and waits until the bridge acknowledges it as stored. */
-  async say(text: string, id = `c${++this.counter}-${Date.now()}`) {
+  async say(text: string, id = `${this.idPrefix}-${++this.counter}`) {
     this.send({ type: "message", id, text });
     return this.next("ack", (a) => a.id === id);
   }
