@@ -71,11 +71,10 @@ describe("three bridge processes, one Redis, one ejabberd", () => {
       expected.push(`tabs r${k}`);
     }
     const texts = (tab: VisitorClient) => tab.frames.all.flatMap((f) => (f.type === "message" && f.text.startsWith("tabs ") ? [f.text] : []));
+    const missingOn = (tab: VisitorClient) => expected.filter((t) => !texts(tab).includes(t));
     for (const [i, tab] of tabs.entries()) {
-      const missing = () => expected.filter((t) => !texts(tab).includes(t));
-      await waitUntil(`tab ${i + 1} to show every message`, () => missing().length === 0).catch((err: Error) => {
-        const all = tabs.map((t, j) => `tab ${j + 1}: ${JSON.stringify(expected.filter((x) => !texts(t).includes(x)))}`).join("; ");
-        throw new Error(`${err.message}; missing: ${all}`);
+      await waitUntil(`tab ${i + 1} to show every message`, () => missingOn(tab).length === 0).catch((err: Error) => {
+        throw new Error(`${err.message}; missing: ${tabs.map((t, j) => `tab ${j + 1}: ${JSON.stringify(missingOn(t))}`).join("; ")}`);
       });
       expect(texts(tab).sort()).toEqual([...expected].sort()); // and each exactly once
     }
