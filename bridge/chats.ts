@@ -253,6 +253,49 @@ export class ChatService {
     }
   }
 
+  /**
+   * Moves every chat of the agent on this site to another agent, or queues it, with the
+   * agent told why (their connection is gone, or they were removed from the site).
+   */
+  async moveChatsOf(site: Site, agentJid: string, why: string): Promise<void> {
+    const { store } = this.deps;
+    for (const chatId of (await store.agentLoads(site.id)).get(agentJid)?.chatIds ?? []) {
+      const chat = await store.getChat(chatId);
+      const visitor = chat && (await store.getVisitor(chat.visitorId));
+      if (!chat || !visitor) continue;
+      await this.deps.lanes.run(visitor.id, async () => {
+        const current = await store.getChat(chatId);
+        if (current?.state === "active" && current.agentJid === agentJid) await this.reassign(site, visitor, current, why);
+      });
+    }
+  }
+
+  /**
+   * Ends every open chat of a site that has just been deleted, as `!end` would: visitors
+   * told, agents' roster items removed. The site is already gone from the store, so no chat
+   * starts meanwhile and none is assigned from the queue. Returns how many ended.
+   */
+  async endOpenChats(site: Site): Promise<number> {
+    const { store } = this.deps;
+    let ended = 0;
+    for (;;) {
+      // Lists hold at most 1,000 chats each: go on until a pass ends none.
+      const open = [...(await store.listChats(site.id, "queued")), ...(await store.listChats(site.id, "active"))];
+      let endedInPass = 0;
+      for (const chat of open) {
+        const visitor = await store.getVisitor(chat.visitorId);
+        if (!visitor) continue;
+        const done = await this.deps.lanes.run(visitor.id, async () => {
+          const current = await store.getChat(chat.id);
+          return current !== null && (await this.end(site, visitor, current));
+        });
+        if (done) endedInPass++;
+      }
+      if (endedInPass === 0) return ended;
+      ended += endedInPass;
+    }
+  }
+
   /** Ends the chat: visitor told, slot freed, roster item removed, queue moves on. */
   async end(site: Site, visitor: Visitor, chat: Chat): Promise<boolean> {
     const { store } = this.deps;

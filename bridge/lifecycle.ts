@@ -50,21 +50,10 @@ export function registerLifecycleTimers(deps: LifecycleDeps): void {
 
   scheduler.on("agent-gone", async (agentJid) => {
     if ((await store.getAgentPresence(agentJid)) !== "offline") return;
+    log.info({ agent: agentJid }, "agent gone past the grace period; moving their chats");
     for (const siteId of await store.sitesOfAgent(agentJid)) {
       const site = await store.getSite(siteId);
-      const chatIds = site ? ((await store.agentLoads(siteId)).get(agentJid)?.chatIds ?? []) : [];
-      for (const chatId of chatIds) {
-        const chat = await store.getChat(chatId);
-        const visitor = chat && (await store.getVisitor(chat.visitorId));
-        if (!site || !chat || !visitor) continue;
-        log.info({ chatId, agent: agentJid }, "agent gone past the grace period; moving the chat");
-        await lanes.run(visitor.id, async () => {
-          const current = await store.getChat(chatId);
-          if (current?.state === "active" && current.agentJid === agentJid) {
-            await chats.reassign(site, visitor, current, `You were offline for more than ${Math.round(deps.agentGraceMs / 1000)} s.`);
-          }
-        });
-      }
+      if (site) await chats.moveChatsOf(site, agentJid, `You were offline for more than ${Math.round(deps.agentGraceMs / 1000)} s.`);
     }
   });
 

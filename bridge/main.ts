@@ -117,7 +117,20 @@ export async function startBridge(config: Config, logger: Logger = createLogger(
   const commands = new CommandService({ store, deskJid: (siteId) => deskJid(siteId, domain), send, chats, now, newId, logger });
   const agentMessages = new AgentMessages({ store, domain, send, chats, commands, lanes, now, newId, logger, metrics });
   const visitors = new VisitorService({ store, domain, send, chats, presence, lanes, now, newId, logger, metrics, scheduler, outbox, graceMs: config.visitorGraceMs, heartbeatMs: config.heartbeatMs });
-  const sites = new SiteService({ store, domain, rosters, presence, now, logger, onSiteChanged: (site) => chats.drainQueue(site) });
+  const sites = new SiteService({
+    store,
+    domain,
+    rosters,
+    presence,
+    now,
+    logger,
+    onSiteChanged: (site) => chats.drainQueue(site),
+    onSiteDeleted: async (site) => {
+      const ended = await chats.endOpenChats(site);
+      if (ended > 0) logger.info({ siteId: site.id, ended }, "open chats of a deleted site ended");
+    },
+    onAgentRemoved: (site, agentJid) => chats.moveChatsOf(site, agentJid, `You are no longer an agent of ${site.name}.`),
+  });
   registerLifecycleTimers({ store, scheduler, chats, presence, webhooks, lanes, agentGraceMs: config.agentGraceMs, chatIdleMs: config.chatIdleMs, transcriptRetentionDays: config.transcriptRetentionDays, logger });
   const gateway = new VisitorGateway({ store, visitors, logger, metrics, now, visitorRate: config.visitorRate, upgradeRate: config.upgradeRate, socketRate: config.socketRate, heartbeatMs: config.heartbeatMs, processId: idPrefix, deadProcesses: (ids) => outbox.deadAmong(ids) });
   const adminApi = new AdminApi({ store, sites, now, logger, version, ...(config.adminToken ? { adminToken: config.adminToken } : {}) });

@@ -38,13 +38,16 @@ export function openApiDocument(version: string): object {
         parameters: [siteId],
         put: { summary: "Create or update a site", requestBody: { required: true, content: { "application/json": { schema: { $ref: "#/components/schemas/SiteBody" } } } }, responses: responses({ 200: json({ $ref: "#/components/schemas/Site" }, "Updated"), 201: json({ $ref: "#/components/schemas/Site" }, "Created") }, 400, 401) },
         get: { summary: "Get a site", responses: responses({ 200: json({ $ref: "#/components/schemas/Site" }) }, 401, 404) },
-        delete: { summary: "Delete a site", responses: responses({ 204: { description: "Deleted" } }, 401, 404) },
+        delete: {
+          summary: "Delete a site",
+          description: "Its open chats end (visitors are told, agents' roster items removed); its visitors' sockets are closed (1008) at their next frame; transcripts stay until retention.",
+          responses: responses({ 204: { description: "Deleted" } }, 401, 404) },
       },
       "/api/sites/{siteId}/agents": { parameters: [siteId], get: { summary: "List agents with presence and active chats", responses: responses({ 200: json({ type: "array", items: { $ref: "#/components/schemas/Agent" } }) }, 401, 404) } },
       "/api/sites/{siteId}/agents/{jid}": {
         parameters: [siteId, jid],
         put: { summary: "Add or update an agent", requestBody: { required: false, content: { "application/json": { schema: { $ref: "#/components/schemas/AgentBody" } } } }, responses: responses({ 200: json({ type: "object" }), 201: json({ type: "object" }, "Created") }, 400, 401, 404) },
-        delete: { summary: "Remove an agent", responses: responses({ 204: { description: "Removed" } }, 401, 404) },
+        delete: { summary: "Remove an agent", description: "Their active chats on the site move to another available agent, or to the queue.", responses: responses({ 204: { description: "Removed" } }, 401, 404) },
       },
       "/api/sites/{siteId}/visitors": { parameters: [siteId], get: { summary: "Visitors online now", responses: responses({ 200: json({ type: "array", items: { $ref: "#/components/schemas/Visitor" } }) }, 401, 404) } },
       "/api/sites/{siteId}/chats": {

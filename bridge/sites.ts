@@ -20,6 +20,10 @@ export interface SiteDeps {
   logger: Logger;
   /** A site's settings changed (e.g. a higher cap): queued chats may now find an agent. */
   onSiteChanged?(site: Site): Promise<void>;
+  /** The site is gone from the store: its open chats end. */
+  onSiteDeleted?(site: Site): Promise<void>;
+  /** The agent is no longer one of the site's: their chats there move to another agent. */
+  onAgentRemoved?(site: Site, agentJid: string): Promise<void>;
 }
 
 export class SiteService {
@@ -56,11 +60,21 @@ export class SiteService {
     return { site, created: !existing };
   }
 
+  /**
+   * Deletes the site first, so that no visitor connects or starts a chat while the rest
+   * happens (a connected visitor's next frame is refused), then ends its open chats and
+   * takes the desk contact out of every agent's roster. Transcripts stay until retention.
+   */
   async deleteSite(siteId: string): Promise<boolean> {
-    const site = await this.deps.store.getSite(siteId);
+    const { store } = this.deps;
+    const site = await store.getSite(siteId);
     if (!site) return false;
-    for (const agent of await this.deps.store.listAgents(siteId)) await this.removeDesk(site, agent.jid);
-    return this.deps.store.deleteSite(siteId);
+    const agents = await store.listAgents(siteId);
+    if (!(await store.deleteSite(siteId))) return false; // another request was first
+    this.log.info({ siteId }, "site deleted");
+    await this.deps.onSiteDeleted?.(site);
+    for (const agent of agents) await this.removeDesk(site, agent.jid);
+    return true;
   }
 
   async putAgent(site: Site, jid: string, name: string | undefined): Promise<{ agent: Agent; created: boolean }> {
@@ -74,8 +88,10 @@ export class SiteService {
 
   async removeAgent(site: Site, jid: string): Promise<boolean> {
     const removed = await this.deps.store.removeAgent(site.id, jid);
-    if (removed) await this.removeDesk(site, jid);
-    return removed;
+    if (!removed) return false;
+    await this.removeDesk(site, jid);
+    await this.deps.onAgentRemoved?.(site, jid);
+    return true;
   }
 
   /** Applies PARLEY_SITES_FILE: creates or updates each site and agent listed (idempotent). */

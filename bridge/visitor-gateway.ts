@@ -11,7 +11,7 @@ import { TokenBucket, type RateSpec } from "./rate-limit.js";
 import { messageFrame } from "./store/message-frame.js";
 import { corkForThisTurn } from "./write-batching.js";
 import type { Site, Store } from "./store/types.js";
-import { DEFAULT_HEARTBEAT_MS, type Session, type VisitorService } from "./visitors.js";
+import { DEFAULT_HEARTBEAT_MS, SiteDeletedError, type Session, type VisitorService } from "./visitors.js";
 
 /**
  * The only user of `ws` (CONTRACT §4): upgrade checks (unknown site 404, foreign origin
@@ -287,9 +287,16 @@ export class VisitorGateway {
       return this.refuse(socket, { type: "error", code: "rate_limited", message: "too many messages; wait a moment", id: frame.id });
     }
     socket.refusals = 0;
-    const handled = this.deps.visitors.onFrame(socket.site, { id: visitorId, number: socket.visitorNumber }, frame, (reply) => this.sendTo(socket, reply)).catch((err: unknown) => {
-      this.log.warn({ err, visitorId, type: frame.type }, "visitor frame failed");
+    const handled = this.deps.visitors.onFrame(socket.site.id, { id: visitorId, number: socket.visitorNumber }, frame, (reply) => this.sendTo(socket, reply)).catch((err: unknown) => {
       const id = frame.type === "message" ? { id: frame.id } : {};
+      if (err instanceof SiteDeletedError) {
+        // As for an unknown site at the upgrade: nothing more to serve on this socket.
+        this.sendTo(socket, { type: "error", code: "invalid", message: "this site no longer exists", ...id });
+        socket.closing = true;
+        socket.ws.close(1008, "site deleted");
+        return;
+      }
+      this.log.warn({ err, visitorId, type: frame.type }, "visitor frame failed");
       this.sendTo(socket, { type: "error", code: "unavailable", message: "temporarily unavailable; try again", ...id });
     });
     socket.inFlight = handled;

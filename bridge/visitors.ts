@@ -56,6 +56,14 @@ export interface Session {
 
 export type Reply = (frame: ServerFrame) => void;
 
+/** A frame from a visitor whose site was deleted after they connected. */
+export class SiteDeletedError extends Error {
+  constructor(siteId: string) {
+    super(`site ${siteId} was deleted`);
+    this.name = "SiteDeletedError";
+  }
+}
+
 export class VisitorService {
   private readonly log: Logger;
   private readonly random = new RandomPool();
@@ -183,25 +191,32 @@ export class VisitorService {
   }
 
   /** `visitor` is the session's: its id and number never change. */
-  async onFrame(site: Site, visitor: Pick<Visitor, "id" | "number">, frame: ClientFrame, reply: Reply): Promise<void> {
+  /**
+   * `siteId` is the site the socket connected to. The site itself is read again for each
+   * frame (from the site cache), in the visitor's lane so that frames keep their order: an
+   * admin may have changed it since (a higher cap, a new name), or deleted it, and then the
+   * frame is refused with `SiteDeletedError`.
+   */
+  async onFrame(siteId: string, visitor: Pick<Visitor, "id" | "number">, frame: ClientFrame, reply: Reply): Promise<void> {
     const visitorId = visitor.id;
-    switch (frame.type) {
-      case "ping":
-        reply({ type: "pong" });
-        return;
-      case "message":
-        await this.deps.lanes.run(visitorId, () => this.onMessage(site, visitor, frame, reply));
-        return;
-      case "typing":
-        await this.deps.lanes.run(visitorId, () => this.onTyping(visitorId, frame.state));
-        return;
-      case "page":
-        await this.deps.lanes.run(visitorId, () => this.onPage(visitorId, { url: frame.url, title: frame.title }));
-        return;
-      case "identify":
-        await this.deps.lanes.run(visitorId, () => this.onIdentify(site, visitorId, frame));
-        return;
+    if (frame.type === "ping") {
+      reply({ type: "pong" });
+      return;
     }
+    await this.deps.lanes.run(visitorId, async () => {
+      const site = await this.deps.store.getSite(siteId);
+      if (!site) throw new SiteDeletedError(siteId);
+      switch (frame.type) {
+        case "message":
+          return this.onMessage(site, visitor, frame, reply);
+        case "typing":
+          return this.onTyping(visitorId, frame.state);
+        case "page":
+          return this.onPage(visitorId, { url: frame.url, title: frame.title });
+        case "identify":
+          return this.onIdentify(site, visitorId, frame);
+      }
+    });
   }
 
   private async resume(site: Site, token: string): Promise<Visitor | null> {

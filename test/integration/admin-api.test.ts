@@ -6,7 +6,7 @@ import { startStack, type Stack } from "../support/stack.js";
 let stack: Stack;
 
 beforeAll(async () => {
-  stack = await startStack({ agents: ["agent1"] });
+  stack = await startStack({ agents: ["agent1", "agent2"] });
 });
 afterAll(async () => {
   await stack?.stop();
@@ -48,6 +48,77 @@ describe("admin API", () => {
     expect(chats[0]).toMatchObject({ siteId: "desk", state: "active", visitor: { id: visitor.welcome.visitorId }, agent: { jid: "agent1@localhost" } });
     expect((await stack.api("DELETE", "/api/sites/desk/agents/agent1@localhost")).status).toBe(204);
     expect((await stack.api("DELETE", "/api/sites/desk/agents/agent1@localhost")).status).toBe(404);
+  });
+
+  it("ends a deleted site's open chats, clears its contacts from the agents' rosters and refuses its visitors", async () => {
+    await stack.api("PUT", "/api/sites/gone", { name: "Gone", maxChatsPerAgent: 1 });
+    await stack.api("PUT", "/api/sites/gone/agents/agent2@localhost", {});
+    const agent = await stack.agent("agent2");
+    await stack.waitForPresence("gone", "agent2@localhost", "available");
+    const [chatting, waiting, browsing] = [await stack.visitor("gone"), await stack.visitor("gone"), await stack.visitor("gone")];
+    await chatting.say("hello");
+    await chatting.next("agent", (f) => f.state === "joined");
+    await waiting.say("anyone?");
+    await waiting.next("queue");
+    const chattingJid = `gone.${chatting.welcome.visitorId}@chat.localhost`;
+    await agent.nextBody(chattingJid, (b) => b === "hello");
+    const rosterJids = async () => (await agent.roster()).map((item) => item.attrs.jid);
+    expect(await rosterJids()).toEqual(expect.arrayContaining([chattingJid, "gone@chat.localhost"]));
+    const [chat] = (await stack.api("GET", "/api/sites/gone/chats?state=active")).body;
+
+    expect((await stack.api("DELETE", "/api/sites/gone")).status).toBe(204);
+    await chatting.next("ended");
+    await waiting.next("ended");
+    await expect.poll(rosterJids, { timeout: 10_000 }).not.toEqual(expect.arrayContaining([chattingJid]));
+    expect(await rosterJids()).not.toContain("gone@chat.localhost");
+    expect((await stack.api("GET", `/api/chats/${chat.id}`)).body).toMatchObject({ state: "ended", messages: [expect.objectContaining({ text: "hello" })] });
+
+    // A socket opened before the deletion is closed at its next frame, without starting a chat.
+    browsing.send({ type: "message", id: "after", text: "still there?" });
+    expect(await browsing.next("error")).toMatchObject({ code: "invalid", id: "after" });
+    expect((await browsing.closed).code).toBe(1008);
+    await expect(stack.visitor("gone")).rejects.toMatchObject({ status: 404 });
+    await agent.stop();
+  });
+
+  it("moves a removed agent's chats to another agent", async () => {
+    await stack.api("PUT", "/api/sites/staff", { name: "Staff" });
+    await stack.api("PUT", "/api/sites/staff/agents/agent1@localhost", { name: "Leaving" });
+    const leaving = await stack.agent("agent1", { resource: "staff" });
+    await stack.waitForPresence("staff", "agent1@localhost", "available");
+    const visitor = await stack.visitor("staff");
+    const visitorJid = `staff.${visitor.welcome.visitorId}@chat.localhost`;
+    await visitor.say("question");
+    await visitor.next("agent", (f) => f.state === "joined" && f.name === "Leaving");
+    await leaving.nextBody(visitorJid, (b) => b === "question");
+    await stack.api("PUT", "/api/sites/staff/agents/agent2@localhost", { name: "Staying" });
+    const staying = await stack.agent("agent2", { resource: "staff" });
+    await stack.waitForPresence("staff", "agent2@localhost", "available");
+
+    expect((await stack.api("DELETE", "/api/sites/staff/agents/agent1@localhost")).status).toBe(204);
+    const why = await leaving.nextBody(visitorJid, (b) => b.startsWith("[parley] You are no longer an agent of Staff."));
+    expect(why.getChildText("body")).toContain("moved to Staying");
+    await visitor.next("agent", (f) => f.state === "left" && f.name === "Leaving");
+    await visitor.next("agent", (f) => f.state === "joined" && f.name === "Staying");
+    await staying.nextBody(visitorJid, (b) => b.endsWith("question"));
+    await expect.poll(async () => (await leaving.roster()).map((item) => item.attrs.jid), { timeout: 10_000 }).not.toContain(visitorJid);
+    await leaving.stop();
+    await staying.stop();
+  });
+
+  it("routes a visitor who connected before a site change by the site's current settings", async () => {
+    await stack.api("PUT", "/api/sites/renamed", { name: "Before" });
+    await stack.api("PUT", "/api/sites/renamed/agents/agent2@localhost", {});
+    const agent = await stack.agent("agent2", { resource: "renamed" });
+    await stack.waitForPresence("renamed", "agent2@localhost", "available");
+    const visitor = await stack.visitor("renamed");
+    await stack.api("PUT", "/api/sites/renamed", { name: "After" });
+    await visitor.say("hi");
+    const visitorJid = `renamed.${visitor.welcome.visitorId}@chat.localhost`;
+    await agent.nextBody(visitorJid, (b) => b === "hi");
+    const item = (await agent.roster()).find((i) => i.attrs.jid === visitorJid);
+    expect(item?.getChildText("group")).toBe("After");
+    await agent.stop();
   });
 
   it("names the invalid field with 400, and answers 404 for unknown things", async () => {
