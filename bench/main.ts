@@ -73,7 +73,10 @@ const MODE = FULL
       maxOldSpaceMb: 4096,
     };
 
-const RATES = (process.env.BENCH_RATES ?? "100,1000,5000").split(",").map(Number);
+/** Latency rates; empty (`BENCH_RATES=`) runs none. */
+const RATES = (process.env.BENCH_RATES ?? "100,1000,5000").split(",").filter(Boolean).map(Number);
+/** The throughput flows to ramp, comma-separated (e.g. `BENCH_FLOWS="parley v→a"`); all four by default. */
+const FLOWS = process.env.BENCH_FLOWS?.split(",").map((f) => f.trim());
 const AGENTS = 8;
 const CHAT_VISITORS = 1000;
 /** Messages to one agent not yet seen by it: keeps ejabberd's stream-management queue (max_ack_queue 5000) far from full. */
@@ -1023,7 +1026,8 @@ async function chatPhases(world: World, toStop: (() => Promise<unknown>)[]): Pro
   };
   if (!LATENCY_ONLY) {
     const throughput: any[] = [];
-    for (const flow of ["component→client", "parley v→a", "client→component", "parley a→v"] as Flow[]) throughput.push(await ramp(flow));
+    const flows: Flow[] = ["component→client", "parley v→a", "client→component", "parley a→v"];
+    for (const flow of flows.filter((f) => !FLOWS || FLOWS.includes(f))) throughput.push(await ramp(flow));
     out.throughput = throughput;
   }
 
