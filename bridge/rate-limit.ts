@@ -6,11 +6,15 @@ export interface RateSpec {
   burst: number;
 }
 
+const SECONDS_PER_UNIT = new Map(Object.entries({ s: 1, sec: 1, second: 1, m: 60, min: 60, minute: 60, h: 3600, hour: 3600 }));
+
+/** "5/s burst 20", "30/min", "100/h burst 10"; without a burst, one second's worth (at least 1). */
 export function parseRateSpec(spec: string): RateSpec | null {
-  const match = /^\s*(\d+(?:\.\d+)?)\s*\/\s*s(?:\s+burst\s+(\d+))?\s*$/.exec(spec);
-  if (!match) return null;
-  const perSecond = Number(match[1]);
-  const burst = match[2] === undefined ? Math.max(1, Math.ceil(perSecond)) : Number(match[2]);
+  const match = /^\s*(\d+(?:\.\d+)?)\s*\/\s*([a-z]+)(?:\s+burst\s+(\d+))?\s*$/i.exec(spec);
+  const seconds = match && SECONDS_PER_UNIT.get(match[2]!.toLowerCase());
+  if (!match || !seconds) return null;
+  const perSecond = Number(match[1]) / seconds;
+  const burst = match[3] === undefined ? Math.max(1, Math.ceil(perSecond)) : Number(match[3]);
   if (!(perSecond > 0) || !(burst >= 1)) return null;
   return { perSecond, burst };
 }

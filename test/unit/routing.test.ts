@@ -36,6 +36,12 @@ describe("rate limits", () => {
     expect(parseRateSpec("5/s burst 20")).toEqual({ perSecond: 5, burst: 20 });
     expect(parseRateSpec("10/s")).toEqual({ perSecond: 10, burst: 10 });
     expect(parseRateSpec("fast")).toBeNull();
+    expect(parseRateSpec("30/min burst 5")).toEqual({ perSecond: 0.5, burst: 5 });
+    expect(parseRateSpec("7200/h")).toEqual({ perSecond: 2, burst: 2 });
+    expect(parseRateSpec("1/m")).toEqual({ perSecond: 1 / 60, burst: 1 });
+    expect(parseRateSpec("5/fortnight")).toBeNull();
+    expect(parseRateSpec("5/constructor")).toBeNull();
+    expect(parseRateSpec("0/s")).toBeNull();
   });
   it("accepts a burst, then the sustained rate, and refuses beyond", () => {
     const bucket = new TokenBucket({ perSecond: 5, burst: 20 }, 0);
