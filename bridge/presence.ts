@@ -3,6 +3,7 @@ import { bareJid, deskJid, parseAddress, resourceOf } from "../stanza-mappers/ad
 import { stanzaToPresenceEvent } from "../stanza-mappers/presence-to-agent-state.js";
 import { pageStatus, presenceToStanza } from "../stanza-mappers/visitor-to-stanza.js";
 import type { ChatService } from "./chats.js";
+import { ExpiringCache } from "./expiring-cache.js";
 import type { Logger } from "./logger.js";
 import type { Scheduler } from "./scheduler.js";
 import type { Site, Store } from "./store/types.js";
@@ -34,7 +35,7 @@ const AGENTS_ONLINE_TTL_MS = 1000;
 
 export class PresenceService {
   private readonly log: Logger;
-  private readonly agentsOnlineCache = new Map<string, { at: number; value: Promise<boolean> }>();
+  private readonly agentsOnlineCache = new ExpiringCache<boolean>({ ttlMs: AGENTS_ONLINE_TTL_MS, now: () => this.deps.now() });
 
   constructor(private readonly deps: PresenceDeps) {
     this.log = deps.logger.child({ module: "presence" });
@@ -103,14 +104,7 @@ export class PresenceService {
    * site's `availability` frame anyway.
    */
   agentsOnline(siteId: string): Promise<boolean> {
-    const now = this.deps.now();
-    const cached = this.agentsOnlineCache.get(siteId);
-    if (cached && now - cached.at < AGENTS_ONLINE_TTL_MS) return cached.value;
-    const value = this.readAgentsOnline(siteId);
-    this.agentsOnlineCache.set(siteId, { at: now, value });
-    value.catch(() => this.agentsOnlineCache.delete(siteId));
-    if (this.agentsOnlineCache.size > 10_000) this.agentsOnlineCache.delete(this.agentsOnlineCache.keys().next().value!);
-    return value;
+    return this.agentsOnlineCache.get(siteId, () => this.readAgentsOnline(siteId));
   }
 
   private async readAgentsOnline(siteId: string): Promise<boolean> {

@@ -1,3 +1,4 @@
+import { ExpiringCache } from "../expiring-cache.js";
 import type { Agent, Site, Store } from "./types.js";
 
 /**
@@ -9,26 +10,16 @@ import type { Agent, Site, Store } from "./types.js";
  * A Proxy keeps this a decorator: every other Store method passes through untouched.
  */
 export function withSiteCache(store: Store, options: { ttlMs: number; now(): number }): Store {
-  const sites = new Map<string, { at: number; value: Promise<Site | null> }>();
-  const agents = new Map<string, { at: number; value: Promise<Agent[]> }>();
-  const fresh = (entry: { at: number } | undefined) => entry !== undefined && options.now() - entry.at < options.ttlMs;
+  const sites = new ExpiringCache<Site | null>(options);
+  const agents = new ExpiringCache<Agent[]>(options);
   const forget = (siteId: string) => {
     sites.delete(siteId);
     agents.delete(siteId);
   };
-  // Failed reads are not cached: the next call asks the store again.
-  const remember = <T>(map: Map<string, { at: number; value: Promise<T> }>, key: string, load: () => Promise<T>): Promise<T> => {
-    const entry = map.get(key);
-    if (fresh(entry)) return entry!.value;
-    const value = load();
-    map.set(key, { at: options.now(), value });
-    value.catch(() => map.delete(key));
-    return value;
-  };
 
   const overrides: Partial<Store> = {
-    getSite: (siteId) => remember(sites, siteId, () => store.getSite(siteId)),
-    listAgents: (siteId) => remember(agents, siteId, () => store.listAgents(siteId)),
+    getSite: (siteId) => sites.get(siteId, () => store.getSite(siteId)),
+    listAgents: (siteId) => agents.get(siteId, () => store.listAgents(siteId)),
     putSite: async (site) => {
       forget(site.id);
       await store.putSite(site);
