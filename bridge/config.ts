@@ -25,6 +25,8 @@ export interface Config {
   heartbeatMs: number;
   /** Days an ended chat's transcript is kept; 0 keeps transcripts forever. */
   transcriptRetentionDays: number;
+  /** Days a visitor who never chats is remembered after their last visit; 0 keeps them forever. */
+  visitorRetentionDays: number;
   logLevel: "fatal" | "error" | "warn" | "info" | "debug" | "trace" | "silent";
 }
 
@@ -76,6 +78,7 @@ const schema = z.object({
   PARLEY_CHAT_IDLE_MS: ms(30 * 60_000),
   PARLEY_HEARTBEAT_MS: optional.pipe(z.coerce.number<string | undefined>().int().min(1000).max(3600 * 1000).optional()).transform((n) => n ?? 30_000),
   PARLEY_TRANSCRIPT_RETENTION_DAYS: optional.pipe(z.coerce.number<string | undefined>().min(0).max(36_500).optional()).transform((n) => n ?? 0),
+  PARLEY_VISITOR_RETENTION_DAYS: optional.pipe(z.coerce.number<string | undefined>().min(0).max(36_500).optional()).transform((n) => n ?? 30),
   PARLEY_LOG_LEVEL: optional
     .transform((s) => s ?? "info")
     .pipe(z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"])),
@@ -116,6 +119,7 @@ export function loadConfig(env: Record<string, string | undefined>): Config {
     chatIdleMs: e.PARLEY_CHAT_IDLE_MS,
     heartbeatMs: e.PARLEY_HEARTBEAT_MS,
     transcriptRetentionDays: e.PARLEY_TRANSCRIPT_RETENTION_DAYS,
+    visitorRetentionDays: e.PARLEY_VISITOR_RETENTION_DAYS,
     logLevel: e.PARLEY_LOG_LEVEL,
   };
   if (e.PARLEY_ADMIN_TOKEN) config.adminToken = e.PARLEY_ADMIN_TOKEN;

@@ -7,11 +7,10 @@
  */
 export class ExpiringCache<V> {
   private readonly entries = new Map<string, { at: number; value: Promise<V> }>();
-  private sweptAt: number;
+  private sweptAt = Number.NEGATIVE_INFINITY;
 
-  constructor(private readonly options: { ttlMs: number; now(): number }) {
-    this.sweptAt = options.now();
-  }
+  /** `now` is first called on the first read (an owner may build its clock after its fields). */
+  constructor(private readonly options: { ttlMs: number; now(): number }) {}
 
   get(key: string, load: () => Promise<V>): Promise<V> {
     const now = this.options.now();

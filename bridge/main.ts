@@ -116,7 +116,7 @@ export async function startBridge(config: Config, logger: Logger = createLogger(
   const presence = new PresenceService({ store, domain, send, chats, scheduler, agentGraceMs: config.agentGraceMs, now, logger });
   const commands = new CommandService({ store, deskJid: (siteId) => deskJid(siteId, domain), send, chats, now, newId, logger });
   const agentMessages = new AgentMessages({ store, domain, send, chats, commands, lanes, now, newId, logger, metrics });
-  const visitors = new VisitorService({ store, domain, send, chats, presence, lanes, now, newId, logger, metrics, scheduler, outbox, graceMs: config.visitorGraceMs, heartbeatMs: config.heartbeatMs });
+  const visitors = new VisitorService({ store, domain, send, chats, presence, lanes, now, newId, logger, metrics, scheduler, outbox, graceMs: config.visitorGraceMs, heartbeatMs: config.heartbeatMs, retentionMs: config.visitorRetentionDays * 24 * 3600 * 1000 });
   const sites = new SiteService({
     store,
     domain,

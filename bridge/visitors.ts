@@ -41,6 +41,8 @@ export interface VisitorDeps {
   heartbeatMs?: number;
   scheduler: Pick<Scheduler, "schedule" | "cancel">;
   outbox?: Pick<Outbox, "processId" | "track">;
+  /** How long a visitor who never chats is remembered after their last visit (PARLEY_VISITOR_RETENTION_DAYS); unset: forever. */
+  retentionMs?: number;
 }
 
 const HISTORY_LIMIT = 200;
@@ -101,7 +103,7 @@ export class VisitorService {
    */
   async persist(session: Session): Promise<void> {
     if (session.resumed) return;
-    await this.deps.store.createVisitor(session.visitor);
+    await this.deps.store.createVisitor(session.visitor, this.forgetAt());
     this.log.debug({ visitorId: session.visitor.id, siteId: session.visitor.siteId }, "new visitor");
   }
 
@@ -159,12 +161,18 @@ export class VisitorService {
       return;
     }
     const now = this.deps.now();
-    const wasOnline = await this.deps.store.isOnline(site.id, visitor.id, now);
+    const forgetAt = visitor.chatCount ? undefined : this.forgetAt();
+    const [wasOnline] = await Promise.all([this.deps.store.isOnline(site.id, visitor.id, now), forgetAt === undefined ? undefined : this.deps.store.keepVisitor(visitor.id, forgetAt)]);
     await this.markOnline(site.id, visitor.id);
     if (!wasOnline) {
       await Promise.all([this.deps.scheduler.cancel("visitor-left", visitor.id), this.deps.scheduler.cancel("chat-idle", visitor.id)]);
       await this.announcePresence(visitor.id);
     }
+  }
+
+  /** When a visitor who never chats, seen now, is forgotten; undefined when visitors are kept forever. */
+  private forgetAt(): number | undefined {
+    return this.deps.retentionMs ? this.deps.now() + this.deps.retentionMs : undefined;
   }
 
   /** Marks the visitor online for two heartbeats and the grace period (a socket of theirs is open here). */

@@ -11,6 +11,9 @@ import { VisitorBlockedError, type Agent, type AppendAgentMessage, type AppendAg
  * contract as the Redis store; values are cloned in and out so callers can never
  * mutate stored state by accident, just as with a real database.
  */
+/** Expired visitors are swept after this many new ones (and dropped whenever read). */
+const VISITOR_SWEEP_EVERY = 1000;
+
 export class MemoryStore implements Store {
   readonly kind = "memory" as const;
   private readonly sites = new Map<string, Site>();
@@ -19,6 +22,9 @@ export class MemoryStore implements Store {
   private readonly unavailableSince = new Map<string, number>();
   private readonly busyAgents = new Set<string>();
   private readonly visitors = new Map<string, Visitor>();
+  /** When each visitor who never chatted is forgotten (ms); checked when read, swept now and then. */
+  private readonly visitorForgetAt = new Map<string, number>();
+  private visitorsCreatedSinceSweep = 0;
   private readonly visitorNumbers = new Map<string, number>();
   private readonly online = new Map<string, Map<string, number>>();
   private readonly chats = new Map<string, Chat>();
@@ -96,20 +102,38 @@ export class MemoryStore implements Store {
   }
 
   // --- visitors
-  async createVisitor(visitor: Visitor) {
+  async createVisitor(visitor: Visitor, forgetAt?: number) {
     this.visitors.set(visitor.id, clone(visitor));
+    if (forgetAt !== undefined) this.visitorForgetAt.set(visitor.id, forgetAt);
+    if (++this.visitorsCreatedSinceSweep >= VISITOR_SWEEP_EVERY) {
+      this.visitorsCreatedSinceSweep = 0;
+      for (const visitorId of this.visitorForgetAt.keys()) this.visitor(visitorId);
+    }
+  }
+  async keepVisitor(visitorId: string, forgetAt: number) {
+    const visitor = this.visitor(visitorId);
+    if (visitor && !visitor.chatCount) this.visitorForgetAt.set(visitorId, forgetAt);
+  }
+  /** The visitor, unless they never chatted and are past their time (then they go, as a Redis key expires). */
+  private visitor(visitorId: string): Visitor | undefined {
+    const forgetAt = this.visitorForgetAt.get(visitorId);
+    if (forgetAt !== undefined && forgetAt <= Date.now()) {
+      this.visitors.delete(visitorId);
+      this.visitorForgetAt.delete(visitorId);
+    }
+    return this.visitors.get(visitorId);
   }
   async getVisitor(visitorId: string) {
-    return cloneOrNull(this.visitors.get(visitorId));
+    return cloneOrNull(this.visitor(visitorId));
   }
   async recordPage(visitorId: string, page: { url: string; title: string }) {
-    const visitor = this.visitors.get(visitorId);
+    const visitor = this.visitor(visitorId);
     if (!visitor) return;
     visitor.page = { ...page };
     visitor.pagesSeen = (visitor.pagesSeen ?? 0) + 1;
   }
   async updateVisitor(visitorId: string, patch: Partial<Pick<Visitor, "name" | "email" | "page" | "referrer" | "userAgent" | "blocked">>) {
-    const visitor = this.visitors.get(visitorId);
+    const visitor = this.visitor(visitorId);
     if (!visitor) return null;
     Object.assign(visitor, clone(patch));
     return clone(visitor);
@@ -137,7 +161,7 @@ export class MemoryStore implements Store {
 
   // --- chats and messages
   async appendVisitorMessage(input: AppendVisitorMessage): Promise<AppendResult> {
-    const visitor = this.visitors.get(input.visitorId);
+    const visitor = this.visitor(input.visitorId);
     if (!visitor) throw new Error(`unknown visitor ${input.visitorId}`);
     const seen = mapOf(this.clientIds, input.visitorId);
     const existingId = seen.get(input.clientId);
@@ -153,6 +177,7 @@ export class MemoryStore implements Store {
       setOf(this.siteChats, input.siteId).add(chat.id);
       visitor.chatId = chat.id;
       visitor.chatCount = (visitor.chatCount ?? 0) + 1;
+      this.visitorForgetAt.delete(visitor.id); // kept with their transcripts from now on
       chatCreated = true;
     }
     const message = this.push(input.visitorId, {
@@ -169,7 +194,7 @@ export class MemoryStore implements Store {
     return { visitor: clone(visitor), message: clone(message), chat: clone(this.chats.get(visitor.chatId)!), chatCreated, duplicate: false };
   }
   async appendAgentMessage(input: AppendAgentMessage): Promise<AppendAgentOutcome> {
-    const visitor = this.visitors.get(input.visitorId);
+    const visitor = this.visitor(input.visitorId);
     if (!visitor || visitor.siteId !== input.siteId) return { kind: "unknown-visitor" };
     const chat = visitor.chatId ? this.chats.get(visitor.chatId) : undefined;
     if (!chat || chat.state !== "active" || chat.agentJid !== input.agentJid) return { kind: "not-assigned", visitor: clone(visitor), chat: cloneOrNull(chat) };
@@ -189,7 +214,7 @@ export class MemoryStore implements Store {
     return (this.messages.get(visitorId) ?? []).filter((m) => m.chatId === chatId).map(clone);
   }
   async visitorWithChat(visitorId: string) {
-    const visitor = this.visitors.get(visitorId);
+    const visitor = this.visitor(visitorId);
     if (!visitor) return null;
     return { visitor: clone(visitor), chat: visitor.chatId ? cloneOrNull(this.chats.get(visitor.chatId)) : null };
   }
@@ -201,7 +226,7 @@ export class MemoryStore implements Store {
     if (!chat || !from.includes(chat.state)) return null;
     Object.assign(chat, clone(patch));
     if (chat.state === "ended") {
-      const visitor = this.visitors.get(chat.visitorId);
+      const visitor = this.visitor(chat.visitorId);
       if (visitor?.chatId === chatId) delete visitor.chatId;
     }
     return clone(chat);

@@ -58,6 +58,7 @@ if not chatId then
   redis.call('HSET', KEYS[4], 'id', chatId, 'siteId', ARGV[3], 'visitorId', ARGV[4], 'state', 'new', 'startedAt', ARGV[7])
   redis.call('HSET', KEYS[1], 'chatId', chatId)
   redis.call('HINCRBY', KEYS[1], 'chatCount', 1)
+  redis.call('PERSIST', KEYS[1]) -- kept with their transcripts from now on
   visitorPairs = redis.call('HGETALL', KEYS[1])
   created = 1
 end
@@ -90,6 +91,15 @@ if not name or name == '' then name = ARGV[3] end
 local id = redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[7], '*', 'chatId', chat.id, 'from', 'agent', 'name', name, 'text', ARGV[4], 'ts', ARGV[5])
 publishToHolders(KEYS[3], ARGV[8], ARGV[9], messageFrameJson(ARGV[10], id, 'agent', name, ARGV[4], ARGV[5], nil))
 return {2, hashJson(visitorPairs), hashJson(chatPairs), id, name}
+`;
+
+/** Moves the expiry of a visitor who never chatted (see VisitorStore.keepVisitor). */
+export const KEEP_VISITOR = `
+-- KEYS: 1 visitor hash ; ARGV: 1 forget at (ms)
+if redis.call('EXISTS', KEYS[1]) == 1 and redis.call('HEXISTS', KEYS[1], 'chatCount') == 0 then
+  redis.call('PEXPIREAT', KEYS[1], ARGV[1])
+end
+return 1
 `;
 
 /** Publishes a frame to the processes holding a visitor's sockets (see VisitorBus). */

@@ -95,7 +95,14 @@ export interface PresenceStore {
 }
 
 export interface VisitorStore {
-  createVisitor(visitor: Visitor): Promise<void>;
+  /**
+   * Stores a new visitor. With `forgetAt` (ms), a visitor who never starts a chat is
+   * forgotten then (as if never seen: their resume token stops working) unless
+   * `keepVisitor` moves the time; one who starts a chat is kept with their transcripts.
+   */
+  createVisitor(visitor: Visitor, forgetAt?: number): Promise<void>;
+  /** Moves the time a visitor who never chatted is forgotten (they came back); nothing for one who chatted. */
+  keepVisitor(visitorId: string, forgetAt: number): Promise<void>;
   getVisitor(visitorId: string): Promise<Visitor | null>;
   updateVisitor(visitorId: string, patch: Partial<Pick<Visitor, "name" | "email" | "page" | "referrer" | "userAgent" | "blocked">>): Promise<Visitor | null>;
   /** Records a page view: the current page, and one more page seen. */

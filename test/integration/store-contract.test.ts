@@ -105,6 +105,23 @@ describe.each([
     expect((await store.onlineVisitors(siteId, 2600)).sort()).toEqual(["a", "b", "c"]);
   });
 
+  it("forgets a visitor who never chatted at their time, unless they came back; keeps one who chatted", async () => {
+    const forgetAt = Date.now() + 300;
+    const [forgotten, returning, chatting, unbounded] = [visitor(siteId), visitor(siteId), visitor(siteId), visitor(siteId)];
+    await Promise.all([store.createVisitor(forgotten, forgetAt), store.createVisitor(returning, forgetAt), store.createVisitor(chatting, forgetAt), store.createVisitor(unbounded)]);
+    await store.keepVisitor(returning.id, forgetAt + 60_000);
+    await store.appendVisitorMessage({ visitorId: chatting.id, siteId, clientId: "c", fallbackName: "V", text: "hi", ts: 10, newChatId: newChatId(chatting.id, 10) });
+    await store.keepVisitor(chatting.id, forgetAt); // a visitor who chatted never gets a time again
+
+    await expect.poll(() => store.getVisitor(forgotten.id), { timeout: 10_000, interval: 50 }).toBeNull();
+    expect(Date.now()).toBeGreaterThanOrEqual(forgetAt);
+    expect(await store.getVisitor(returning.id)).toMatchObject({ id: returning.id });
+    expect(await store.getVisitor(chatting.id)).toMatchObject({ id: chatting.id, chatCount: 1 });
+    expect(await store.getVisitor(unbounded.id)).toMatchObject({ id: unbounded.id });
+    await store.keepVisitor(forgotten.id, forgetAt + 60_000); // gone is gone
+    expect(await store.getVisitor(forgotten.id)).toBeNull();
+  });
+
   it("opens a chat with the first message and dedupes resent client ids", async () => {
     const v = visitor(siteId);
     await store.createVisitor(v);

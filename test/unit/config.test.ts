@@ -15,8 +15,16 @@ describe("loadConfig", () => {
       visitorGraceMs: 15_000,
       agentGraceMs: 60_000,
       heartbeatMs: 30_000,
+      transcriptRetentionDays: 0,
+      visitorRetentionDays: 30,
       logLevel: "info",
     });
+  });
+
+  it("keeps visitors who never chat for the days given, or forever with 0", () => {
+    expect(loadConfig({ PARLEY_XMPP_SECRET: "s", PARLEY_VISITOR_RETENTION_DAYS: "7" }).visitorRetentionDays).toBe(7);
+    expect(loadConfig({ PARLEY_XMPP_SECRET: "s", PARLEY_VISITOR_RETENTION_DAYS: "0" }).visitorRetentionDays).toBe(0);
+    for (const bad of ["-1", "a month"]) expect(() => loadConfig({ PARLEY_XMPP_SECRET: "s", PARLEY_VISITOR_RETENTION_DAYS: bad })).toThrow(/PARLEY_VISITOR_RETENTION_DAYS/);
   });
 
   it("takes a visitor heartbeat of one second or more", () => {
