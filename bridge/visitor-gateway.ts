@@ -10,7 +10,7 @@ import type { Metrics } from "./metrics.js";
 import { TokenBucket, type RateSpec } from "./rate-limit.js";
 import { messageFrame } from "./store/message-frame.js";
 import { corkForThisTurn } from "./write-batching.js";
-import type { Site, Store } from "./store/types.js";
+import { UnknownVisitorError, type Site, type Store } from "./store/types.js";
 import { DEFAULT_HEARTBEAT_MS, SiteDeletedError, type Session, type VisitorService } from "./visitors.js";
 
 /**
@@ -294,6 +294,13 @@ export class VisitorGateway {
         this.sendTo(socket, { type: "error", code: "invalid", message: "this site no longer exists", ...id });
         socket.closing = true;
         socket.ws.close(1008, "site deleted");
+        return;
+      }
+      if (err instanceof UnknownVisitorError) {
+        // Forgotten while connected (a tab open past the retention, or a Redis that lost
+        // them): reconnecting makes them a new visitor, and the widget sends the message again.
+        socket.closing = true;
+        socket.ws.close(1012, "session expired");
         return;
       }
       this.log.warn({ err, visitorId, type: frame.type }, "visitor frame failed");

@@ -4,7 +4,7 @@ import type { ServerFrame } from "../../stanza-mappers/visitor-protocol.js";
 import { visitorIdOfChat } from "./ids.js";
 import { chatMatchesListState } from "./chat-list-state.js";
 import { messageFrame } from "./message-frame.js";
-import { VisitorBlockedError, type Agent, type AppendAgentMessage, type AppendAgentOutcome, type AppendResult, type AppendVisitorMessage, type BusHandler, type Chat, type ProcessMessage, type ChatState, type Site, type Store, type StoredMessage, type Visitor, type WebhookEvent } from "./types.js";
+import { UnknownVisitorError, VisitorBlockedError, type Agent, type AppendAgentMessage, type AppendAgentOutcome, type AppendResult, type AppendVisitorMessage, type BusHandler, type Chat, type ProcessMessage, type ChatState, type Site, type Store, type StoredMessage, type Visitor, type WebhookEvent } from "./types.js";
 
 /**
  * The store for a single process (the default when PARLEY_REDIS_URL is unset). Same
@@ -162,7 +162,7 @@ export class MemoryStore implements Store {
   // --- chats and messages
   async appendVisitorMessage(input: AppendVisitorMessage): Promise<AppendResult> {
     const visitor = this.visitor(input.visitorId);
-    if (!visitor) throw new Error(`unknown visitor ${input.visitorId}`);
+    if (!visitor) throw new UnknownVisitorError(input.visitorId);
     const seen = mapOf(this.clientIds, input.visitorId);
     const existingId = seen.get(input.clientId);
     if (existingId) {

@@ -46,7 +46,7 @@ export const APPEND_VISITOR_MESSAGE = `${MESSAGE_HELPERS}
 -- ARGV: 1 clientId, 2 newChatId, 3 siteId, 4 visitorId, 5 fallback name, 6 text, 7 ts, 8 chat key prefix,
 --       9 log max length, 10 owner ('' = none), 11 publisher, 12 process channel prefix
 local visitorPairs = redis.call('HGETALL', KEYS[1])
-if #visitorPairs == 0 then return redis.error_reply('ERR unknown visitor') end
+if #visitorPairs == 0 then return {3} end
 local existing = redis.call('HGET', KEYS[2], ARGV[1])
 if existing then return {1, existing, 0, '{}', hashJson(visitorPairs)} end
 local visitor = fields(visitorPairs)

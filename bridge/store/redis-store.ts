@@ -7,7 +7,7 @@ import { chatMatchesListState } from "./chat-list-state.js";
 import { visitorIdOfChat } from "./ids.js";
 import { channels, keys } from "./keys.js";
 import { APPEND_AGENT_MESSAGE, APPEND_VISITOR_MESSAGE, CHANGE_HOLDER, CLAIM_AGENT, CLAIM_LEAST_LOADED, CLAIM_STALE_PROCESS, FINISH_TIMER, KEEP_VISITOR, MARK_MANY_RELAYED, PUBLISH_TO_HOLDERS, TAKE_DUE_TIMERS, UPDATE_CHAT, VISITOR_WITH_CHAT } from "./redis-scripts.js";
-import { VisitorBlockedError, type Agent, type AppendAgentMessage, type AppendAgentOutcome, type AppendResult, type AppendVisitorMessage, type BusHandler, type Chat, type ProcessMessage, type ChatState, type Site, type Store, type StoredMessage, type Visitor, type WebhookEvent } from "./types.js";
+import { UnknownVisitorError, VisitorBlockedError, type Agent, type AppendAgentMessage, type AppendAgentOutcome, type AppendResult, type AppendVisitorMessage, type BusHandler, type Chat, type ProcessMessage, type ChatState, type Site, type Store, type StoredMessage, type Visitor, type WebhookEvent } from "./types.js";
 
 type Client = Redis | Cluster;
 
@@ -265,6 +265,7 @@ export class RedisStore implements Store {
     )) as [number, string, number, string, string, string];
     const [outcome, messageId, created, chatJson, visitorJson, name] = reply;
     if (outcome === 2) throw new VisitorBlockedError(visitorId);
+    if (outcome === 3) throw new UnknownVisitorError(visitorId);
     const visitor = decodeVisitor(hashFromJson(visitorJson));
     if (!visitor) throw new StoredValueError(`visitor ${visitorId} vanished while appending`);
     if (outcome === 1) {

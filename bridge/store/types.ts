@@ -140,6 +140,14 @@ export interface AppendVisitorMessage {
   publisher?: string;
 }
 
+/** No such visitor (forgotten after the retention, or Redis lost them): nothing was stored. */
+export class UnknownVisitorError extends Error {
+  constructor(visitorId: string) {
+    super(`visitor ${visitorId} is unknown`);
+    this.name = "UnknownVisitorError";
+  }
+}
+
 /** The visitor was blocked: nothing was stored. */
 export class VisitorBlockedError extends Error {
   constructor(visitorId: string) {

@@ -8,7 +8,7 @@ import { RedisStore } from "../../bridge/store/redis-store.js";
 import { newChatId } from "../../bridge/store/ids.js";
 import { CLIENT_IDS_TTL_SECONDS } from "../../bridge/store/redis-scripts.js";
 import { messageFrame } from "../../bridge/store/message-frame.js";
-import { VisitorBlockedError, type ProcessMessage, type Store, type Visitor } from "../../bridge/store/types.js";
+import { UnknownVisitorError, VisitorBlockedError, type ProcessMessage, type Store, type Visitor } from "../../bridge/store/types.js";
 import { visitorIdFromBytes } from "../../stanza-mappers/addressing.js";
 import type { ServerFrame } from "../../stanza-mappers/visitor-protocol.js";
 import { startRedis, type PrivateRedis } from "../support/redis.js";
@@ -120,6 +120,8 @@ describe.each([
     expect(await store.getVisitor(unbounded.id)).toMatchObject({ id: unbounded.id });
     await store.keepVisitor(forgotten.id, forgetAt + 60_000); // gone is gone
     expect(await store.getVisitor(forgotten.id)).toBeNull();
+    const late = { visitorId: forgotten.id, siteId, clientId: "c", fallbackName: "V", text: "hello?", ts: 20, newChatId: newChatId(forgotten.id, 20) };
+    await expect(store.appendVisitorMessage(late)).rejects.toBeInstanceOf(UnknownVisitorError);
   });
 
   it("opens a chat with the first message and dedupes resent client ids", async () => {

@@ -28,27 +28,43 @@ describe("visitor retention", () => {
     const chatter = await stack.visitor("acme");
     await chatter.say("is anyone there?");
     await chatter.close();
+    const stillOpen = await stack.visitor("acme"); // an open socket is not a visit after the first
     const browser = await stack.visitor("acme");
     await browser.close();
     expect(await resumes(browser.welcome.token)).toBe(true); // back in time: kept for 2 s more
 
-    // Resuming is a visit, which keeps a visitor: wait instead until one of these, seen
-    // after the browser's last visit, is forgotten; each is tried once.
-    const laterVisitors: string[] = [];
-    for (let i = 0; i < 60; i++) {
-      const later = await stack.visitor("acme");
-      await later.close();
-      laterVisitors.push(later.welcome.token);
-    }
-    const nextLater = () => {
-      const token = laterVisitors.shift();
-      if (!token) throw new Error("no visitor was forgotten in time");
-      return token;
-    };
-    await expect.poll(() => resumes(nextLater()), { timeout: 15_000, interval: 200 }).toBe(false);
+    await untilForgotten();
     expect(await resumes(browser.welcome.token)).toBe(false);
     const back = await stack.visitor("acme", { token: chatter.welcome.token });
     expect(back.welcome).toMatchObject({ resumed: true, visitorId: chatter.welcome.visitorId, history: expect.arrayContaining([expect.objectContaining({ text: "is anyone there?" })]) });
     await back.close();
+
+    // A socket whose visitor was forgotten is asked to reconnect: it comes back as a new
+    // visitor, and the message it could not store goes again.
+    stillOpen.send({ type: "message", id: "late", text: "hello?" });
+    expect((await stillOpen.closed).code).toBe(1012);
+    const renewed = await stack.visitor("acme", { token: stillOpen.welcome.token });
+    expect(renewed.welcome.resumed).toBe(false);
+    expect(await renewed.say("hello?", "late")).toMatchObject({ type: "ack", id: "late" });
+    await renewed.close();
   });
 });
+
+/**
+ * Resuming is a visit, which keeps a visitor: waits instead until one of many visitors seen
+ * from now on is forgotten (each tried once), so that everyone seen before is too.
+ */
+async function untilForgotten(): Promise<void> {
+  const later: string[] = [];
+  for (let i = 0; i < 60; i++) {
+    const visitor = await stack.visitor("acme");
+    await visitor.close();
+    later.push(visitor.welcome.token);
+  }
+  const next = () => {
+    const token = later.shift();
+    if (!token) throw new Error("no visitor was forgotten in time");
+    return token;
+  };
+  await expect.poll(() => resumes(next()), { timeout: 15_000, interval: 200 }).toBe(false);
+}
