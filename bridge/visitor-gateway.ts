@@ -4,7 +4,7 @@ import { setImmediate as nextTurn } from "node:timers/promises";
 import { WebSocketServer, type WebSocket } from "ws";
 import { parseClientFrame } from "../stanza-mappers/parse-client-frame.js";
 import { SITE_ID_PATTERN } from "../stanza-mappers/addressing.js";
-import type { MessageFrame, ServerFrame } from "../stanza-mappers/visitor-protocol.js";
+import type { ClientFrame, MessageFrame, ServerFrame } from "../stanza-mappers/visitor-protocol.js";
 import type { Logger } from "./logger.js";
 import type { Metrics } from "./metrics.js";
 import { TokenBucket, type RateSpec } from "./rate-limit.js";
@@ -287,28 +287,32 @@ export class VisitorGateway {
       return this.refuse(socket, { type: "error", code: "rate_limited", message: "too many messages; wait a moment", id: frame.id });
     }
     socket.refusals = 0;
-    const handled = this.deps.visitors.onFrame(socket.site.id, { id: visitorId, number: socket.visitorNumber }, frame, (reply) => this.sendTo(socket, reply)).catch((err: unknown) => {
-      const id = frame.type === "message" ? { id: frame.id } : {};
-      if (err instanceof SiteDeletedError) {
-        // As for an unknown site at the upgrade: nothing more to serve on this socket.
-        this.sendTo(socket, { type: "error", code: "invalid", message: "this site no longer exists", ...id });
-        socket.closing = true;
-        socket.ws.close(1008, "site deleted");
-        return;
-      }
-      if (err instanceof UnknownVisitorError) {
-        // Forgotten while connected (a tab open past the retention, or a Redis that lost
-        // them): reconnecting makes them a new visitor, and the widget sends the message again.
-        socket.closing = true;
-        socket.ws.close(1012, "session expired");
-        return;
-      }
-      this.log.warn({ err, visitorId, type: frame.type }, "visitor frame failed");
-      this.sendTo(socket, { type: "error", code: "unavailable", message: "temporarily unavailable; try again", ...id });
-    });
+    const handled = this.deps.visitors
+      .onFrame(socket.site.id, { id: visitorId, number: socket.visitorNumber }, frame, (reply) => this.sendTo(socket, reply))
+      .catch((err: unknown) => this.frameFailed(socket, frame, err));
     socket.inFlight = handled;
     await handled;
     if (socket.inFlight === handled) socket.inFlight = null;
+  }
+
+  private frameFailed(socket: VisitorSocket, frame: ClientFrame, err: unknown): void {
+    const id = frame.type === "message" ? { id: frame.id } : {};
+    if (err instanceof SiteDeletedError) {
+      // As for an unknown site at the upgrade: nothing more to serve on this socket.
+      this.sendTo(socket, { type: "error", code: "invalid", message: "this site no longer exists", ...id });
+      socket.closing = true;
+      socket.ws.close(1008, "site deleted");
+      return;
+    }
+    if (err instanceof UnknownVisitorError) {
+      // Forgotten while connected (a tab open past the retention, or a Redis that lost
+      // them): reconnecting makes them a new visitor, and the widget sends the message again.
+      socket.closing = true;
+      socket.ws.close(1012, "session expired");
+      return;
+    }
+    this.log.warn({ err, visitorId: socket.visitorId, type: frame.type }, "visitor frame failed");
+    this.sendTo(socket, { type: "error", code: "unavailable", message: "temporarily unavailable; try again", ...id });
   }
 
   private refuse(socket: VisitorSocket, frame: ServerFrame): void {

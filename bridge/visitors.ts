@@ -198,12 +198,12 @@ export class VisitorService {
     await this.deps.scheduler.schedule("visitor-left", visitorId, until + 1);
   }
 
-  /** `visitor` is the session's: its id and number never change. */
   /**
-   * `siteId` is the site the socket connected to. The site itself is read again for each
-   * frame (from the site cache), in the visitor's lane so that frames keep their order: an
-   * admin may have changed it since (a higher cap, a new name), or deleted it, and then the
-   * frame is refused with `SiteDeletedError`.
+   * `visitor` is the session's: its id and number never change. `siteId` is the site the
+   * socket connected to; the site itself is read again for each frame (from the site
+   * cache), in the visitor's lane so that frames keep their order: an admin may have
+   * changed it since (a higher cap, a new name), or deleted it, and then the frame is
+   * refused with `SiteDeletedError`.
    */
   async onFrame(siteId: string, visitor: Pick<Visitor, "id" | "number">, frame: ClientFrame, reply: Reply): Promise<void> {
     const visitorId = visitor.id;

@@ -6,14 +6,14 @@ import { chatMatchesListState } from "./chat-list-state.js";
 import { messageFrame } from "./message-frame.js";
 import { UnknownVisitorError, VisitorBlockedError, type Agent, type AppendAgentMessage, type AppendAgentOutcome, type AppendResult, type AppendVisitorMessage, type BusHandler, type Chat, type ProcessMessage, type ChatState, type Site, type Store, type StoredMessage, type Visitor, type WebhookEvent } from "./types.js";
 
+/** Expired visitors are swept after this many new ones (and dropped whenever read). */
+const VISITOR_SWEEP_EVERY = 1000;
+
 /**
  * The store for a single process (the default when PARLEY_REDIS_URL is unset). Same
  * contract as the Redis store; values are cloned in and out so callers can never
  * mutate stored state by accident, just as with a real database.
  */
-/** Expired visitors are swept after this many new ones (and dropped whenever read). */
-const VISITOR_SWEEP_EVERY = 1000;
-
 export class MemoryStore implements Store {
   readonly kind = "memory" as const;
   private readonly sites = new Map<string, Site>();
