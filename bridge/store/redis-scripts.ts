@@ -93,6 +93,14 @@ publishToHolders(KEYS[3], ARGV[8], ARGV[9], messageFrameJson(ARGV[10], id, 'agen
 return {2, hashJson(visitorPairs), hashJson(chatPairs), id, name}
 `;
 
+/** Stores a new visitor, with the time they are forgotten unless they chat (see VisitorStore.createVisitor): one command per session. */
+export const CREATE_VISITOR = `
+-- KEYS: 1 visitor hash ; ARGV: 1 forget at (ms, '' = never), then field/value pairs
+redis.call('HSET', KEYS[1], unpack(ARGV, 2))
+if ARGV[1] ~= '' then redis.call('PEXPIREAT', KEYS[1], ARGV[1]) end
+return 1
+`;
+
 /** Moves the expiry of a visitor who never chatted (see VisitorStore.keepVisitor). */
 export const KEEP_VISITOR = `
 -- KEYS: 1 visitor hash ; ARGV: 1 forget at (ms)

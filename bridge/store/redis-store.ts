@@ -6,7 +6,7 @@ import { decodeAgent, decodeSite, encodeAgent, encodeSite, StoredValueError } fr
 import { chatMatchesListState } from "./chat-list-state.js";
 import { visitorIdOfChat } from "./ids.js";
 import { channels, keys } from "./keys.js";
-import { APPEND_AGENT_MESSAGE, APPEND_VISITOR_MESSAGE, CHANGE_HOLDER, CLAIM_AGENT, CLAIM_LEAST_LOADED, CLAIM_STALE_PROCESS, FINISH_TIMER, KEEP_VISITOR, MARK_MANY_RELAYED, PUBLISH_TO_HOLDERS, TAKE_DUE_TIMERS, UPDATE_CHAT, VISITOR_WITH_CHAT } from "./redis-scripts.js";
+import { APPEND_AGENT_MESSAGE, APPEND_VISITOR_MESSAGE, CHANGE_HOLDER, CLAIM_AGENT, CLAIM_LEAST_LOADED, CLAIM_STALE_PROCESS, CREATE_VISITOR, FINISH_TIMER, KEEP_VISITOR, MARK_MANY_RELAYED, PUBLISH_TO_HOLDERS, TAKE_DUE_TIMERS, UPDATE_CHAT, VISITOR_WITH_CHAT } from "./redis-scripts.js";
 import { UnknownVisitorError, VisitorBlockedError, type Agent, type AppendAgentMessage, type AppendAgentOutcome, type AppendResult, type AppendVisitorMessage, type BusHandler, type Chat, type ProcessMessage, type ChatState, type Site, type Store, type StoredMessage, type Visitor, type WebhookEvent } from "./types.js";
 
 type Client = Redis | Cluster;
@@ -27,6 +27,7 @@ const SCRIPTS = {
   visitorWithChat: { numberOfKeys: 1, lua: VISITOR_WITH_CHAT },
   finishTimer: { numberOfKeys: 1, lua: FINISH_TIMER },
   keepVisitor: { numberOfKeys: 1, lua: KEEP_VISITOR },
+  createVisitor: { numberOfKeys: 1, lua: CREATE_VISITOR },
 };
 
 interface ScriptCommands {
@@ -40,6 +41,7 @@ interface ScriptCommands {
   visitorWithChat(...args: string[]): Promise<[string[], string[]]>;
   finishTimer(...args: (string | number)[]): Promise<number>;
   keepVisitor(...args: (string | number)[]): Promise<number>;
+  createVisitor(...args: (string | number)[]): Promise<number>;
   claimStaleProcess(...args: (string | number)[]): Promise<string | null>;
   claimLeastLoaded(numberOfKeys: number, ...args: (string | number)[]): Promise<string | null>;
   markManyRelayed(numberOfKeys: number, ...args: (string | number)[]): Promise<number>;
@@ -196,8 +198,7 @@ export class RedisStore implements Store {
       ...visitorPatchFields(v),
     };
     if (v.chatId) fields.chatId = v.chatId;
-    // Two commands, one write (same turn): no transaction needed, a visitor without its expiry is only kept longer.
-    await Promise.all([this.redis.hset(keys.visitor(v.id), fields), forgetAt === undefined ? undefined : this.redis.pexpireat(keys.visitor(v.id), forgetAt)]);
+    await this.redis.createVisitor(keys.visitor(v.id), forgetAt ?? "", ...Object.entries(fields).flat());
   }
   async keepVisitor(visitorId: string, forgetAt: number) {
     await this.redis.keepVisitor(keys.visitor(visitorId), forgetAt);
