@@ -53,8 +53,7 @@ describe("admin API", () => {
   it("ends a deleted site's open chats, clears its contacts from the agents' rosters and refuses its visitors", async () => {
     await stack.api("PUT", "/api/sites/gone", { name: "Gone", maxChatsPerAgent: 1 });
     await stack.api("PUT", "/api/sites/gone/agents/agent2@localhost", {});
-    const agent = await stack.agent("agent2");
-    await stack.waitForPresence("gone", "agent2@localhost", "available");
+    const agent = await stack.availableAgent("gone", "agent2");
     const [chatting, waiting, browsing] = [await stack.visitor("gone"), await stack.visitor("gone"), await stack.visitor("gone")];
     await chatting.say("hello");
     await chatting.next("agent", (f) => f.state === "joined");
@@ -84,16 +83,14 @@ describe("admin API", () => {
   it("moves a removed agent's chats to another agent", async () => {
     await stack.api("PUT", "/api/sites/staff", { name: "Staff" });
     await stack.api("PUT", "/api/sites/staff/agents/agent1@localhost", { name: "Leaving" });
-    const leaving = await stack.agent("agent1", { resource: "staff" });
-    await stack.waitForPresence("staff", "agent1@localhost", "available");
+    const leaving = await stack.availableAgent("staff", "agent1", { resource: "staff" });
     const visitor = await stack.visitor("staff");
     const visitorJid = `staff.${visitor.welcome.visitorId}@chat.localhost`;
     await visitor.say("question");
     await visitor.next("agent", (f) => f.state === "joined" && f.name === "Leaving");
     await leaving.nextBody(visitorJid, (b) => b === "question");
     await stack.api("PUT", "/api/sites/staff/agents/agent2@localhost", { name: "Staying" });
-    const staying = await stack.agent("agent2", { resource: "staff" });
-    await stack.waitForPresence("staff", "agent2@localhost", "available");
+    const staying = await stack.availableAgent("staff", "agent2", { resource: "staff" });
 
     expect((await stack.api("DELETE", "/api/sites/staff/agents/agent1@localhost")).status).toBe(204);
     const why = await leaving.nextBody(visitorJid, (b) => b.startsWith("[parley] You are no longer an agent of Staff."));
@@ -109,8 +106,7 @@ describe("admin API", () => {
   it("routes a visitor who connected before a site change by the site's current settings", async () => {
     await stack.api("PUT", "/api/sites/renamed", { name: "Before" });
     await stack.api("PUT", "/api/sites/renamed/agents/agent2@localhost", {});
-    const agent = await stack.agent("agent2", { resource: "renamed" });
-    await stack.waitForPresence("renamed", "agent2@localhost", "available");
+    const agent = await stack.availableAgent("renamed", "agent2", { resource: "renamed" });
     const visitor = await stack.visitor("renamed");
     await stack.api("PUT", "/api/sites/renamed", { name: "After" });
     await visitor.say("hi");

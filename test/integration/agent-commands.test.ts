@@ -16,8 +16,7 @@ beforeAll(async () => {
   await stack.api("PUT", "/api/sites/help", { name: "Help Desk", maxChatsPerAgent: 5 });
   await stack.api("PUT", "/api/sites/help/agents/ann@localhost", { name: "Ann" });
   await stack.api("PUT", "/api/sites/help/agents/ben@localhost", { name: "Ben" });
-  ann = await stack.agent("ann");
-  await stack.waitForPresence("help", "ann@localhost", "available");
+  ann = await stack.availableAgent("help", "ann");
 });
 afterAll(async () => {
   await stack?.stop();
@@ -71,8 +70,7 @@ describe("agent commands", () => {
   });
 
   it("transfers a chat: rosters follow, the new agent gets the context, the visitor sees left/joined", async () => {
-    ben = await stack.agent("ben");
-    await stack.waitForPresence("help", "ben@localhost", "available");
+    ben = await stack.availableAgent("help", "ben");
     const visitor = await stack.visitor("help");
     await visitor.say("I need billing help");
     const firstAgent = (await visitor.next("agent", (f) => f.state === "joined")).name;

@@ -19,8 +19,7 @@ afterAll(async () => {
 
 describe("bus outages", () => {
   it("gives a connected visitor every agent message exactly once while its subscriber connection is cut again and again", async () => {
-    const ann = await stack.agent("ann");
-    await stack.waitForPresence("bus", "ann@localhost", "available");
+    const ann = await stack.availableAgent("bus", "ann");
     const visitor = await stack.visitor("bus");
     const jid = `bus.${visitor.welcome.visitorId}@chat.localhost`;
     await visitor.say("hello");

@@ -24,8 +24,7 @@ describe("chat lifecycle", () => {
   it("queues visitors in order with a cap of 1 and assigns them, once each, as chats end", async () => {
     await stack.api("PUT", "/api/sites/queue", { name: "Queue", maxChatsPerAgent: 1 });
     await stack.api("PUT", "/api/sites/queue/agents/solo@localhost", { name: "Solo" });
-    const solo = await stack.agent("solo");
-    await stack.waitForPresence("queue", "solo@localhost", "available");
+    const solo = await stack.availableAgent("queue", "solo");
 
     const [v1, v2, v3] = [await stack.visitor("queue"), await stack.visitor("queue"), await stack.visitor("queue")];
     await v1.say("one");
@@ -59,8 +58,7 @@ describe("chat lifecycle", () => {
     await stack.api("PUT", "/api/sites/slow", { name: "Slow", answerTimeoutSeconds: 1 });
     await stack.api("PUT", "/api/sites/slow/agents/first@localhost", { name: "First" });
     await stack.api("PUT", "/api/sites/slow/agents/second@localhost", { name: "Second" });
-    const first = await stack.agent("first");
-    await stack.waitForPresence("slow", "first@localhost", "available");
+    const first = await stack.availableAgent("slow", "first");
     const visitor = await stack.visitor("slow");
     await visitor.say("anyone?");
     await visitor.next("agent", (f) => f.state === "joined" && f.name === "First");
@@ -82,15 +80,13 @@ describe("chat lifecycle", () => {
     await stack.api("PUT", "/api/sites/drop", { name: "Drop" });
     await stack.api("PUT", "/api/sites/drop/agents/first@localhost", { name: "First" });
     await stack.api("PUT", "/api/sites/drop/agents/second@localhost", { name: "Second" });
-    const first = await stack.agent("first", { resource: "phone" });
-    await stack.waitForPresence("drop", "first@localhost", "available");
+    const first = await stack.availableAgent("drop", "first", { resource: "phone" });
     const visitor = await stack.visitor("drop");
     await visitor.say("help me");
     await first.nextBody(jidOf("drop", visitor));
     await first.sendMessage(jidOf("drop", visitor), "on it");
     await visitor.next("message", (f) => f.text === "on it");
-    const second = await stack.agent("second", { resource: "desk" });
-    await stack.waitForPresence("drop", "second@localhost", "available");
+    const second = await stack.availableAgent("drop", "second", { resource: "desk" });
 
     first.drop();
     await visitor.next("agent", (f) => f.state === "left" && f.name === "First", 20_000);
@@ -123,8 +119,7 @@ describe("chat lifecycle", () => {
     try {
       await stack.api("PUT", "/api/sites/hooked", { name: "Hooked", webhookUrl: url, webhookSecret: secret });
       await stack.api("PUT", "/api/sites/hooked/agents/hooks@localhost", { name: "Hook" });
-      const agent = await stack.agent("hooks");
-      await stack.waitForPresence("hooked", "hooks@localhost", "available");
+      const agent = await stack.availableAgent("hooked", "hooks");
       const visitor = await stack.visitor("hooked");
       await visitor.say("Grüße 👋");
       await agent.nextBody(jidOf("hooked", visitor));

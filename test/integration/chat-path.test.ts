@@ -18,8 +18,7 @@ beforeAll(async () => {
   stack = await startStack();
   expect((await stack.api("PUT", "/api/sites/acme", { name: "Acme Inc", maxChatsPerAgent: 3, welcome: "Hi there" })).status).toBe(201);
   expect((await stack.api("PUT", "/api/sites/acme/agents/agent1@localhost", { name: "Alice" })).status).toBe(201);
-  agent1 = await stack.agent("agent1");
-  await stack.waitForPresence("acme", "agent1@localhost", "available");
+  agent1 = await stack.availableAgent("acme", "agent1");
 });
 afterAll(async () => {
   await stack?.stop();

@@ -30,8 +30,7 @@ const frameData = fc.oneof(
 
 describe("fuzzing a live bridge", () => {
   it(`survives ${RUNS} random frames and ${RUNS} random stanzas while a bystander chats on`, async () => {
-    const agent = await stack.agent("agent1");
-    await stack.waitForPresence("acme", "agent1@localhost", "available");
+    const agent = await stack.availableAgent("acme", "agent1");
     const bystander = await stack.visitor("acme");
     const bystanderJid = `acme.${bystander.welcome.visitorId}@chat.localhost`;
     await bystander.say("before the fuzz");

@@ -22,6 +22,8 @@ export interface Stack {
   visitor(siteId: string, options?: { token?: string; origin?: string }): Promise<VisitorClient>;
   /** Waits until the bridge reports the agent's presence on the site (from the admin API). */
   waitForPresence(siteId: string, jid: string, presence: string): Promise<void>;
+  /** Connects an agent of the site and waits until the bridge sees them available there. */
+  availableAgent(siteId: string, username: string, options?: { resource?: string }): Promise<AgentClient>;
   /** Starts another bridge process on the same ejabberd and store. */
   startBridge(extraEnv?: Record<string, string>): Promise<Bridge>;
   stop(): Promise<void>;
@@ -92,6 +94,11 @@ export async function startStack(options: { agents?: string[]; store?: "memory" 
           const agents = (await stack.api("GET", `/api/sites/${siteId}/agents`)).body as { jid: string; presence: string }[];
           return agents.find((a) => a.jid === jid)?.presence === presence;
         });
+      },
+      async availableAgent(siteId, username, agentOptions = {}) {
+        const agent = await stack.agent(username, agentOptions);
+        await stack.waitForPresence(siteId, agent.jid, "available");
+        return agent;
       },
       startBridge: launch,
       async stop() {
