@@ -41,7 +41,8 @@ export function openApiDocument(version: string): object {
         delete: {
           summary: "Delete a site",
           description: "Its open chats end (visitors are told, agents' roster items removed); its visitors' sockets are closed (1008) at their next frame; transcripts stay until retention.",
-          responses: responses({ 204: { description: "Deleted" } }, 401, 404) },
+          responses: responses({ 204: { description: "Deleted" } }, 401, 404),
+        },
       },
       "/api/sites/{siteId}/agents": { parameters: [siteId], get: { summary: "List agents with presence and active chats", responses: responses({ 200: json({ type: "array", items: { $ref: "#/components/schemas/Agent" } }) }, 401, 404) } },
       "/api/sites/{siteId}/agents/{jid}": {
