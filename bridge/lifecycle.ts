@@ -3,6 +3,7 @@ import type { KeyedQueue } from "./keyed-queue.js";
 import type { Logger } from "./logger.js";
 import type { PresenceService } from "./presence.js";
 import type { Scheduler } from "./scheduler.js";
+import { deletedSite } from "./sites.js";
 import type { Store } from "./store/types.js";
 import type { Webhooks } from "./webhooks.js";
 
@@ -70,9 +71,11 @@ export function registerLifecycleTimers(deps: LifecycleDeps): void {
     const visitor = await store.getVisitor(visitorId);
     if (!visitor || (await store.isOnline(visitor.siteId, visitorId, now))) return;
     const [site, chat] = await Promise.all([store.getSite(visitor.siteId), visitor.chatId ? store.getChat(visitor.chatId) : null]);
-    if (!site || !chat || chat.state === "ended") return;
+    if (!chat || chat.state === "ended") return;
     log.info({ chatId: chat.id }, "visitor gone past the idle timeout; ending the chat");
-    await lanes.run(visitorId, () => chats.end(site, visitor, chat).then(() => undefined));
+    // A chat of a deleted site ends too: one the deletion could not end (its process died
+    // midway, or another process had not seen the deletion when the chat started).
+    await lanes.run(visitorId, () => chats.end(site ?? deletedSite(visitor.siteId), visitor, chat).then(() => undefined));
   });
 
   scheduler.on("webhook", (eventId, now) => deps.webhooks.deliver(eventId, now));

@@ -26,6 +26,11 @@ export interface SiteDeps {
   onAgentRemoved?(site: Site, agentJid: string): Promise<void>;
 }
 
+/** What ending a leftover chat of a deleted site needs of it: its id (its name for the roster item being removed). */
+export function deletedSite(siteId: string): Site {
+  return { id: siteId, name: siteId, origins: [], maxChatsPerAgent: 0, createdAt: 0, updatedAt: 0 };
+}
+
 export class SiteService {
   private readonly log: Logger;
 
