@@ -27,6 +27,8 @@ export interface LifecycleDeps {
   agentGraceMs: number;
   chatIdleMs: number;
   transcriptRetentionDays: number;
+  /** PARLEY_VISITOR_RETENTION_DAYS: a visitor whose last transcript is purged is then forgotten like one who never chatted. */
+  visitorRetentionDays: number;
   logger: Logger;
 }
 
@@ -80,8 +82,8 @@ export function registerLifecycleTimers(deps: LifecycleDeps): void {
 
   scheduler.on("webhook", (eventId, now) => deps.webhooks.deliver(eventId, now));
 
-  scheduler.on("purge", async (chatId) => {
-    await store.purgeChat(chatId);
+  scheduler.on("purge", async (chatId, now) => {
+    await store.purgeChat(chatId, deps.visitorRetentionDays > 0 ? now + deps.visitorRetentionDays * 24 * 3600 * 1000 : undefined);
     log.info({ chatId }, "transcript past retention deleted");
   });
 }

@@ -131,7 +131,7 @@ export async function startBridge(config: Config, logger: Logger = createLogger(
     },
     onAgentRemoved: (site, agentJid) => chats.moveChatsOf(site, agentJid, `You are no longer an agent of ${site.name}.`),
   });
-  registerLifecycleTimers({ store, scheduler, chats, presence, webhooks, lanes, agentGraceMs: config.agentGraceMs, chatIdleMs: config.chatIdleMs, transcriptRetentionDays: config.transcriptRetentionDays, logger });
+  registerLifecycleTimers({ store, scheduler, chats, presence, webhooks, lanes, agentGraceMs: config.agentGraceMs, chatIdleMs: config.chatIdleMs, transcriptRetentionDays: config.transcriptRetentionDays, visitorRetentionDays: config.visitorRetentionDays, logger });
   const gateway = new VisitorGateway({ store, visitors, logger, metrics, now, visitorRate: config.visitorRate, upgradeRate: config.upgradeRate, socketRate: config.socketRate, heartbeatMs: config.heartbeatMs, processId: idPrefix, deadProcesses: (ids) => outbox.deadAmong(ids) });
   const adminApi = new AdminApi({ store, sites, now, logger, version, ...(config.adminToken ? { adminToken: config.adminToken } : {}) });
 

@@ -240,13 +240,18 @@ export class MemoryStore implements Store {
       .sort((a, b) => a.startedAt - b.startedAt);
   }
 
-  async purgeChat(chatId: string) {
+  async purgeChat(chatId: string, forgetVisitorAt?: number) {
     const chat = this.chats.get(chatId);
     if (!chat || chat.state !== "ended") return;
     this.chats.delete(chatId);
     this.siteChats.get(chat.siteId)?.delete(chatId);
-    const messages = this.messages.get(chat.visitorId);
-    if (messages) this.messages.set(chat.visitorId, messages.filter((m) => m.chatId !== chatId));
+    const left = (this.messages.get(chat.visitorId) ?? []).filter((m) => m.chatId !== chatId);
+    this.messages.set(chat.visitorId, left);
+    const visitor = this.visitor(chat.visitorId);
+    if (forgetVisitorAt === undefined || !visitor || visitor.chatId || left.length > 0) return;
+    this.messages.delete(chat.visitorId);
+    delete visitor.chatCount;
+    this.visitorForgetAt.set(visitor.id, forgetVisitorAt);
   }
   async chatStateCounts() {
     const counts = { new: 0, queued: 0, active: 0, offline: 0, ended: 0 };

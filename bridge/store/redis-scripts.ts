@@ -110,6 +110,16 @@ end
 return 1
 `;
 
+/** After a purge: a visitor with no message and no current chat left is forgotten in time (see ChatStore.purgeChat). */
+export const FORGET_IF_NOTHING_LEFT = `
+-- KEYS: 1 visitor hash, 2 log stream ; ARGV: 1 forget at (ms)
+if redis.call('EXISTS', KEYS[1]) == 0 or redis.call('HEXISTS', KEYS[1], 'chatId') == 1 or redis.call('XLEN', KEYS[2]) > 0 then return 0 end
+redis.call('DEL', KEYS[2])
+redis.call('HDEL', KEYS[1], 'chatCount')
+redis.call('PEXPIREAT', KEYS[1], ARGV[1])
+return 1
+`;
+
 /** Publishes a frame to the processes holding a visitor's sockets (see VisitorBus). */
 export const PUBLISH_TO_HOLDERS = `${MESSAGE_HELPERS}
 -- KEYS: 1 holders set ; ARGV: 1 publisher, 2 process channel prefix, 3 payload

@@ -6,7 +6,7 @@ import { decodeAgent, decodeSite, encodeAgent, encodeSite, StoredValueError } fr
 import { chatMatchesListState } from "./chat-list-state.js";
 import { visitorIdOfChat } from "./ids.js";
 import { channels, keys } from "./keys.js";
-import { APPEND_AGENT_MESSAGE, APPEND_VISITOR_MESSAGE, CHANGE_HOLDER, CLAIM_AGENT, CLAIM_LEAST_LOADED, CLAIM_STALE_PROCESS, CREATE_VISITOR, FINISH_TIMER, KEEP_VISITOR, MARK_MANY_RELAYED, PUBLISH_TO_HOLDERS, TAKE_DUE_TIMERS, UPDATE_CHAT, VISITOR_WITH_CHAT } from "./redis-scripts.js";
+import { APPEND_AGENT_MESSAGE, APPEND_VISITOR_MESSAGE, CHANGE_HOLDER, CLAIM_AGENT, CLAIM_LEAST_LOADED, CLAIM_STALE_PROCESS, CREATE_VISITOR, FINISH_TIMER, FORGET_IF_NOTHING_LEFT, KEEP_VISITOR, MARK_MANY_RELAYED, PUBLISH_TO_HOLDERS, TAKE_DUE_TIMERS, UPDATE_CHAT, VISITOR_WITH_CHAT } from "./redis-scripts.js";
 import { UnknownVisitorError, VisitorBlockedError, type Agent, type AppendAgentMessage, type AppendAgentOutcome, type AppendResult, type AppendVisitorMessage, type BusHandler, type Chat, type ProcessMessage, type ChatState, type Site, type Store, type StoredMessage, type Visitor, type WebhookEvent } from "./types.js";
 
 type Client = Redis | Cluster;
@@ -28,6 +28,7 @@ const SCRIPTS = {
   finishTimer: { numberOfKeys: 1, lua: FINISH_TIMER },
   keepVisitor: { numberOfKeys: 1, lua: KEEP_VISITOR },
   createVisitor: { numberOfKeys: 1, lua: CREATE_VISITOR },
+  forgetIfNothingLeft: { numberOfKeys: 2, lua: FORGET_IF_NOTHING_LEFT },
 };
 
 interface ScriptCommands {
@@ -42,6 +43,7 @@ interface ScriptCommands {
   finishTimer(...args: (string | number)[]): Promise<number>;
   keepVisitor(...args: (string | number)[]): Promise<number>;
   createVisitor(...args: (string | number)[]): Promise<number>;
+  forgetIfNothingLeft(...args: (string | number)[]): Promise<number>;
   claimStaleProcess(...args: (string | number)[]): Promise<string | null>;
   claimLeastLoaded(numberOfKeys: number, ...args: (string | number)[]): Promise<string | null>;
   markManyRelayed(numberOfKeys: number, ...args: (string | number)[]): Promise<number>;
@@ -389,7 +391,7 @@ export class RedisStore implements Store {
     return chats.filter((c): c is Chat => c !== null && chatMatchesListState(c, state)).sort((a, b) => a.startedAt - b.startedAt);
   }
 
-  async purgeChat(chatId: string) {
+  async purgeChat(chatId: string, forgetVisitorAt?: number) {
     const chat = await this.getChat(chatId);
     if (!chat || chat.state !== "ended") return;
     const ids = (await this.transcript(chatId)).map((m) => m.id);
@@ -397,6 +399,7 @@ export class RedisStore implements Store {
     await this.redis.del(keys.chat(chat.visitorId, chatId));
     await Promise.all([this.redis.zrem(keys.siteChats(chat.siteId), chatId), this.redis.zrem(keys.openChats(chat.siteId), chatId)]);
     await this.redis.hincrby(keys.chatStateCounts(), "ended", -1);
+    if (forgetVisitorAt !== undefined) await this.redis.forgetIfNothingLeft(keys.visitor(chat.visitorId), keys.log(chat.visitorId), forgetVisitorAt);
   }
   async chatStateCounts() {
     const raw = await this.redis.hgetall(keys.chatStateCounts());

@@ -205,8 +205,12 @@ export interface ChatStore {
   /** Compare-and-set on the chat's state: applies `patch` only if the state is one of `from`. */
   updateChat(chatId: string, from: readonly ChatState[], patch: Partial<Omit<Chat, "id" | "siteId" | "visitorId">>): Promise<Chat | null>;
   listChats(siteId: string, state: "active" | "queued" | "ended"): Promise<Chat[]>;
-  /** Deletes an ended chat and its messages (transcript retention). */
-  purgeChat(chatId: string): Promise<void>;
+  /**
+   * Deletes an ended chat and its messages (transcript retention). With `forgetVisitorAt`,
+   * a visitor left with no message and no current chat becomes one who never chatted:
+   * forgotten at that time unless they come back (see `createVisitor`).
+   */
+  purgeChat(chatId: string, forgetVisitorAt?: number): Promise<void>;
   /** How many chats are in each state, over all sites (for metrics). */
   chatStateCounts(): Promise<Record<ChatState, number>>;
 }

@@ -124,6 +124,25 @@ describe.each([
     await expect(store.appendVisitorMessage(late)).rejects.toBeInstanceOf(UnknownVisitorError);
   });
 
+  it("forgets a visitor once their last transcript is purged, as one who never chatted", async () => {
+    const [gone, back] = [visitor(siteId), visitor(siteId)];
+    await Promise.all([store.createVisitor(gone), store.createVisitor(back)]);
+    const say = (v: Visitor, clientId: string, ts: number) => store.appendVisitorMessage({ visitorId: v.id, siteId, clientId, fallbackName: "V", text: clientId, ts, newChatId: newChatId(v.id, ts) });
+    const { chat: goneChat } = await say(gone, "g1", 10);
+    const { chat: backFirst } = await say(back, "b1", 11);
+    await store.updateChat(goneChat.id, ["new"], { state: "ended", endedAt: 20 });
+    await store.updateChat(backFirst.id, ["new"], { state: "ended", endedAt: 21 });
+    await say(back, "b2", 30); // back came back: a current chat, with messages
+
+    const forgetAt = Date.now() + 300;
+    await store.purgeChat(goneChat.id, forgetAt);
+    await store.purgeChat(backFirst.id, forgetAt);
+    expect(await store.getVisitor(gone.id)).not.toHaveProperty("chatCount");
+    await expect.poll(() => store.getVisitor(gone.id), { timeout: 10_000, interval: 50 }).toBeNull();
+    expect(await store.getVisitor(back.id)).toMatchObject({ id: back.id, chatCount: 2 });
+    expect((await store.history(back.id, 10)).map((m) => m.text)).toEqual(["b2"]);
+  });
+
   it("opens a chat with the first message and dedupes resent client ids", async () => {
     const v = visitor(siteId);
     await store.createVisitor(v);
