@@ -2,14 +2,15 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { startStack, type Stack } from "../support/stack.js";
 
 // PARLEY_VISITOR_RETENTION_DAYS, here 2 s: a visitor who never chats is forgotten that long
-// after their last visit (their token then starts a new visitor); one who chatted is kept.
+// after their last visit (their token then starts a new visitor); one who chatted is kept
+// while they have a transcript (PARLEY_TRANSCRIPT_RETENTION_DAYS, here 2 s too).
 
 const RETENTION_DAYS = String(2 / 86_400);
 
 let stack: Stack;
 
 beforeAll(async () => {
-  stack = await startStack({ env: { PARLEY_VISITOR_RETENTION_DAYS: RETENTION_DAYS } });
+  stack = await startStack({ agents: ["agent1"], env: { PARLEY_VISITOR_RETENTION_DAYS: RETENTION_DAYS, PARLEY_TRANSCRIPT_RETENTION_DAYS: RETENTION_DAYS } });
   expect((await stack.api("PUT", "/api/sites/acme", { name: "Acme Inc" })).status).toBe(201);
 });
 afterAll(async () => {
@@ -17,8 +18,8 @@ afterAll(async () => {
 });
 
 /** Whether the visitor's token still resumes them (a forgotten token starts a new visitor). */
-async function resumes(token: string): Promise<boolean> {
-  const tab = await stack.visitor("acme", { token });
+async function resumes(token: string, siteId = "acme"): Promise<boolean> {
+  const tab = await stack.visitor(siteId, { token });
   await tab.close();
   return tab.welcome.resumed;
 }
@@ -47,6 +48,24 @@ describe("visitor retention", () => {
     expect(renewed.welcome.resumed).toBe(false);
     expect(await renewed.say("hello?", "late")).toMatchObject({ type: "ack", id: "late" });
     await renewed.close();
+  });
+
+  it("forgets a visitor once their last transcript is purged", async () => {
+    await stack.api("PUT", "/api/sites/help", { name: "Help" });
+    await stack.api("PUT", "/api/sites/help/agents/agent1@localhost", {});
+    const agent = await stack.availableAgent("help", "agent1");
+    const visitor = await stack.visitor("help");
+    const visitorJid = `help.${visitor.welcome.visitorId}@chat.localhost`;
+    await visitor.say("question");
+    await agent.nextBody(visitorJid, (b) => b === "question");
+    const [chat] = (await stack.api("GET", "/api/sites/help/chats?state=active")).body;
+    await agent.sendMessage(visitorJid, "!end");
+    await visitor.next("ended");
+    await visitor.close();
+
+    await expect.poll(async () => (await stack.api("GET", `/api/chats/${chat.id}`)).status, { timeout: 15_000, interval: 200 }).toBe(404);
+    await untilForgotten();
+    expect(await resumes(visitor.welcome.token, "help")).toBe(false);
   });
 });
 
