@@ -19,14 +19,7 @@ afterAll(async () => {
 
 describe("a deleted site's leftover chat", () => {
   it("ends once its visitor is gone past the idle timeout", async () => {
-    await stack.api("PUT", "/api/sites/crashy", { name: "Crashy" });
-    await stack.api("PUT", "/api/sites/crashy/agents/agent1@localhost", {});
-    const agent = await stack.availableAgent("crashy", "agent1");
-    const visitor = await stack.visitor("crashy");
-    const visitorJid = `crashy.${visitor.welcome.visitorId}@chat.localhost`;
-    await visitor.say("hello");
-    await agent.nextBody(visitorJid, (b) => b === "hello");
-    const [chat] = (await stack.api("GET", "/api/sites/crashy/chats?state=active")).body;
+    const { agent, visitor, visitorJid, chatId } = await stack.openChat("crashy", "agent1", "hello");
 
     const direct = new RedisStore({ url: stack.redis!.url });
     expect(await direct.deleteSite("crashy")).toBe(true); // and nothing else: no chat ended
@@ -34,6 +27,6 @@ describe("a deleted site's leftover chat", () => {
     await visitor.close();
 
     await expect.poll(async () => (await agent.roster()).map((item) => item.attrs.jid), { timeout: 15_000 }).not.toContain(visitorJid);
-    expect((await stack.api("GET", `/api/chats/${chat.id}`)).body).toMatchObject({ state: "ended", messages: [expect.objectContaining({ text: "hello" })] });
+    expect((await stack.api("GET", `/api/chats/${chatId}`)).body).toMatchObject({ state: "ended", messages: [expect.objectContaining({ text: "hello" })] });
   });
 });

@@ -51,19 +51,12 @@ describe("visitor retention", () => {
   });
 
   it("forgets a visitor once their last transcript is purged", async () => {
-    await stack.api("PUT", "/api/sites/help", { name: "Help" });
-    await stack.api("PUT", "/api/sites/help/agents/agent1@localhost", {});
-    const agent = await stack.availableAgent("help", "agent1");
-    const visitor = await stack.visitor("help");
-    const visitorJid = `help.${visitor.welcome.visitorId}@chat.localhost`;
-    await visitor.say("question");
-    await agent.nextBody(visitorJid, (b) => b === "question");
-    const [chat] = (await stack.api("GET", "/api/sites/help/chats?state=active")).body;
+    const { agent, visitor, visitorJid, chatId } = await stack.openChat("help", "agent1", "question");
     await agent.sendMessage(visitorJid, "!end");
     await visitor.next("ended");
     await visitor.close();
 
-    await expect.poll(async () => (await stack.api("GET", `/api/chats/${chat.id}`)).status, { timeout: 15_000, interval: 200 }).toBe(404);
+    await expect.poll(async () => (await stack.api("GET", `/api/chats/${chatId}`)).status, { timeout: 15_000, interval: 200 }).toBe(404);
     await untilForgotten();
     expect(await resumes(visitor.welcome.token, "help")).toBe(false);
   });

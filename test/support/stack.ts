@@ -24,6 +24,8 @@ export interface Stack {
   waitForPresence(siteId: string, jid: string, presence: string): Promise<void>;
   /** Connects an agent of the site and waits until the bridge sees them available there. */
   availableAgent(siteId: string, username: string, options?: { resource?: string }): Promise<AgentClient>;
+  /** A new site with one agent, available, and a visitor whose first message reached them. */
+  openChat(siteId: string, username: string, text: string): Promise<{ agent: AgentClient; visitor: VisitorClient; visitorJid: string; chatId: string }>;
   /** Starts another bridge process on the same ejabberd and store. */
   startBridge(extraEnv?: Record<string, string>): Promise<Bridge>;
   stop(): Promise<void>;
@@ -99,6 +101,17 @@ export async function startStack(options: { agents?: string[]; store?: "memory" 
         const agent = await stack.agent(username, agentOptions);
         await stack.waitForPresence(siteId, agent.jid, "available");
         return agent;
+      },
+      async openChat(siteId, username, text) {
+        await stack.api("PUT", `/api/sites/${siteId}`, { name: siteId });
+        await stack.api("PUT", `/api/sites/${siteId}/agents/${username}@localhost`, {});
+        const agent = await stack.availableAgent(siteId, username);
+        const visitor = await stack.visitor(siteId);
+        const visitorJid = `${siteId}.${visitor.welcome.visitorId}@chat.localhost`;
+        await visitor.say(text);
+        await agent.nextBody(visitorJid, (b) => b === text);
+        const [chat] = (await stack.api("GET", `/api/sites/${siteId}/chats?state=active`)).body as { id: string }[];
+        return { agent, visitor, visitorJid, chatId: chat!.id };
       },
       startBridge: launch,
       async stop() {
