@@ -26,9 +26,8 @@ export interface LifecycleDeps {
   lanes: KeyedQueue;
   agentGraceMs: number;
   chatIdleMs: number;
-  transcriptRetentionDays: number;
-  /** PARLEY_VISITOR_RETENTION_DAYS: a visitor whose last transcript is purged is then forgotten like one who never chatted. */
-  visitorRetentionDays: number;
+  /** PARLEY_VISITOR_RETENTION_DAYS in ms (0: forever): a visitor whose last transcript is purged is then forgotten like one who never chatted. */
+  visitorRetentionMs: number;
   logger: Logger;
 }
 
@@ -83,7 +82,7 @@ export function registerLifecycleTimers(deps: LifecycleDeps): void {
   scheduler.on("webhook", (eventId, now) => deps.webhooks.deliver(eventId, now));
 
   scheduler.on("purge", async (chatId, now) => {
-    await store.purgeChat(chatId, deps.visitorRetentionDays > 0 ? now + deps.visitorRetentionDays * 24 * 3600 * 1000 : undefined);
+    await store.purgeChat(chatId, deps.visitorRetentionMs > 0 ? now + deps.visitorRetentionMs : undefined);
     log.info({ chatId }, "transcript past retention deleted");
   });
 }

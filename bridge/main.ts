@@ -46,6 +46,8 @@ export interface Bridge {
   stop(): Promise<void>;
 }
 
+const DAY_MS = 24 * 3600 * 1000;
+
 export async function startBridge(config: Config, logger: Logger = createLogger(config.logLevel)): Promise<Bridge> {
   const { version } = packageRoot;
   const now = () => Date.now();
@@ -111,12 +113,13 @@ export async function startBridge(config: Config, logger: Logger = createLogger(
     onChange,
     scheduler,
     events: webhooks,
-    retentionMs: config.transcriptRetentionDays * 24 * 3600 * 1000,
+    retentionMs: config.transcriptRetentionDays * DAY_MS,
   });
   const presence = new PresenceService({ store, domain, send, chats, scheduler, agentGraceMs: config.agentGraceMs, now, logger });
   const commands = new CommandService({ store, deskJid: (siteId) => deskJid(siteId, domain), send, chats, now, newId, logger });
   const agentMessages = new AgentMessages({ store, domain, send, chats, commands, lanes, now, newId, logger, metrics });
-  const visitors = new VisitorService({ store, domain, send, chats, presence, lanes, now, newId, logger, metrics, scheduler, outbox, graceMs: config.visitorGraceMs, heartbeatMs: config.heartbeatMs, retentionMs: config.visitorRetentionDays * 24 * 3600 * 1000 });
+  const visitorRetentionMs = config.visitorRetentionDays * DAY_MS;
+  const visitors = new VisitorService({ store, domain, send, chats, presence, lanes, now, newId, logger, metrics, scheduler, outbox, graceMs: config.visitorGraceMs, heartbeatMs: config.heartbeatMs, retentionMs: visitorRetentionMs });
   const sites = new SiteService({
     store,
     domain,
@@ -131,7 +134,7 @@ export async function startBridge(config: Config, logger: Logger = createLogger(
     },
     onAgentRemoved: (site, agentJid) => chats.moveChatsOf(site, agentJid, `You are no longer an agent of ${site.name}.`),
   });
-  registerLifecycleTimers({ store, scheduler, chats, presence, webhooks, lanes, agentGraceMs: config.agentGraceMs, chatIdleMs: config.chatIdleMs, transcriptRetentionDays: config.transcriptRetentionDays, visitorRetentionDays: config.visitorRetentionDays, logger });
+  registerLifecycleTimers({ store, scheduler, chats, presence, webhooks, lanes, agentGraceMs: config.agentGraceMs, chatIdleMs: config.chatIdleMs, visitorRetentionMs, logger });
   const gateway = new VisitorGateway({ store, visitors, logger, metrics, now, visitorRate: config.visitorRate, upgradeRate: config.upgradeRate, socketRate: config.socketRate, heartbeatMs: config.heartbeatMs, processId: idPrefix, deadProcesses: (ids) => outbox.deadAmong(ids) });
   const adminApi = new AdminApi({ store, sites, now, logger, version, ...(config.adminToken ? { adminToken: config.adminToken } : {}) });
 
