@@ -11,6 +11,8 @@ import type { Webhooks } from "./webhooks.js";
  * What happens when time passes (issue 3), as durable timers any process may fire:
  * - `unanswered:{chatId}|{agent}` — the assigned agent said nothing in time: the chat moves on;
  * - `agent-gone:{agent}` — an agent offline past PARLEY_AGENT_GRACE_MS loses their chats;
+ * - `probe-answers:{agent}|{round}` — the answers to a process's probes on connecting are
+ *   in: the agent's resources they did not confirm are dropped;
  * - `visitor-left:{visitor}` — the visitor's grace period is over: their presence goes
  *   unavailable and the idle clock starts;
  * - `chat-idle:{visitor}` — the visitor stayed away past PARLEY_CHAT_IDLE_MS: the chat ends;
@@ -57,6 +59,12 @@ export function registerLifecycleTimers(deps: LifecycleDeps): void {
       const site = await store.getSite(siteId);
       if (site) await chats.moveChatsOf(site, agentJid, `You were offline for more than ${Math.round(deps.agentGraceMs / 1000)} s.`);
     }
+  });
+
+  // Probes sent on connecting: the agents' resources they did not confirm are gone.
+  scheduler.on("probe-answers", async (key) => {
+    const bar = key.lastIndexOf("|");
+    await deps.presence.dropUnconfirmed(key.slice(0, bar), Number(key.slice(bar + 1)));
   });
 
   scheduler.on("visitor-left", async (visitorId, now) => {

@@ -1,6 +1,6 @@
 import type { Element } from "@xmpp/xml";
 import { bareJid, deskJid, parseAddress, resourceOf } from "../stanza-mappers/addressing.js";
-import { stanzaToPresenceEvent } from "../stanza-mappers/presence-to-agent-state.js";
+import { stanzaToPresenceEvent, type AgentPresence } from "../stanza-mappers/presence-to-agent-state.js";
 import { pageStatus, presenceToStanza } from "../stanza-mappers/visitor-to-stanza.js";
 import type { ChatService } from "./chats.js";
 import { ExpiringCache } from "./expiring-cache.js";
@@ -16,6 +16,9 @@ import type { Site, Store } from "./store/types.js";
  *   visitor's JID is not used: `delete_rosteritem` and server shutdowns produce
  *   unavailables there that say nothing about the agent's state.
  * - Probes to a desk or visitor JID are answered with its current presence.
+ * - Presence missed while no process was connected (an agent who logged out meanwhile, or
+ *   came back under another resource) is recovered on connecting: every agent is probed,
+ *   and their resources that the answers do not confirm are dropped (`dropUnconfirmed`).
  * - Subscription requests from a site's agents are approved.
  * - The desk's own presence carries the site's state ("2 waiting, 3 chatting").
  */
@@ -32,6 +35,13 @@ export interface PresenceDeps {
 
 /** How long a site's "any agent online" answer is reused (welcome frames ask it for every new visitor). */
 const AGENTS_ONLINE_TTL_MS = 1000;
+
+/**
+ * How long the answers to the probes sent on connecting may take. ejabberd answers a probe
+ * with each available resource's presence at once, and with nothing for an agent who is
+ * offline: what is not confirmed by then is taken as gone.
+ */
+export const PROBE_ANSWER_WINDOW_MS = 10_000;
 
 export class PresenceService {
   private readonly log: Logger;
@@ -79,6 +89,24 @@ export class PresenceService {
     this.deps.send(presenceToStanza({ from: deskJid(siteId, this.deps.domain), to: agentJid, type: "probe" }));
   }
 
+  /**
+   * Probes the agent on behalf of every site they belong to after (re)connecting, and drops
+   * after the answer window the resources that no answer confirmed. The probe round, not a
+   * clock, tells confirmed from stale: answers may be handled by any process.
+   */
+  async probeAndConfirm(agentJid: string, siteIds: Iterable<string>): Promise<void> {
+    const round = await this.deps.store.beginProbeRound(agentJid);
+    for (const siteId of siteIds) this.probeAgent(siteId, agentJid);
+    await this.deps.scheduler.schedule("probe-answers", `${agentJid}|${round}`, this.deps.now() + PROBE_ANSWER_WINDOW_MS);
+  }
+
+  /** The `probe-answers` timer: resources not heard of since the probe round began are gone. */
+  async dropUnconfirmed(agentJid: string, round: number): Promise<void> {
+    const { before, after } = await this.deps.store.dropResourcesUnheardSince(agentJid, round, this.deps.now());
+    if (before !== after) this.log.info({ agent: agentJid, before, after }, "agent resources unconfirmed by a probe dropped");
+    await this.presenceMoved(agentJid, before, after);
+  }
+
   async sendDeskPresence(site: Site, agentJid: string): Promise<void> {
     this.deps.send(presenceToStanza({ from: deskJid(site.id, this.deps.domain), to: agentJid, status: await this.deskStatus(site) }));
   }
@@ -115,6 +143,10 @@ export class PresenceService {
 
   private async agentResourceChanged(agentJid: string, resource: string, show: Parameters<Store["setAgentResource"]>[2]): Promise<void> {
     const { before, after } = await this.deps.store.setAgentResource(agentJid, resource, show, this.deps.now());
+    await this.presenceMoved(agentJid, before, after);
+  }
+
+  private async presenceMoved(agentJid: string, before: AgentPresence, after: AgentPresence): Promise<void> {
     if (before === after) return;
     this.log.info({ agent: agentJid, before, after }, "agent presence changed");
     // Offline (not away): after the grace period their chats move (see lifecycle.ts).

@@ -118,12 +118,14 @@ export class SiteService {
 
   /** After (re)connecting to ejabberd: announce every desk and learn every agent's presence. */
   async announceDesks(): Promise<void> {
+    const sitesOfAgent = new Map<string, string[]>();
     for (const site of await this.deps.store.listSites()) {
       for (const agent of await this.deps.store.listAgents(site.id)) {
         await this.deps.presence.sendDeskPresence(site, agent.jid);
-        this.deps.presence.probeAgent(site.id, agent.jid);
+        sitesOfAgent.set(agent.jid, [...(sitesOfAgent.get(agent.jid) ?? []), site.id]);
       }
     }
+    for (const [agentJid, siteIds] of sitesOfAgent) await this.deps.presence.probeAndConfirm(agentJid, siteIds);
   }
 
   private async addDesk(site: Site, agentJid: string): Promise<void> {

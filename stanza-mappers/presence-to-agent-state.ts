@@ -2,6 +2,8 @@ import type { Element } from "@xmpp/xml";
 
 // An agent's presence as Parley routes on it (CONTRACT §5): only `available` with no
 // <show/> or `chat` takes new chats; away/dnd/xa keep their chats but get no new ones.
+// A resource with a negative priority counts as gone: the server never delivers a message
+// to the bare JID there (RFC 6121 §8.5.2.1), and Parley writes to the bare JID.
 
 export type AgentShow = "available" | "away" | "dnd" | "xa";
 export type AgentPresence = AgentShow | "offline";
@@ -18,6 +20,7 @@ export type PresenceEvent =
 export function stanzaToPresenceEvent(stanza: Element): PresenceEvent {
   switch (stanza.attrs.type) {
     case undefined:
+      if (Number(stanza.getChildText("priority")) < 0) return { kind: "resource-gone" };
       return { kind: "resource", show: showOf(stanza.getChildText("show")) };
     case "unavailable":
       return { kind: "resource-gone" };

@@ -25,6 +25,8 @@ export const keys = {
 
   agentSites: (jid: string) => `${P}:{a:${jid}}:sites`,
   agentResources: (jid: string) => `${P}:{a:${jid}}:resources`,
+  /** Counts the probes of the agent's presence (see dropResourcesUnheardSince). */
+  agentProbeRound: (jid: string) => `${P}:{a:${jid}}:probe-round`,
   agentUnavailableSince: (jid: string) => `${P}:{a:${jid}}:unavailable-since`,
   agentBusy: (jid: string) => `${P}:{a:${jid}}:busy`,
 

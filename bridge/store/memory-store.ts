@@ -9,6 +9,12 @@ import { UnknownVisitorError, VisitorBlockedError, type Agent, type AppendAgentM
 /** Expired visitors are swept after this many new ones (and dropped whenever read). */
 const VISITOR_SWEEP_EVERY = 1000;
 
+/** One resource of an agent: its presence and the probe round it was last heard of in. */
+interface HeardResource {
+  show: AgentShow;
+  round: number;
+}
+
 /**
  * The store for a single process (the default when PARLEY_REDIS_URL is unset). Same
  * contract as the Redis store; values are cloned in and out so callers can never
@@ -18,7 +24,8 @@ export class MemoryStore implements Store {
   readonly kind = "memory" as const;
   private readonly sites = new Map<string, Site>();
   private readonly agents = new Map<string, Map<string, Agent>>();
-  private readonly resources = new Map<string, Map<string, AgentShow>>();
+  private readonly resources = new Map<string, Map<string, HeardResource>>();
+  private readonly probeRounds = new Map<string, number>();
   private readonly unavailableSince = new Map<string, number>();
   private readonly busyAgents = new Set<string>();
   private readonly visitors = new Map<string, Visitor>();
@@ -77,17 +84,32 @@ export class MemoryStore implements Store {
 
   // --- presence
   async setAgentResource(jid: string, resource: string, show: AgentShow | null, now: number) {
+    return this.changeResources(jid, now, (resources) => {
+      if (show === null) resources.delete(resource);
+      else resources.set(resource, { show, round: this.probeRounds.get(jid) ?? 0 });
+    });
+  }
+  async beginProbeRound(jid: string) {
+    const round = (this.probeRounds.get(jid) ?? 0) + 1;
+    this.probeRounds.set(jid, round);
+    return round;
+  }
+  async dropResourcesUnheardSince(jid: string, round: number, now: number) {
+    return this.changeResources(jid, now, (resources) => {
+      for (const [resource, heard] of resources) if (heard.round < round) resources.delete(resource);
+    });
+  }
+  private changeResources(jid: string, now: number, change: (resources: Map<string, HeardResource>) => void) {
     const resources = mapOf(this.resources, jid);
-    const before = aggregatePresence(resources.values());
-    if (show === null) resources.delete(resource);
-    else resources.set(resource, show);
-    const after = aggregatePresence(resources.values());
+    const before = aggregatePresence([...resources.values()].map((r) => r.show));
+    change(resources);
+    const after = aggregatePresence([...resources.values()].map((r) => r.show));
     if (before === "available" && after !== "available") this.unavailableSince.set(jid, now);
     if (after === "available") this.unavailableSince.delete(jid);
     return { before, after };
   }
   async getAgentPresence(jid: string): Promise<AgentPresence> {
-    return aggregatePresence(this.resources.get(jid)?.values() ?? []);
+    return aggregatePresence([...(this.resources.get(jid)?.values() ?? [])].map((r) => r.show));
   }
   async agentUnavailableSince(jid: string) {
     return this.unavailableSince.get(jid) ?? null;

@@ -240,3 +240,37 @@ for _, processId in ipairs(redis.call('SMEMBERS', KEYS[1])) do
 end
 return others
 `;
+
+/**
+ * Sets or removes one resource of an agent, stamped with the agent's probe round: its
+ * value is `show|round`. Returns the resources' values before and after.
+ */
+export const SET_AGENT_RESOURCE = `
+-- KEYS: 1 the agent's resources hash, 2 their probe round. ARGV: 1 resource, 2 show ('' = gone)
+local before = redis.call('HVALS', KEYS[1])
+if ARGV[2] == '' then
+  redis.call('HDEL', KEYS[1], ARGV[1])
+else
+  redis.call('HSET', KEYS[1], ARGV[1], ARGV[2] .. '|' .. (redis.call('GET', KEYS[2]) or '0'))
+end
+return {before, redis.call('HVALS', KEYS[1])}
+`;
+
+/**
+ * Forgets an agent's resources last heard of in a probe round before ARGV[1] (a value
+ * without a round, from an older Parley, counts as round 0). Returns the values before and
+ * after.
+ */
+export const DROP_RESOURCES_UNHEARD_SINCE = `
+-- KEYS: 1 the agent's resources hash. ARGV: 1 probe round
+local pairs = redis.call('HGETALL', KEYS[1])
+local before, after = {}, {}
+for i = 1, #pairs, 2 do
+  local value = pairs[i + 1]
+  local bar = string.find(value, '|', 1, true)
+  local round = bar and tonumber(string.sub(value, bar + 1)) or 0
+  before[#before + 1] = value
+  if round < tonumber(ARGV[1]) then redis.call('HDEL', KEYS[1], pairs[i]) else after[#after + 1] = value end
+end
+return {before, after}
+`;

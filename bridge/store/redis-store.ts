@@ -6,7 +6,7 @@ import { decodeAgent, decodeSite, encodeAgent, encodeSite, StoredValueError } fr
 import { chatMatchesListState } from "./chat-list-state.js";
 import { visitorIdOfChat } from "./ids.js";
 import { channels, keys } from "./keys.js";
-import { APPEND_AGENT_MESSAGE, APPEND_VISITOR_MESSAGE, CHANGE_HOLDER, CLAIM_AGENT, CLAIM_LEAST_LOADED, CLAIM_STALE_PROCESS, CREATE_VISITOR, FINISH_TIMER, FORGET_IF_NOTHING_LEFT, KEEP_VISITOR, MARK_MANY_RELAYED, PUBLISH_TO_HOLDERS, TAKE_DUE_TIMERS, UPDATE_CHAT, VISITOR_WITH_CHAT } from "./redis-scripts.js";
+import { APPEND_AGENT_MESSAGE, APPEND_VISITOR_MESSAGE, CHANGE_HOLDER, CLAIM_AGENT, CLAIM_LEAST_LOADED, CLAIM_STALE_PROCESS, CREATE_VISITOR, DROP_RESOURCES_UNHEARD_SINCE, FINISH_TIMER, FORGET_IF_NOTHING_LEFT, KEEP_VISITOR, MARK_MANY_RELAYED, PUBLISH_TO_HOLDERS, SET_AGENT_RESOURCE, TAKE_DUE_TIMERS, UPDATE_CHAT, VISITOR_WITH_CHAT } from "./redis-scripts.js";
 import { UnknownVisitorError, VisitorBlockedError, type Agent, type AppendAgentMessage, type AppendAgentOutcome, type AppendResult, type AppendVisitorMessage, type BusHandler, type Chat, type ProcessMessage, type ChatState, type Site, type Store, type StoredMessage, type Visitor, type WebhookEvent } from "./types.js";
 
 type Client = Redis | Cluster;
@@ -29,6 +29,8 @@ const SCRIPTS = {
   keepVisitor: { numberOfKeys: 1, lua: KEEP_VISITOR },
   createVisitor: { numberOfKeys: 1, lua: CREATE_VISITOR },
   forgetIfNothingLeft: { numberOfKeys: 2, lua: FORGET_IF_NOTHING_LEFT },
+  setAgentResource: { numberOfKeys: 2, lua: SET_AGENT_RESOURCE },
+  dropResourcesUnheardSince: { numberOfKeys: 1, lua: DROP_RESOURCES_UNHEARD_SINCE },
 };
 
 interface ScriptCommands {
@@ -37,6 +39,8 @@ interface ScriptCommands {
   publishToHolders(...args: string[]): Promise<number>;
   changeHolder(...args: string[]): Promise<string[]>;
   updateChat(...args: string[]): Promise<[string, string[]] | null>;
+  setAgentResource(resourcesKey: string, roundKey: string, resource: string, show: string): Promise<[string[], string[]]>;
+  dropResourcesUnheardSince(key: string, round: number): Promise<[string[], string[]]>;
   claimAgent(...args: (string | number)[]): Promise<number>;
   takeDueTimers(...args: (string | number)[]): Promise<string[]>;
   visitorWithChat(...args: string[]): Promise<[string[], string[]]>;
@@ -155,25 +159,27 @@ export class RedisStore implements Store {
   }
 
   // --- presence
+  // Each resource's value is `show|round`, the probe round it was last heard of in.
   async setAgentResource(jid: string, resource: string, show: AgentShow | null, now: number) {
-    const key = keys.agentResources(jid);
-    const tx = this.redis.multi().hvals(key);
-    if (show === null) tx.hdel(key, resource);
-    else tx.hset(key, resource, show);
-    const results = await tx.hvals(key).exec();
-    if (!results) throw new Error("presence transaction aborted");
-    const [beforeVals, , afterVals] = results.map(([err, value]) => {
-      if (err) throw err;
-      return value;
-    }) as [AgentShow[], unknown, AgentShow[]];
-    const before = aggregatePresence(beforeVals);
-    const after = aggregatePresence(afterVals);
+    const [beforeVals, afterVals] = await this.redis.setAgentResource(keys.agentResources(jid), keys.agentProbeRound(jid), resource, show ?? "");
+    return this.presenceMoved(jid, beforeVals, afterVals, now);
+  }
+  async beginProbeRound(jid: string) {
+    return this.redis.incr(keys.agentProbeRound(jid));
+  }
+  async dropResourcesUnheardSince(jid: string, round: number, now: number) {
+    const [beforeVals, afterVals] = await this.redis.dropResourcesUnheardSince(keys.agentResources(jid), round);
+    return this.presenceMoved(jid, beforeVals, afterVals, now);
+  }
+  private async presenceMoved(jid: string, beforeVals: string[], afterVals: string[], now: number) {
+    const before = aggregatePresence(beforeVals.map(showOfResource));
+    const after = aggregatePresence(afterVals.map(showOfResource));
     if (before === "available" && after !== "available") await this.redis.set(keys.agentUnavailableSince(jid), String(now));
     if (after === "available") await this.redis.del(keys.agentUnavailableSince(jid));
     return { before, after };
   }
   async getAgentPresence(jid: string): Promise<AgentPresence> {
-    return aggregatePresence((await this.redis.hvals(keys.agentResources(jid))) as AgentShow[]);
+    return aggregatePresence((await this.redis.hvals(keys.agentResources(jid))).map(showOfResource));
   }
   async agentUnavailableSince(jid: string) {
     const raw = await this.redis.get(keys.agentUnavailableSince(jid));
@@ -639,6 +645,12 @@ export function compareStreamIds(a: string, b: string): number {
   const [am = 0, as = 0] = a.split("-").map(Number);
   const [bm = 0, bs = 0] = b.split("-").map(Number);
   return am - bm || as - bs;
+}
+
+/** The show of a stored resource value, `show|round`. */
+function showOfResource(value: string): AgentShow {
+  const bar = value.indexOf("|");
+  return (bar < 0 ? value : value.slice(0, bar)) as AgentShow;
 }
 
 /** A hash a script sent back as JSON (see `hashJson` in redis-scripts.ts). */

@@ -84,8 +84,21 @@ export interface SiteStore {
 }
 
 export interface PresenceStore {
-  /** Records one resource's presence (`null` = gone) and returns the agent's aggregate before and after. */
+  /**
+   * Records one resource's presence (`null` = gone), stamped with the agent's current probe
+   * round, and returns the agent's aggregate before and after.
+   */
   setAgentResource(jid: string, resource: string, show: AgentShow | null, now: number): Promise<{ before: AgentPresence; after: AgentPresence }>;
+  /**
+   * Starts a probe round for the agent (a process is about to probe them) and returns its
+   * number: presence heard of from now on is stamped with it.
+   */
+  beginProbeRound(jid: string): Promise<number>;
+  /**
+   * Forgets the agent's resources not heard of since probe round `round` began: those the
+   * probe did not confirm (their unavailable was missed while no process was connected).
+   */
+  dropResourcesUnheardSince(jid: string, round: number, now: number): Promise<{ before: AgentPresence; after: AgentPresence }>;
   getAgentPresence(jid: string): Promise<AgentPresence>;
   /** When the agent was last seen going from available to not available (for the grace period). */
   agentUnavailableSince(jid: string): Promise<number | null>;

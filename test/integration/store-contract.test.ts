@@ -80,6 +80,21 @@ describe.each([
     expect(await store.setAgentResource(jid, "phone", null, 13)).toEqual({ before: "away", after: "offline" });
   });
 
+  it("drops the resources not heard of since a probe round began, and only those", async () => {
+    const jid = `${siteId}-prober@localhost`;
+    await store.setAgentResource(jid, "old-laptop", "available", 100);
+    await store.setAgentResource(jid, "phone", "away", 150);
+    const round = await store.beginProbeRound(jid);
+    await store.setAgentResource(jid, "phone", "away", 205); // the phone answered the probe, the old laptop did not
+    expect(await store.dropResourcesUnheardSince(jid, round, 210)).toEqual({ before: "available", after: "away" });
+    expect(await store.agentUnavailableSince(jid)).toBe(210);
+    expect(await store.dropResourcesUnheardSince(jid, round, 220)).toEqual({ before: "away", after: "away" });
+    const next = await store.beginProbeRound(jid);
+    expect(next).toBeGreaterThan(round);
+    expect(await store.dropResourcesUnheardSince(jid, next, 300)).toEqual({ before: "away", after: "offline" });
+    expect(await store.getAgentPresence(jid)).toBe("offline");
+  });
+
   it("creates, reads and patches visitors", async () => {
     const v = visitor(siteId);
     await store.createVisitor(v);

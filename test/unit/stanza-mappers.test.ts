@@ -77,6 +77,11 @@ describe("agent presence", () => {
     ["<presence><show>dnd</show></presence>", { kind: "resource", show: "dnd" }],
     ["<presence><show>xa</show></presence>", { kind: "resource", show: "xa" }],
     ['<presence type="unavailable"/>', { kind: "resource-gone" }],
+    ["<presence><priority>0</priority></presence>", { kind: "resource", show: "available" }],
+    ["<presence><priority>5</priority><show>away</show></presence>", { kind: "resource", show: "away" }],
+    // Never reached by messages to the bare JID (RFC 6121 §8.5.2.1): as good as gone.
+    ["<presence><priority>-1</priority></presence>", { kind: "resource-gone" }],
+    ["<presence><priority>junk</priority></presence>", { kind: "resource", show: "available" }],
     ['<presence type="probe"/>', { kind: "probe" }],
     ['<presence type="subscribe"/>', { kind: "subscribe" }],
   ])("reads %s", (xml, expected) => {
