@@ -385,8 +385,10 @@ export class ChatService {
   }
 
   /**
-   * Relays visitor messages that a dead process stored (and acknowledged) but may not have
-   * written to ejabberd (see outbox.ts); called in the visitor's lane, ids oldest first.
+   * Relays visitor messages that were stored (and acknowledged) but may never have been
+   * written to ejabberd: left by a dead process (see outbox.ts), or by a first attempt that
+   * stopped after storing (see AppendResult.unrelayed). Called in the visitor's lane, ids
+   * oldest first.
    */
   async redeliver(visitorId: string, messageIds: string[]): Promise<void> {
     const { store } = this.deps;
@@ -398,7 +400,7 @@ export class ChatService {
     const nowhere = messageIds.filter((id) => !pending.some((m) => m.id === id));
     await store.markRelayed(visitorId, nowhere);
     if (!visitor || !site || !chat || pending.length === 0) return;
-    this.log.info({ chatId: chat.id, state: chat.state, count: pending.length }, "redelivering visitor messages left by a dead process");
+    this.log.info({ chatId: chat.id, state: chat.state, count: pending.length }, "relaying visitor messages left unrelayed");
     switch (chat.state) {
       case "new":
         await this.route(site, visitor, chat); // assigning replays the whole transcript

@@ -92,6 +92,11 @@ export class Outbox {
     this.tracked.set(visitorId, this.deps.now());
   }
 
+  /** Whether this process relayed the message and has not written that down yet (see RELAYED_FLUSH_MS). */
+  relayedHere(visitorId: string, messageId: string): boolean {
+    return this.relayedBatch.get(visitorId)?.includes(messageId) ?? false;
+  }
+
   /** The stanza of this message was written to ejabberd's socket. */
   relayed(visitorId: string, messageId: string): void {
     const ids = this.relayedBatch.get(visitorId);

@@ -40,7 +40,7 @@ export interface VisitorDeps {
   /** How often the gateway pings sockets and refreshes online marks (PARLEY_HEARTBEAT_MS). */
   heartbeatMs?: number;
   scheduler: Pick<Scheduler, "schedule" | "cancel">;
-  outbox?: Pick<Outbox, "processId" | "track">;
+  outbox?: Pick<Outbox, "processId" | "track" | "relayedHere">;
   /** How long a visitor who never chats is remembered after their last visit (PARLEY_VISITOR_RETENTION_DAYS); unset: forever. */
   retentionMs?: number;
 }
@@ -265,7 +265,11 @@ export class VisitorService {
     }
     // Stored durably: only now may the visitor be told (CONTRACT §4, §6).
     reply({ type: "ack", id: frame.id, messageId: appended.message.id, ts: appended.message.ts });
-    if (appended.duplicate) return;
+    if (appended.duplicate) {
+      // A resend whose original was stored but never relayed: nothing else may ever relay it.
+      if (appended.unrelayed && !outbox?.relayedHere(visitorId, appended.message.id)) await chats.redeliver(visitorId, [appended.message.id]);
+      return;
+    }
     chats.deliverStored(visitorId, appended.message); // the visitor's other tabs here
     await chats.onVisitorMessage(site, appended.visitor, appended);
     this.deps.metrics.messages.inc({ direction: "in" });

@@ -189,7 +189,8 @@ export class MemoryStore implements Store {
     const existingId = seen.get(input.clientId);
     if (existingId) {
       const message = this.messages.get(input.visitorId)!.find((m) => m.id === existingId)!;
-      return { visitor: clone(visitor), message: clone(message), chat: clone(this.chats.get(message.chatId)!), chatCreated: false, duplicate: true };
+      const unrelayed = this.unrelayedMessages.get(input.visitorId)?.has(message.id) ?? false;
+      return { visitor: clone(visitor), message: clone(message), chat: clone(this.chats.get(message.chatId)!), chatCreated: false, duplicate: true, unrelayed };
     }
     if (visitor.blocked) throw new VisitorBlockedError(input.visitorId);
     let chatCreated = false;

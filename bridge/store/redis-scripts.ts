@@ -48,7 +48,8 @@ export const APPEND_VISITOR_MESSAGE = `${MESSAGE_HELPERS}
 local visitorPairs = redis.call('HGETALL', KEYS[1])
 if #visitorPairs == 0 then return {3} end
 local existing = redis.call('HGET', KEYS[2], ARGV[1])
-if existing then return {1, existing, 0, '{}', hashJson(visitorPairs)} end
+-- A resend: say whether the original is still waiting to be relayed (see AppendResult.unrelayed).
+if existing then return {1, existing, redis.call('HEXISTS', KEYS[5], existing), '{}', hashJson(visitorPairs)} end
 local visitor = fields(visitorPairs)
 if visitor.blocked == '1' then return {2} end
 local chatId = visitor.chatId

@@ -75,7 +75,10 @@ export class RedisStore implements Store {
   private readonly handlers = new Map<string, Set<(message: never) => void>>();
   private readonly recoveryHandlers: (() => void)[] = [];
 
-  constructor(target: RedisTarget, onError: (err: Error) => void = () => {}) {
+  constructor(
+    target: RedisTarget,
+    private readonly onError: (err: Error) => void = () => {},
+  ) {
     const options = {
       // Fail commands fast while Redis is down instead of queueing them without bound:
       // the visitor gets an error instead of a late (or false) ack.
@@ -281,18 +284,20 @@ export class RedisStore implements Store {
       const message = await this.messageById(visitorId, messageId);
       const chat = message && (await this.getChat(message.chatId));
       if (!message || !chat) throw new StoredValueError(`message ${messageId} of visitor ${visitorId} was trimmed`);
-      return { visitor, message, chat, chatCreated: false, duplicate: true };
+      return { visitor, message, chat, chatCreated: false, duplicate: true, unrelayed: created === 1 };
     }
     const chat = decodeChat(hashFromJson(chatJson));
     if (!chat) throw new StoredValueError(`chat of visitor ${visitorId} vanished while appending`);
     const message: StoredMessage = { id: messageId, chatId: chat.id, from: "visitor", name, text: input.text, ts: input.ts, clientId: input.clientId };
     if (created === 1) {
-      // Site-wide indexes live in the site's hash slot: a second step, once per chat.
+      // Site-wide indexes live in the site's hash slot: a second step, once per chat. The
+      // message is stored by now, so a failure here is reported, not thrown: the visitor
+      // must get their ack, and the chat its routing.
       await Promise.all([
         this.redis.zadd(keys.siteChats(input.siteId), input.ts, chat.id),
         this.redis.zadd(keys.openChats(input.siteId), input.ts, chat.id),
         this.redis.hincrby(keys.chatStateCounts(), "new", 1),
-      ]);
+      ]).catch((err: Error) => this.onError(new Error(`chat ${chat.id} stored but not indexed: ${err.message}`)));
     }
     return { visitor, message, chat, chatCreated: created === 1, duplicate: false };
   }

@@ -197,6 +197,12 @@ export interface AppendResult {
   chatCreated: boolean;
   /** True when `clientId` was already stored: the original message is returned, nothing is added. */
   duplicate: boolean;
+  /**
+   * For a duplicate: the original is still in the outbox, never relayed to ejabberd. Its
+   * first attempt may have stopped after storing it (the store's answer lost and the
+   * command resent, or a step after the store failed), so nobody may be relaying it.
+   */
+  unrelayed?: boolean;
 }
 
 export interface ChatStore {

@@ -1,5 +1,7 @@
 import { Redis } from "ioredis";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { newChatId } from "../../bridge/store/ids.js";
+import { RedisStore } from "../../bridge/store/redis-store.js";
 import { startStack, type Stack } from "../support/stack.js";
 
 // Redis pub/sub keeps nothing for a subscriber that is reconnecting: frames published in
@@ -39,6 +41,28 @@ describe("bus outages", () => {
       expect(kills).toBeGreaterThan(0);
     } finally {
       admin.disconnect();
+    }
+  });
+});
+
+describe("a message stored whose first attempt stopped there", () => {
+  // What a lost reply looks like: the append ran in Redis (ioredis resends a command whose
+  // answer a dropped connection lost, and the resend finds it stored), then nothing else.
+  // The owner is this live process, so no outbox takeover would ever relay it.
+  it("relays it when the widget resends it, instead of only acknowledging it again", async () => {
+    const ann = await stack.availableAgent("bus", "ann");
+    const visitor = await stack.visitor("bus");
+    const visitorId = visitor.welcome.visitorId;
+    const store = new RedisStore({ url: stack.redis!.url });
+    try {
+      const now = Date.now();
+      const first = await store.appendVisitorMessage({ visitorId, siteId: "bus", clientId: "lost-reply-1", fallbackName: "Visitor", text: "stored, then nothing", ts: now, newChatId: newChatId(visitorId, now), publisher: "gone", owner: stack.bridge.processId });
+      visitor.send({ type: "message", id: "lost-reply-1", text: "stored, then nothing" });
+      expect(await visitor.next("ack", (f) => f.id === "lost-reply-1")).toMatchObject({ messageId: first.message.id });
+      await ann.nextBody(`bus.${visitorId}@chat.localhost`, (b) => b === "stored, then nothing");
+      await expect.poll(() => store.unrelayed(visitorId)).toEqual([]);
+    } finally {
+      await store.close();
     }
   });
 });

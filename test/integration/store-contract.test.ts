@@ -321,13 +321,16 @@ describe.each([
     const a = await append("a", 1000, "p1");
     const b = await append("b", 1001, "p2");
     await append("c", 1002);
-    expect((await append("a", 1003, "p2")).duplicate).toBe(true);
+    // A resend says whether its original still waits to be relayed.
+    expect(await append("a", 1003, "p2")).toMatchObject({ duplicate: true, unrelayed: true });
     expect(await store.unrelayed(v.id)).toEqual([
       { messageId: a.message.id, owner: "p1" },
       { messageId: b.message.id, owner: "p2" },
     ]);
     await store.markRelayed(v.id, [a.message.id]);
     expect(await store.unrelayed(v.id)).toEqual([{ messageId: b.message.id, owner: "p2" }]);
+    expect(await append("a", 1005, "p2")).toMatchObject({ duplicate: true, unrelayed: false });
+    expect(await append("c", 1006, "p2")).toMatchObject({ duplicate: true, unrelayed: false });
 
     const w = visitor(siteId);
     await store.createVisitor(w);
