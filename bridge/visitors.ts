@@ -15,7 +15,7 @@ import type { PresenceService } from "./presence.js";
 import type { Outbox } from "./outbox.js";
 import type { Scheduler } from "./scheduler.js";
 import { newChatId } from "./store/ids.js";
-import { VisitorBlockedError, type AppendResult, type Site, type Store, type Visitor } from "./store/types.js";
+import { VisitorBlockedError, type AppendResult, type Site, type Store, type StoredMessage, type Visitor } from "./store/types.js";
 
 /**
  * The visitor side of a chat (CONTRACT §4), independent of WebSockets: who a connecting
@@ -45,7 +45,13 @@ export interface VisitorDeps {
   retentionMs?: number;
 }
 
+/**
+ * A resumed visitor's welcome carries their newest messages: at most this many, and of at
+ * most this many bytes of text. A widget shows the recent past; and the welcome leaves in
+ * one write, which must stay well under the gateway's slow-reader limit (1 MiB).
+ */
 const HISTORY_LIMIT = 200;
+const HISTORY_MAX_BYTES = 256 * 1024;
 /** How often the gateway pings sockets and refreshes online marks, unless configured. */
 export const DEFAULT_HEARTBEAT_MS = 30_000;
 const VISITOR_NUMBER_BLOCK = 16;
@@ -141,7 +147,10 @@ export class VisitorService {
         resumed: session.resumed,
         agentsOnline,
         agent: chat?.state === "active" && chat.agentName ? { name: chat.agentName } : null,
-        history: history.filter((m) => m.from !== "note").map(messageFrame),
+        history: newestWithin(
+          history.filter((m) => m.from !== "note"),
+          HISTORY_MAX_BYTES,
+        ).map(messageFrame),
         ...(site.welcome ? { welcome: site.welcome } : {}),
       },
     ];
@@ -308,6 +317,18 @@ export class VisitorService {
     const chat = current?.chat;
     return current && chat?.state === "active" && chat.agentJid ? { visitor: current.visitor, agentJid: chat.agentJid } : null;
   }
+}
+
+/** The newest messages whose texts add up to at most `maxBytes` (always the newest one). */
+function newestWithin(messages: StoredMessage[], maxBytes: number): StoredMessage[] {
+  let bytes = 0;
+  let first = messages.length;
+  while (first > 0) {
+    bytes += Buffer.byteLength(messages[first - 1]!.text);
+    if (bytes > maxBytes && first < messages.length) break;
+    first -= 1;
+  }
+  return messages.slice(first);
 }
 
 function sha256(secret: string): string {

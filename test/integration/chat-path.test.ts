@@ -1,6 +1,7 @@
 import { connect, Socket } from "node:net";
 import { xml } from "@xmpp/client";
 import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
+import { newChatId } from "../../bridge/store/ids.js";
 import type { AgentClient } from "../support/agent-client.js";
 import { startStack, type Stack } from "../support/stack.js";
 
@@ -102,6 +103,24 @@ describe("core chat path", () => {
     expect(firstAck).toMatchObject({ messageId: again.messageId });
     const tab3 = await stack.visitor("acme", { token: tab1.welcome.token });
     expect(tab3.welcome.history.filter((m) => m.text === "second from tab 2")).toHaveLength(1);
+  });
+
+  it("resumes a visitor whose history is more than a socket may buffer, with the newest of it", async () => {
+    const first = await stack.visitor("acme");
+    const { visitorId, token } = first.welcome;
+    await first.close();
+    // 150 messages of 16 KB: 2.4 MB, over the gateway's 1 MiB slow-reader limit in one frame.
+    for (let i = 1; i <= 150; i++) {
+      const ts = Date.now();
+      await stack.bridge.store.appendVisitorMessage({ visitorId, siteId: "acme", clientId: `long-${i}`, fallbackName: "Visitor", text: `${i} ${"🙂".repeat(3990)}`, ts, newChatId: newChatId(visitorId, ts) });
+    }
+    const again = await stack.visitor("acme", { token });
+    const numbers = again.welcome.history.map((m) => Number(m.text.split(" ")[0]));
+    expect(numbers.length).toBeGreaterThan(1);
+    expect(numbers.length).toBeLessThan(150);
+    expect(numbers).toEqual(Array.from({ length: numbers.length }, (_, k) => 150 - numbers.length + 1 + k));
+    expect(Buffer.byteLength(JSON.stringify(again.welcome))).toBeLessThan(300 * 1024);
+    await again.close();
   });
 
   it("starts a new visitor for a token of another site or a forged one", async () => {
