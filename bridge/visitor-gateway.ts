@@ -356,7 +356,8 @@ export class VisitorGateway {
   }
 
   private sendTo(socket: VisitorSocket, frame: ServerFrame): void {
-    if (socket.pending && frame.type !== "welcome" && frame.type !== "queue" && frame.type !== "error") {
+    // Until the welcome is written, every other frame waits: the welcome comes first (CONTRACT §4).
+    if (socket.pending && frame.type !== "welcome") {
       socket.pending.push(frame);
       return;
     }
