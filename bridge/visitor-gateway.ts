@@ -237,11 +237,16 @@ export class VisitorGateway {
    * when the visitor leaves or comes back.) Off the critical path; a failure only delays it.
    */
   private pruneDeadHolders(visitorId: string, others: readonly string[]): void {
+    void this.liveHolders(visitorId, others).catch((err: unknown) => this.log.debug({ err, visitorId }, "could not prune dead holders"));
+  }
+
+  /** Those of `others` (processes holding the visitor) that are alive; the dead ones are released. */
+  private async liveHolders(visitorId: string, others: readonly string[]): Promise<string[]> {
     const { deadProcesses } = this.deps;
-    if (others.length === 0 || !deadProcesses) return;
-    void deadProcesses(others)
-      .then((dead) => Promise.all(dead.map((processId) => this.deps.store.releaseVisitor(visitorId, processId))))
-      .catch((err: unknown) => this.log.debug({ err, visitorId }, "could not prune dead holders"));
+    if (others.length === 0 || !deadProcesses) return [...others];
+    const dead = await deadProcesses(others);
+    await Promise.all(dead.map((processId) => this.deps.store.releaseVisitor(visitorId, processId)));
+    return others.filter((processId) => !dead.includes(processId));
   }
 
   /** One set of listeners for every socket (see `socketListeners`). */
@@ -261,8 +266,11 @@ export class VisitorGateway {
     this.unsubscribeSite(site.id);
     try {
       await entry.held;
-      // Unless the visitor came back meanwhile (then the hold stays: commands run in order).
-      if (!this.local.has(visitorId)) this.pruneDeadHolders(visitorId, await this.deps.store.releaseVisitor(visitorId, this.deps.processId));
+      // The visitor came back meanwhile: the hold stays (commands run in order), and so do they online.
+      if (this.local.has(visitorId)) return;
+      const others = await this.deps.store.releaseVisitor(visitorId, this.deps.processId);
+      // A tab on another live process keeps them online: its heartbeat refreshes their mark.
+      if ((await this.liveHolders(visitorId, others)).length > 0) return;
       if (this.accepting) await this.deps.visitors.lastSocketClosed(site, visitorId);
     } catch (err) {
       this.log.warn({ err, visitorId }, "could not record visitor leaving");
