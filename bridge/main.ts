@@ -211,7 +211,8 @@ export async function startBridge(config: Config, logger: Logger = createLogger(
       await gateway.close();
       await scheduler.stop();
       await outbox.stop();
-      await processSubscription.then((unsubscribe) => unsubscribe()).catch(() => {});
+      // Not awaited: with Redis unreachable it would wait for its return; closing the store ends it anyway.
+      void processSubscription.then((unsubscribe) => unsubscribe()).catch(() => {});
       await link.stop();
       server.closeAllConnections();
       await store.close();

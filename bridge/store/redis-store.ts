@@ -14,6 +14,8 @@ type Client = Redis | Cluster;
 /** How many messages of one visitor's log Redis keeps (approximate trim, XADD MAXLEN ~). */
 const LOG_MAX_LENGTH = 10_000;
 const CHAT_LIST_LIMIT = 1000;
+/** How long `close` waits for Redis to acknowledge QUIT before dropping the connections. */
+const CLOSE_TIMEOUT_MS = 2000;
 
 const SCRIPTS = {
   appendVisitorMessage: { numberOfKeys: 6, lua: APPEND_VISITOR_MESSAGE },
@@ -120,7 +122,13 @@ export class RedisStore implements Store {
 
   async close(): Promise<void> {
     this.handlers.clear();
-    await Promise.allSettled([this.redis.quit(), this.sub.quit()]);
+    // QUIT waits for Redis' answer: while it is unreachable, forever. A stop must end.
+    let timer: NodeJS.Timeout | undefined;
+    const deadline = new Promise((resolve) => (timer = setTimeout(resolve, CLOSE_TIMEOUT_MS)));
+    await Promise.race([Promise.allSettled([this.redis.quit(), this.sub.quit()]), deadline]);
+    clearTimeout(timer);
+    this.redis.disconnect();
+    this.sub.disconnect();
   }
 
   // --- sites and agents

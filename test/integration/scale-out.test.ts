@@ -247,4 +247,21 @@ describe("failures", () => {
     console.log(`SIGTERM: visitor closed with ${closed.code}, process exited ${code}`);
     await resumed.close();
   });
+
+  it("on SIGTERM exits 0 within seconds even while Redis is unreachable", async () => {
+    const bridge = await deployment.startBridge();
+    const visitor = await VisitorClient.connect(bridge.httpUrl, deployment.siteId);
+    await deployment.redis!.stop();
+    try {
+      const asked = Date.now();
+      const [code, closed] = await Promise.all([bridge.stop(), visitor.closed]);
+      const stopMs = Date.now() - asked;
+      expect(closed.code).toBe(1012);
+      expect(code).toBe(0);
+      expect(stopMs).toBeLessThan(15_000);
+      console.log(`SIGTERM with Redis down: exited ${code} after ${stopMs} ms`);
+    } finally {
+      await deployment.redis!.start();
+    }
+  });
 });
