@@ -58,6 +58,8 @@ export class Outbox {
   private readonly staleMs: number;
   private relayedBatch = new Map<string, string[]>();
   private relayedFlush: NodeJS.Timeout | null = null;
+  /** Whether this process's heartbeat has been recorded once (see `sweep`). */
+  private registered = false;
 
   constructor(private readonly deps: OutboxDeps) {
     this.processId = deps.processId;
@@ -123,7 +125,9 @@ export class Outbox {
     const { store } = this.deps;
     const { staleMs } = this;
     try {
-      await store.heartbeat(this.processId, this.deps.now());
+      const known = await store.heartbeat(this.processId, this.deps.now());
+      if (!known && this.registered) await this.reindex();
+      this.registered = true;
       for (;;) {
         const now = this.deps.now();
         const dead = await store.claimStaleProcess(now - staleMs, now);
@@ -135,6 +139,17 @@ export class Outbox {
     } catch (err) {
       this.log.warn({ err }, "outbox sweep failed; retrying");
     }
+  }
+
+  /**
+   * Another process took this one for dead (it stalled, or could not reach the store, for
+   * longer than `staleMs`) and forgot its outbox index. The visitors tracked here go back
+   * into it: `track` adds a visitor only once, so a later crash of this process would
+   * otherwise leave their unrelayed messages where nobody looks.
+   */
+  private async reindex(): Promise<void> {
+    this.log.warn({ visitors: this.tracked.size }, "taken for dead by another process; rebuilding the outbox index");
+    await Promise.all([...this.tracked.keys()].map((visitorId) => this.deps.store.addToOutbox(this.processId, visitorId)));
   }
 
   private async takeOver(dead: string): Promise<void> {

@@ -387,7 +387,9 @@ export class MemoryStore implements Store {
     return [...(this.outboxes.get(processId) ?? [])];
   }
   async heartbeat(processId: string, now: number) {
+    const known = this.processes.has(processId);
     this.processes.set(processId, now);
+    return known;
   }
   async lastHeartbeats(processIds: readonly string[]) {
     return processIds.map((id) => this.processes.get(id) ?? null);

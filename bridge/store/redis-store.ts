@@ -527,7 +527,7 @@ export class RedisStore implements Store {
     return this.redis.smembers(keys.outbox(processId));
   }
   async heartbeat(processId: string, now: number) {
-    await this.redis.zadd(keys.processes(), now, processId);
+    return (await this.redis.zadd(keys.processes(), now, processId)) === 0; // ZADD counts the members it added
   }
   async lastHeartbeats(processIds: readonly string[]) {
     if (processIds.length === 0) return [];

@@ -302,7 +302,11 @@ export interface OutboxStore {
   addToOutbox(processId: string, visitorId: string): Promise<void>;
   removeFromOutbox(processId: string, visitorId: string): Promise<void>;
   outboxVisitors(processId: string): Promise<string[]>;
-  heartbeat(processId: string, now: number): Promise<void>;
+  /**
+   * Records the process's heartbeat. False when it was not registered: its first beat, or
+   * another process took it for dead and forgot it (see Outbox).
+   */
+  heartbeat(processId: string, now: number): Promise<boolean>;
   /** Each process's last heartbeat (null: none, or forgotten after a takeover). */
   lastHeartbeats(processIds: readonly string[]): Promise<(number | null)[]>;
   /** Atomically takes one process whose heartbeat is older than `staleBefore`, leasing it (its heartbeat becomes `now`). */

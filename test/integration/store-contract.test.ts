@@ -341,6 +341,15 @@ describe.each([
     expect([await store.unrelayed(v.id), await store.unrelayed(w.id)]).toEqual([[], []]);
   });
 
+  it("says whether a heartbeat's process was registered (not on its first beat, nor after it was forgotten)", async () => {
+    const id = `beat-${uniqueVisitorId()}`;
+    expect(await store.heartbeat(id, 1_000)).toBe(false);
+    expect(await store.heartbeat(id, 2_000)).toBe(true);
+    await store.forgetProcess(id);
+    expect(await store.heartbeat(id, 3_000)).toBe(false);
+    await store.forgetProcess(id); // not left for the claims below
+  });
+
   it("lets exactly one survivor claim a process whose heartbeat went stale, with a lease", async () => {
     const dead = `dead-${siteId}`;
     const alive = `alive-${siteId}`;

@@ -1,0 +1,45 @@
+import { randomBytes } from "node:crypto";
+import { pino } from "pino";
+import { describe, expect, it } from "vitest";
+import { KeyedQueue } from "../../bridge/keyed-queue.js";
+import { Outbox } from "../../bridge/outbox.js";
+import { newChatId } from "../../bridge/store/ids.js";
+import { MemoryStore } from "../../bridge/store/memory-store.js";
+import { visitorIdFromBytes } from "../../stanza-mappers/addressing.js";
+
+// The outbox's takeover (CONTRACT §6: a kill -9 loses no acknowledged message), on the
+// in-memory store with a hand-driven clock: process A stalls long enough to be taken for
+// dead, carries on, and is then really killed.
+
+describe("outbox", () => {
+  it("puts its visitors back into its index after being taken for dead, so a later crash still loses nothing", async () => {
+    let now = 0;
+    const store = new MemoryStore();
+    const visitorId = visitorIdFromBytes(randomBytes(17));
+    await store.putSite({ id: "shop", name: "Shop", origins: [], maxChatsPerAgent: 2, createdAt: 0, updatedAt: 0 });
+    await store.createVisitor({ id: visitorId, siteId: "shop", jid: `shop.${visitorId}@chat.localhost`, tokenHash: "ab".repeat(32), number: 1, createdAt: 0 });
+    const redelivered: string[][] = [];
+    const outbox = (processId: string) =>
+      new Outbox({ store, processId, lanes: new KeyedQueue(), now: () => now, logger: pino({ level: "silent" }), staleMs: 5000, redeliver: async (_visitor, ids) => void redelivered.push(ids) });
+    const a = outbox("A");
+    const b = outbox("B");
+    const append = async (clientId: string) => {
+      await a.track(visitorId);
+      return (await store.appendVisitorMessage({ visitorId, siteId: "shop", clientId, fallbackName: "V", text: clientId, ts: now, newChatId: newChatId(visitorId, now), owner: "A" })).message.id;
+    };
+
+    await a.sweep();
+    const first = await append("first");
+    now = 10_000; // A stalls past staleMs: B takes it over and relays its message
+    await b.sweep();
+    expect(redelivered).toEqual([[first]]);
+    await store.markRelayed(visitorId, [first]);
+
+    now = 10_500; // A carries on, stores another message, then dies
+    await a.sweep();
+    const second = await append("second");
+    now = 20_000;
+    await b.sweep();
+    expect(redelivered).toEqual([[first], [second]]);
+  });
+});
