@@ -59,10 +59,13 @@ const CONTEXT_MESSAGES = 10;
 
 /** How many answered assignments each process remembers (see `agentAnswered`). */
 const ANSWERED_CHATS_REMEMBERED = 100_000;
+/** When another process finishes an end that its process did not (see `end`). */
+const FINISH_END_AFTER_MS = 60_000;
 
 export class ChatService {
   private readonly log: Logger;
   private readonly answeredChats = new Set<string>();
+  private ends = 0;
 
   constructor(private readonly deps: ChatDeps) {
     this.log = deps.logger.child({ module: "chats" });
@@ -296,25 +299,46 @@ export class ChatService {
     }
   }
 
-  /** Ends the chat: visitor told, slot freed, roster item removed, queue moves on. */
+  /**
+   * Ends the chat: visitor told, slot freed, roster item removed, webhook queued, queue moves
+   * on. The `finish-end` timer is written first: if this process dies after the chat is
+   * ended and before the rest is done, another process finishes it (`finishEnd`).
+   */
   async end(site: Site, visitor: Visitor, chat: Chat): Promise<boolean> {
-    const { store } = this.deps;
+    const { store, scheduler } = this.deps;
+    const finishKey = `${chat.id}|${this.deps.local.processId}.${++this.ends}`;
+    await scheduler.schedule("finish-end", finishKey, this.deps.now() + FINISH_END_AFTER_MS);
     const ended = await store.updateChat(chat.id, ["new", "queued", "active", "offline"], { state: "ended", endedAt: this.deps.now() });
-    if (!ended) return false;
-    await store.removeFromQueue(site.id, chat.id);
-    await this.deps.scheduler.cancel("chat-idle", visitor.id);
-    if (chat.agentJid) {
-      await this.deps.scheduler.cancel("unanswered", `${chat.id}|${chat.agentJid}`);
-      await store.releaseAgent(site.id, chat.agentJid, chat.id);
-      await this.deps.rosters.remove(chat.agentJid, { jid: visitor.jid, name: visitorDisplayName(visitor), group: site.name });
+    if (ended) await this.afterEnd(site, visitor, ended, true);
+    await scheduler.cancel("finish-end", finishKey);
+    return ended !== null;
+  }
+
+  /**
+   * The `finish-end` timer: the end of this chat may have stopped midway. Every step is
+   * safe to run again; those about the visitor only while they have not started another
+   * chat since (its roster item, its idle timer and its view are theirs now).
+   */
+  async finishEnd(site: Site, visitor: Visitor, chat: Chat): Promise<void> {
+    if (chat.state !== "ended") return;
+    await this.afterEnd(site, visitor, chat, !visitor.chatId || visitor.chatId === chat.id);
+  }
+
+  private async afterEnd(site: Site, visitor: Visitor, ended: Chat, stillTheirs: boolean): Promise<void> {
+    const { store, scheduler } = this.deps;
+    await store.removeFromQueue(site.id, ended.id);
+    if (stillTheirs) await scheduler.cancel("chat-idle", visitor.id);
+    if (ended.agentJid) {
+      await scheduler.cancel("unanswered", `${ended.id}|${ended.agentJid}`);
+      await store.releaseAgent(site.id, ended.agentJid, ended.id);
+      if (stillTheirs) await this.deps.rosters.remove(ended.agentJid, { jid: visitor.jid, name: visitorDisplayName(visitor), group: site.name });
     }
-    await this.publish(visitor.id, { type: "ended" });
-    this.log.info({ chatId: chat.id, siteId: site.id }, "chat ended");
+    if (stillTheirs) await this.publish(visitor.id, { type: "ended" });
+    this.log.info({ chatId: ended.id, siteId: site.id }, "chat ended");
     await this.deps.events?.chatEnded(ended);
-    if (this.deps.retentionMs) await this.deps.scheduler.schedule("purge", chat.id, (ended.endedAt ?? this.deps.now()) + this.deps.retentionMs);
+    if (this.deps.retentionMs) await scheduler.schedule("purge", ended.id, (ended.endedAt ?? this.deps.now()) + this.deps.retentionMs);
     this.deps.onChange?.(site.id);
     await this.drainQueue(site);
-    return true;
   }
 
   /** Assigns queued chats, oldest first, while some available agent has room. */

@@ -16,6 +16,8 @@ import type { Webhooks } from "./webhooks.js";
  * - `visitor-left:{visitor}` — the visitor's grace period is over: their presence goes
  *   unavailable and the idle clock starts;
  * - `chat-idle:{visitor}` — the visitor stayed away past PARLEY_CHAT_IDLE_MS: the chat ends;
+ * - `finish-end:{chatId}|{attempt}` — written before a chat ends, removed once everything
+ *   that follows is done: a process that died midway leaves it to another;
  * - `webhook:{event}` — a webhook delivery attempt;
  * - `purge:{chatId}` — an ended chat's transcript is past PARLEY_TRANSCRIPT_RETENTION_DAYS.
  */
@@ -85,6 +87,18 @@ export function registerLifecycleTimers(deps: LifecycleDeps): void {
     // A chat of a deleted site ends too: one the deletion could not end (its process died
     // midway, or another process had not seen the deletion when the chat started).
     await lanes.run(visitorId, () => chats.end(site ?? deletedSite(visitor.siteId), visitor, chat).then(() => undefined));
+  });
+
+  // The process that ended this chat died before it finished (see ChatService.end).
+  scheduler.on("finish-end", async (key) => {
+    const chat = await store.getChat(key.slice(0, key.indexOf("|")));
+    if (chat?.state !== "ended") return;
+    const site = (await store.getSite(chat.siteId)) ?? deletedSite(chat.siteId);
+    log.warn({ chatId: chat.id }, "finishing the end of a chat whose process stopped midway");
+    await lanes.run(chat.visitorId, async () => {
+      const visitor = await store.getVisitor(chat.visitorId);
+      if (visitor) await chats.finishEnd(site, visitor, chat);
+    });
   });
 
   scheduler.on("webhook", (eventId, now) => deps.webhooks.deliver(eventId, now));

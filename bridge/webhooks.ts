@@ -1,4 +1,4 @@
-import { createHmac, randomUUID } from "node:crypto";
+import { createHash, createHmac, randomUUID } from "node:crypto";
 import { backoffDelay } from "./backoff.js";
 import type { ChatEvents } from "./chats.js";
 import type { Logger } from "./logger.js";
@@ -32,12 +32,13 @@ export class Webhooks implements ChatEvents {
     this.log = deps.logger.child({ module: "webhooks" });
   }
 
+  /** A chat's `chat.ended` always has the same id: an end finished again after a crash is the same event to a receiver. */
   chatEnded(chat: Chat): Promise<void> {
-    return this.enqueue("chat.ended", chat);
+    return this.enqueue("chat.ended", chat, nameBasedUuid(`chat.ended:${chat.id}`));
   }
 
   offlineMessage(chat: Chat): Promise<void> {
-    return this.enqueue("offline.message", chat);
+    return this.enqueue("offline.message", chat, randomUUID());
   }
 
   /** Timer handler: one delivery attempt; returns when to try again, if ever. */
@@ -82,13 +83,19 @@ export class Webhooks implements ChatEvents {
     return { retryAt };
   }
 
-  private async enqueue(kind: "chat.ended" | "offline.message", chat: Chat): Promise<void> {
+  private async enqueue(kind: "chat.ended" | "offline.message", chat: Chat, id: string): Promise<void> {
     const { store } = this.deps;
     const site = await store.getSite(chat.siteId);
     if (!site?.webhookUrl) return;
-    const id = randomUUID();
     const body = JSON.stringify({ event: kind, id, siteId: chat.siteId, chat: await chatTranscript(store, chat, true) });
     await store.putWebhookEvent({ id, siteId: chat.siteId, body, attempts: 0 });
     await this.deps.scheduler.schedule("webhook", id, this.deps.now());
   }
+}
+
+/** A UUID (RFC 9562 version 8: custom) derived from `name`: the same name, the same id. */
+function nameBasedUuid(name: string): string {
+  const hex = createHash("sha256").update(name).digest("hex");
+  const variant = ((parseInt(hex[16]!, 16) & 0x3) | 0x8).toString(16);
+  return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-8${hex.slice(13, 16)}-${variant}${hex.slice(17, 20)}-${hex.slice(20, 32)}`;
 }
