@@ -41,7 +41,9 @@ const schema = z.discriminatedUnion("type", [
     type: z.literal("identify"),
     name: text(128).optional(),
     // An empty email means "none given" (forms send the field empty), not a bad address.
-    email: z.union([z.literal(""), z.email().max(254)]).optional(),
+    // The rule is the browser's own for <input type="email">: whatever the widget's form
+    // accepts, the bridge accepts (a stricter one refused the whole frame, name included).
+    email: z.union([z.literal(""), z.email({ pattern: z.regexes.html5Email }).max(254)]).optional(),
   }),
   z.strictObject({ type: z.literal("ping") }),
 ]);

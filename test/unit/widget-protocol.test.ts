@@ -1,5 +1,6 @@
 import { describe, expect, expectTypeOf, it } from "vitest";
 import type * as Bridge from "../../stanza-mappers/visitor-protocol.js";
+import { parseClientFrame } from "../../stanza-mappers/parse-client-frame.js";
 import { cleanText, identifyFrame, pageFrame, parseServerFrame, type ClientFrame, type ServerFrame } from "../../widget/src/protocol.js";
 
 describe("widget protocol", () => {
@@ -39,6 +40,24 @@ describe("widget protocol", () => {
     if (frame.type !== "page") throw new Error("unreachable");
     expect(frame.url).toHaveLength(2048);
     expect(frame.title).toHaveLength(512);
+  });
+
+  it("cuts long titles and names between characters, never inside an emoji", () => {
+    const title = "t" + "😀".repeat(600); // the 512th character starts at UTF-16 unit 511
+    const page = pageFrame("https://x.example/", title);
+    const identify = identifyFrame("n" + "😀".repeat(200), "");
+    for (const [frame, field, max] of [[page, "title", 512], [identify, "name", 128]] as const) {
+      const value = (frame as Record<string, string>)[field]!;
+      expect(Array.from(value)).toHaveLength(max);
+      expect(value.isWellFormed()).toBe(true);
+      expect(parseClientFrame(JSON.stringify(frame), false)).toMatchObject({ ok: true });
+    }
+  });
+
+  it("sends what the offline form's email field accepts, and the bridge takes it", () => {
+    for (const email of ["name@intranet", "a..b@example.com", "x@example.c", "a!b@example.com"]) {
+      expect(parseClientFrame(JSON.stringify(identifyFrame("Ann", email)), false)).toMatchObject({ ok: true });
+    }
   });
 
   it("sends identify without blank fields", () => {

@@ -122,14 +122,19 @@ export function cleanText(text: string): string {
   return text.replace(UNSENDABLE, "$1");
 }
 
+/** The first `max` characters (code points, as the bridge counts): never half an emoji, which it would refuse. */
+function firstCharacters(text: string, max: number): string {
+  return text.length <= max ? text : Array.from(text).slice(0, max).join("");
+}
+
 export function pageFrame(url: string, title: string): ClientFrame {
-  return { type: "page", url: url.slice(0, MAX_URL_CHARS), title: cleanText(title).slice(0, MAX_TITLE_CHARS) };
+  return { type: "page", url: firstCharacters(url, MAX_URL_CHARS), title: firstCharacters(cleanText(title), MAX_TITLE_CHARS) };
 }
 
 /** Blank fields are left out: the bridge validates `email` and would reject "". */
 export function identifyFrame(name: string, email: string): ClientFrame {
   const frame: { type: "identify"; name?: string; email?: string } = { type: "identify" };
-  const n = cleanText(name).trim().slice(0, MAX_NAME_CHARS);
+  const n = firstCharacters(cleanText(name).trim(), MAX_NAME_CHARS);
   const e = email.trim();
   if (n) frame.name = n;
   if (e) frame.email = e;
