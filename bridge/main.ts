@@ -115,7 +115,7 @@ export async function startBridge(config: Config, logger: Logger = createLogger(
     events: webhooks,
     retentionMs: config.transcriptRetentionDays * DAY_MS,
   });
-  const presence = new PresenceService({ store, domain, send, chats, scheduler, agentGraceMs: config.agentGraceMs, now, logger });
+  const presence = new PresenceService({ store, domain, send, chats, scheduler, agentGraceMs: config.agentGraceMs, restoreDesk: (site, jid): Promise<void> => sites.addDesk(site, jid), now, newId, logger });
   const commands = new CommandService({ store, deskJid: (siteId) => deskJid(siteId, domain), send, chats, now, newId, logger });
   const agentMessages = new AgentMessages({ store, domain, send, chats, commands, lanes, now, newId, logger, metrics });
   const visitorRetentionMs = config.visitorRetentionDays * DAY_MS;

@@ -1,7 +1,7 @@
 import type { Element } from "@xmpp/xml";
 import { bareJid, deskJid, parseAddress, resourceOf } from "../stanza-mappers/addressing.js";
 import { stanzaToPresenceEvent, type AgentPresence } from "../stanza-mappers/presence-to-agent-state.js";
-import { pageStatus, presenceToStanza } from "../stanza-mappers/visitor-to-stanza.js";
+import { noticeToStanza, pageStatus, presenceToStanza } from "../stanza-mappers/visitor-to-stanza.js";
 import type { ChatService } from "./chats.js";
 import { ExpiringCache } from "./expiring-cache.js";
 import type { Logger } from "./logger.js";
@@ -19,7 +19,9 @@ import type { Site, Store } from "./store/types.js";
  * - Presence missed while no process was connected (an agent who logged out meanwhile, or
  *   came back under another resource) is recovered on connecting: every agent is probed,
  *   and their resources that the answers do not confirm are dropped (`dropUnconfirmed`).
- * - Subscription requests from a site's agents are approved.
+ * - Subscription requests from a site's agents are approved; one to a desk also puts the
+ *   desk back (an agent who had removed it). An agent who stops sharing their presence
+ *   with a desk is told that they get no chats of that site until they add it again.
  * - The desk's own presence carries the site's state ("2 waiting, 3 chatting").
  */
 export interface PresenceDeps {
@@ -29,7 +31,10 @@ export interface PresenceDeps {
   chats: ChatService;
   scheduler: Pick<Scheduler, "schedule" | "cancel">;
   agentGraceMs: number;
+  /** Puts the site's desk in the agent's roster with their presence shared (SiteService). */
+  restoreDesk(site: Site, agentJid: string): Promise<void>;
   now(): number;
+  newId(): string;
   logger: Logger;
 }
 
@@ -74,8 +79,12 @@ export class PresenceService {
         return;
       case "subscribe":
         this.deps.send(presenceToStanza({ from: to, to: agentJid, type: "subscribed" }));
-        if (address.kind === "desk") await this.sendDeskPresence(site, agentJid);
+        // An agent adding the desk (back): it must see their presence too, or they get no chats.
+        if (address.kind === "desk") await this.deps.restoreDesk(site, agentJid);
         else await this.sendVisitorPresence(address.visitorId, agentJid);
+        return;
+      case "unsubscribed":
+        if (address.kind === "desk") this.deps.send(noticeToStanza({ from: to, to: agentJid, id: this.deps.newId(), text: deskRemovedNotice(site, to) }));
         return;
       case "subscribed":
       case "unsubscribe":
@@ -171,4 +180,8 @@ export class PresenceService {
     for (const { chatIds } of loads.values()) chatting += chatIds.length;
     return `${waiting} waiting, ${chatting} chatting`;
   }
+}
+
+function deskRemovedNotice(site: Site, desk: string): string {
+  return `[parley] You removed ${desk} (${site.name}) from your contacts: Parley no longer sees whether you are available, so you get no new chats of ${site.name}. Add ${desk} again to receive them.`;
 }

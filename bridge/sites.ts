@@ -128,7 +128,8 @@ export class SiteService {
     for (const [agentJid, siteIds] of sitesOfAgent) await this.deps.presence.probeAndConfirm(agentJid, siteIds);
   }
 
-  private async addDesk(site: Site, agentJid: string): Promise<void> {
+  /** Puts the desk in the agent's roster, subscription both (also for an agent who removed it), and learns their presence. */
+  async addDesk(site: Site, agentJid: string): Promise<void> {
     await this.deps.rosters.upsert(agentJid, { jid: deskJid(site.id, this.deps.domain), name: site.name, group: site.name });
     await this.deps.presence.sendDeskPresence(site, agentJid);
     this.deps.presence.probeAgent(site.id, agentJid);

@@ -15,6 +15,8 @@ export type PresenceEvent =
   | { kind: "subscribe" }
   | { kind: "subscribed" }
   | { kind: "unsubscribe" }
+  /** They stopped sharing their presence (removed the contact, or revoked it). */
+  | { kind: "unsubscribed" }
   | { kind: "ignore"; reason: string };
 
 export function stanzaToPresenceEvent(stanza: Element): PresenceEvent {
@@ -31,8 +33,9 @@ export function stanzaToPresenceEvent(stanza: Element): PresenceEvent {
     case "subscribed":
       return { kind: "subscribed" };
     case "unsubscribe":
-    case "unsubscribed":
       return { kind: "unsubscribe" };
+    case "unsubscribed":
+      return { kind: "unsubscribed" };
     case "error":
       return { kind: "ignore", reason: "presence error" };
     default:

@@ -9,7 +9,7 @@ declare module "@xmpp/client" {
     status: string;
     socket: Socket | null;
     reconnect: { stop(): void };
-    iqCaller: { get(element: Element, to?: string): Promise<Element>; request(stanza: Element, timeout?: number): Promise<Element> };
+    iqCaller: { get(element: Element, to?: string): Promise<Element>; set(element: Element, to?: string): Promise<Element>; request(stanza: Element, timeout?: number): Promise<Element> };
     iqCallee: { set(ns: string, name: string, handler: (ctx: { element: Element; stanza: Element }) => Element | true): void };
     start(): Promise<unknown>;
     stop(): Promise<unknown>;

@@ -1,3 +1,4 @@
+import { xml } from "@xmpp/client";
 import { Redis } from "ioredis";
 import { afterAll, beforeAll, expect, it } from "vitest";
 import type { Bridge } from "../../bridge/main.js";
@@ -12,7 +13,7 @@ import { waitUntil } from "../support/wait.js";
 let stack: Stack;
 
 beforeAll(async () => {
-  stack = await startStack({ agents: ["stays", "leaves", "switches"], store: "redis" });
+  stack = await startStack({ agents: ["stays", "leaves", "switches", "remover"], store: "redis" });
 });
 afterAll(async () => {
   await stack?.stop();
@@ -23,6 +24,20 @@ async function presences(bridge: Bridge, siteId: string): Promise<Record<string,
   const agents = (await response.json()) as { jid: string; presence: string }[];
   return Object.fromEntries(agents.map((a) => [a.jid.split("@")[0], a.presence]));
 }
+
+it("tells an agent who removes the desk that they get no chats, and sees them again once they add it back", async () => {
+  await stack.api("PUT", "/api/sites/desks", { name: "Desks" });
+  await stack.api("PUT", "/api/sites/desks/agents/remover@localhost", {});
+  const remover = await stack.availableAgent("desks", "remover");
+  await remover.xmpp.iqCaller.set(xml("query", { xmlns: "jabber:iq:roster" }, xml("item", { jid: "desks@chat.localhost", subscription: "remove" })));
+  await remover.nextBody("desks@chat.localhost", (b) => b.startsWith("[parley] You removed desks@chat.localhost (Desks)"));
+  await stack.waitForPresence("desks", "remover@localhost", "offline");
+
+  // What a client does to add a contact: a subscription request.
+  await remover.xmpp.send(xml("presence", { to: "desks@chat.localhost", type: "subscribe" }));
+  await stack.waitForPresence("desks", "remover@localhost", "available");
+  expect((await remover.roster()).find((item) => item.attrs.jid === "desks@chat.localhost")?.attrs.subscription).toBe("both");
+});
 
 it("learns on connecting who left or changed resource while no bridge was connected", async () => {
   await stack.api("PUT", "/api/sites/recovery", { name: "Recovery" });
