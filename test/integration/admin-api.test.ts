@@ -162,6 +162,19 @@ describe("admin API", () => {
     expect((await stack.api("DELETE", "/api/sites/xmlbad")).status).toBe(204);
   });
 
+  it("answers 400 with the error shape for a path with a malformed percent-escape", async () => {
+    for (const [method, path] of [
+      ["GET", "/api/sites/%E0%A4%A"],
+      ["PUT", "/api/sites/acme/agents/ann%ZZ@localhost"],
+      ["DELETE", "/api/sites/acme/agents/%ED%A0%80@localhost"],
+      ["GET", "/api/chats/%"],
+    ] as const) {
+      const response = await stack.api(method, path, method === "PUT" ? {} : undefined);
+      expect(response.status, path).toBe(400);
+      expect(response.body, path).toEqual({ error: { code: "invalid", message: expect.stringMatching(/^path: .*percent-encoding/) } });
+    }
+  });
+
   it("answers 401 without the right token, and 503 when no token is configured", async () => {
     expect((await fetch(new URL("/api/sites", stack.bridge.httpUrl))).status).toBe(401);
     const wrong = await fetch(new URL("/api/sites", stack.bridge.httpUrl), { headers: { authorization: "Bearer wrong-token-wrong-token" } });
