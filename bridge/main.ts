@@ -1,5 +1,4 @@
 import { randomBytes } from "node:crypto";
-import { once } from "node:events";
 import { monitorEventLoopDelay } from "node:perf_hooks";
 import type { AddressInfo } from "node:net";
 import type { Element } from "@xmpp/xml";
@@ -11,7 +10,7 @@ import { AgentMessages } from "./agent-messages.js";
 import { ChatService, type LocalDelivery } from "./chats.js";
 import { CommandService } from "./commands.js";
 import type { Config } from "./config.js";
-import { createHttpServer } from "./http-server.js";
+import { createHttpServer, listen } from "./http-server.js";
 import { KeyedQueue } from "./keyed-queue.js";
 import { createLogger, type Logger } from "./logger.js";
 import { createMetrics } from "./metrics.js";
@@ -193,8 +192,7 @@ export async function startBridge(config: Config, logger: Logger = createLogger(
     };
   };
   const server = createHttpServer({ gateway, adminApi, metrics, health, logger });
-  server.listen(config.httpPort, config.httpHost);
-  await once(server, "listening");
+  await listen(server, config.httpHost, config.httpPort);
   const address = server.address() as AddressInfo;
   const host = address.family === "IPv6" ? `[${address.address}]` : address.address;
   const httpUrl = `http://${host}:${address.port}`;

@@ -55,3 +55,4 @@ export const sitesFileSchema = z.strictObject({
     }),
   ),
 });
+export type SitesFile = z.infer<typeof sitesFileSchema>;
