@@ -51,11 +51,18 @@ export function stanzaToAgentEvent(stanza: Element): AgentMessageEvent {
   return { kind: "drop", reason: body === null ? "no body" : "empty body" };
 }
 
-/** `!transfer bob@x` → `{ name: "transfer", args: "bob@x" }`; a lone `!` is not a command. */
+/**
+ * A body whose first non-whitespace character is `!` is a command, whatever follows
+ * (CONTRACT §5: never shown to the visitor); a name that matches no command gets the help.
+ * - `!transfer bob@x` → `{ name: "transfer", args: "bob@x" }`
+ * - `!end.` → `{ name: "end.", args: "" }`, `!!` → `{ name: "!", args: "" }` (unknown)
+ * - `! end` → `{ name: "", args: "end" }` (no name at all)
+ * - `hi !end` → null: text for the visitor
+ */
 export function parseCommand(text: string): { name: string; args: string } | null {
-  const match = /^!([A-Za-z][\w-]*)(?:\s+([\s\S]*))?$/.exec(text.trim());
+  const match = /^!(\S*)([\s\S]*)$/.exec(text.trim());
   if (!match) return null;
-  return { name: match[1]!.toLowerCase(), args: (match[2] ?? "").trim() };
+  return { name: match[1]!.toLowerCase(), args: match[2]!.trim() };
 }
 
 function chatStateOf(stanza: Element): ChatState | null {

@@ -1,5 +1,6 @@
 import { readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
+import xml from "@xmpp/xml";
 import { parse } from "ltx";
 import { describe, expect, it } from "vitest";
 import { parseClientFrame } from "../../stanza-mappers/parse-client-frame.js";
@@ -26,6 +27,31 @@ describe("agent stanzas as real clients send them", () => {
     const stanza = parse(read(`stanzas/from-agents/${name}.xml`));
     const expected = JSON.parse(read(`stanzas/from-agents/${name}.expected.json`)) as unknown;
     expect(stanzaToAgentEvent(stanza)).toEqual(expected);
+  });
+});
+
+describe("agent commands (CONTRACT §5: a body starting with ! is never shown to the visitor)", () => {
+  const message = (body: string) =>
+    xml("message", { type: "chat", from: "ann@localhost/x", to: "acme.q7m2x4tb3wr5czn6v2aqd7hsek@chat.localhost", id: "c1" }, xml("body", {}, body));
+
+  it.each([
+    ["!end", { name: "end", args: "" }],
+    ["  !transfer  bob@localhost ", { name: "transfer", args: "bob@localhost" }],
+    ["!note first line\nsecond line", { name: "note", args: "first line\nsecond line" }],
+    ["!INFO", { name: "info", args: "" }],
+    // Not the command pattern, still commands: answered with the help text.
+    ["!end.", { name: "end.", args: "" }],
+    ["! end", { name: "", args: "end" }],
+    ["!!", { name: "!", args: "" }],
+    ["!info?", { name: "info?", args: "" }],
+    ["!", { name: "", args: "" }],
+    ["\n\t!end", { name: "end", args: "" }],
+  ])("reads %j as a command", (body, command) => {
+    expect(stanzaToAgentEvent(message(body))).toEqual({ kind: "command", ...command, receiptRequested: false });
+  });
+
+  it.each(["hi !end", "¡hola!", "?!"])("reads %j as text", (body) => {
+    expect(stanzaToAgentEvent(message(body))).toMatchObject({ kind: "text", text: body });
   });
 });
 
