@@ -67,6 +67,13 @@ export class AgentMessages {
     const { store, chats } = this.deps;
     const sender = bareJid(stanza.attrs.from!);
     const event = stanzaToAgentEvent(stanza);
+    if (event.kind === "too-long") {
+      // Nothing is stored and no receipt goes out: the agent's client shows the message as
+      // failed, and the text says why (RFC 6120 §8.3.3.12).
+      this.log.debug({ visitorId, maxChars: event.maxChars }, "agent message over the length limit refused");
+      this.deps.send(stanzaErrorReply(stanza, "policy-violation", `Messages to visitors are limited to ${event.maxChars} characters; this one was not delivered. Send it in parts.`));
+      return;
+    }
     // Sites and agents come from the site cache: no round trip.
     const [site, agents] = await Promise.all([store.getSite(siteId), store.listAgents(siteId)]);
     const agent = agents.find((a) => a.jid === sender);

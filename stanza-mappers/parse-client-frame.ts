@@ -1,4 +1,5 @@
 import { z } from "zod";
+import { atMostCharacters } from "./characters.js";
 import { isXmlSafe, XML_UNSAFE_MESSAGE } from "./xml-safe-text.js";
 import { MAX_CLIENT_ID_CHARS, MAX_FRAME_BYTES, MAX_TEXT_CHARS, type ClientFrame, type ErrorCode } from "./visitor-protocol.js";
 
@@ -8,14 +9,6 @@ import { MAX_CLIENT_ID_CHARS, MAX_FRAME_BYTES, MAX_TEXT_CHARS, type ClientFrame,
 export type ParseResult =
   | { ok: true; frame: ClientFrame }
   | { ok: false; code: ErrorCode; message: string; id?: string; close?: 1009 };
-
-/** At most `max` characters (code points); a string of at most `max` UTF-16 units has no more. */
-const atMostCharacters = (s: string, max: number) => {
-  if (s.length <= max) return true;
-  let n = 0;
-  for (const _ of s) if (++n > max) return false;
-  return true;
-};
 
 const text = (max: number) =>
   z

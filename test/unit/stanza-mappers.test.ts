@@ -55,6 +55,23 @@ describe("agent commands (CONTRACT §5: a body starting with ! is never shown to
   });
 });
 
+describe("agent messages over the length limit", () => {
+  const message = (body: string, ...extra: ReturnType<typeof xml>[]) =>
+    xml("message", { type: "chat", from: "ann@localhost/x", to: "acme.q7m2x4tb3wr5czn6v2aqd7hsek@chat.localhost", id: "long" }, xml("body", {}, body), ...extra);
+
+  it("refuses a body over 10,000 characters whole, command or not, receipt requested or not", () => {
+    for (const body of ["x".repeat(10_001), `!note ${"x".repeat(10_000)}`]) {
+      expect(stanzaToAgentEvent(message(body, xml("request", { xmlns: "urn:xmpp:receipts" })))).toEqual({ kind: "too-long", maxChars: 10_000 });
+    }
+  });
+
+  it("keeps a body of exactly 10,000 characters whole, counting characters rather than UTF-16 units", () => {
+    for (const body of ["x".repeat(10_000), "👋".repeat(10_000)]) {
+      expect(stanzaToAgentEvent(message(body))).toEqual({ kind: "text", text: body, receiptRequested: false, correction: false });
+    }
+  });
+});
+
 describe("visitor frames to stanzas (golden pairs with the same basename)", () => {
   type Fixture = { context: Record<string, string>; frame: unknown };
   const load = (name: string) => {
