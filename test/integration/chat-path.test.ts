@@ -198,6 +198,15 @@ describe("core chat path", () => {
     });
   });
 
+  it("counts messages the server bounces, e.g. to an agent account that does not exist", async () => {
+    await stack.api("PUT", "/api/sites/ghostly", { name: "Ghostly" });
+    await stack.api("PUT", "/api/sites/ghostly/agents/ghost@localhost", {});
+    const visitor = await stack.visitor("ghostly");
+    await visitor.say("is anyone there?"); // offline mode: sent to every agent of the site, so to ghost@localhost
+    const bounces = async () => (await (await fetch(new URL("/metrics", stack.bridge.httpUrl))).text()).match(/parley_message_bounces_total\{condition="service-unavailable"\} (\d+)/)?.[1];
+    await expect.poll(bounces).toMatch(/^[1-9]/);
+  });
+
   it("reports health and metrics", async () => {
     const health = await fetch(new URL("/healthz", stack.bridge.httpUrl));
     expect(health.status).toBe(200);

@@ -6,7 +6,7 @@ import { describe, expect, it } from "vitest";
 import { parseClientFrame } from "../../stanza-mappers/parse-client-frame.js";
 import { stanzaToAgentEvent } from "../../stanza-mappers/stanza-to-agent-event.js";
 import { pageStatus, presenceToStanza, visitorMessageToStanza, visitorTypingToStanza } from "../../stanza-mappers/visitor-to-stanza.js";
-import { stanzaErrorReply } from "../../stanza-mappers/stanza-errors.js";
+import { stanzaErrorCondition, stanzaErrorReply } from "../../stanza-mappers/stanza-errors.js";
 import { stanzaToPresenceEvent, aggregatePresence } from "../../stanza-mappers/presence-to-agent-state.js";
 import { stanzaToPrivilegeGrant } from "../../stanza-mappers/privileges.js";
 
@@ -103,6 +103,17 @@ describe("visitor frames to stanzas (golden pairs with the same basename)", () =
 });
 
 describe("stanza errors", () => {
+  it("reads the condition of a bounce, whatever the order of its children, and nothing else", () => {
+    expect(stanzaErrorCondition(parse(read("stanzas/from-agents/error-bounce.xml")))).toBe("service-unavailable");
+    const stanzas = "urn:ietf:params:xml:ns:xmpp-stanzas";
+    const bounce = (...children: string[]) => parse(`<message type="error"><body>secret</body><error type="cancel">${children.join("")}</error></message>`);
+    expect(stanzaErrorCondition(bounce(`<text xmlns="${stanzas}">User session not found</text>`, `<recipient-unavailable xmlns="${stanzas}"/>`))).toBe("recipient-unavailable");
+    // Not an RFC 6120 condition, no condition, no <error/>: counted as undefined-condition (bounded metric labels).
+    expect(stanzaErrorCondition(bounce(`<made-up-${"x".repeat(50)} xmlns="${stanzas}"/>`))).toBe("undefined-condition");
+    expect(stanzaErrorCondition(bounce(`<forbidden xmlns="urn:example:not-stanzas"/>`))).toBe("undefined-condition");
+    expect(stanzaErrorCondition(parse('<message type="error"/>'))).toBe("undefined-condition");
+  });
+
   it("swaps addresses, keeps the id and names the condition", () => {
     const stanza = parse('<message from="eve@localhost/x" to="acme.q7m2x4tb3wr5czn6v2aqd7hsek@chat.localhost" id="m1" type="chat"><body>hi</body></message>');
     const reply = stanzaErrorReply(stanza, "forbidden");
