@@ -64,7 +64,7 @@ export class AdminApi {
         res.setHeader("allow", matching.map((r) => r.method).join(", "));
         throw new HttpError(405, "method_not_allowed", `${req.method} is not allowed here`);
       }
-      const params = route.pattern.exec(path)!.slice(1).map((p) => decodeURIComponent(p));
+      const params = route.pattern.exec(path)!.slice(1).map(decodePathSegment);
       const [status, body] = await route.handle(req, params, url);
       if (status === 204) {
         res.writeHead(204).end();
@@ -178,6 +178,15 @@ function validate<T>(schema: z.ZodType<T>, value: unknown, field?: string): T {
   const issue = parsed.error.issues[0];
   const path = [field, ...(issue?.path ?? [])].filter((p) => p !== undefined && p !== "").join(".") || "body";
   throw new HttpError(400, "invalid", `${path}: ${issue?.message ?? "invalid"}`);
+}
+
+/** A path segment as the client meant it; a malformed escape (`%E0%A4%A`, `%ZZ`) is the client's error, not ours. */
+function decodePathSegment(segment: string): string {
+  try {
+    return decodeURIComponent(segment);
+  } catch {
+    throw new HttpError(400, "invalid", `path: ${segment} is not valid percent-encoding (UTF-8)`);
+  }
 }
 
 function digest(token: string): Buffer {

@@ -1,6 +1,6 @@
 import type { Element } from "@xmpp/xml";
 import { bareJid, parseAddress } from "../stanza-mappers/addressing.js";
-import { stanzaErrorReply } from "../stanza-mappers/stanza-errors.js";
+import { stanzaErrorCondition, stanzaErrorReply } from "../stanza-mappers/stanza-errors.js";
 import { stanzaToAgentEvent } from "../stanza-mappers/stanza-to-agent-event.js";
 import { noticeToStanza, receiptToStanza } from "../stanza-mappers/visitor-to-stanza.js";
 import type { ChatService } from "./chats.js";
@@ -38,7 +38,11 @@ export class AgentMessages {
 
   async onMessage(stanza: Element): Promise<void> {
     const { from, to } = stanza.attrs;
-    if (!from || !to || stanza.attrs.type === "error") return;
+    if (!from || !to) return;
+    if (stanza.attrs.type === "error") {
+      this.onBounce(stanza, from, to);
+      return;
+    }
     const address = parseAddress(to, this.deps.domain);
     switch (address.kind) {
       case "desk":
@@ -67,6 +71,13 @@ export class AgentMessages {
     const { store, chats } = this.deps;
     const sender = bareJid(stanza.attrs.from!);
     const event = stanzaToAgentEvent(stanza);
+    if (event.kind === "too-long") {
+      // Nothing is stored and no receipt goes out: the agent's client shows the message as
+      // failed, and the text says why (RFC 6120 §8.3.3.12).
+      this.log.debug({ visitorId, maxChars: event.maxChars }, "agent message over the length limit refused");
+      this.deps.send(stanzaErrorReply(stanza, "policy-violation", `Messages to visitors are limited to ${event.maxChars} characters; this one was not delivered. Send it in parts.`));
+      return;
+    }
     // Sites and agents come from the site cache: no round trip.
     const [site, agents] = await Promise.all([store.getSite(siteId), store.listAgents(siteId)]);
     const agent = agents.find((a) => a.jid === sender);
@@ -140,6 +151,17 @@ export class AgentMessages {
         await this.toVisitor(stanza, siteId, visitorId, true);
         return;
     }
+  }
+
+  /**
+   * A message Parley sent came back undelivered (RFC 6120 §8.3): never answered (§8.3.1),
+   * but an operator must see it, e.g. an agent whose account does not exist. The body it
+   * may carry back is the visitor's text and is not logged.
+   */
+  private onBounce(stanza: Element, from: string, to: string): void {
+    const condition = stanzaErrorCondition(stanza);
+    this.log.warn({ from, to, condition }, "message bounced");
+    this.deps.metrics.messageBounces.inc({ condition });
   }
 
   private answerReceipt(stanza: Element, visitorJid: string, requested: boolean): void {

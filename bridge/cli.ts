@@ -6,16 +6,7 @@ import { startBridge } from "./main.js";
 // `parley` / `npm start`: run the bridge in the foreground until SIGTERM or SIGINT.
 
 async function main(): Promise<void> {
-  let config;
-  try {
-    config = loadConfig(process.env);
-  } catch (err) {
-    if (err instanceof ConfigError) {
-      process.stderr.write(`parley: ${err.message}\n`);
-      process.exit(2);
-    }
-    throw err;
-  }
+  const config = loadConfig(process.env);
   const logger = createLogger(config.logLevel);
   process.on("unhandledRejection", (reason) => logger.error({ err: reason }, "unhandled rejection"));
   const bridge = await startBridge(config, logger);
@@ -36,7 +27,10 @@ async function main(): Promise<void> {
   process.on("SIGINT", () => stop("SIGINT"));
 }
 
+// A failed start is one line on stderr (CONTRACT §2); a configuration error, from the
+// environment or found while starting (sites file, HTTP port), exits 2, anything else 1.
 main().catch((err: unknown) => {
-  process.stderr.write(`parley: ${err instanceof Error ? err.message : String(err)}\n`);
-  process.exit(1);
+  const message = err instanceof Error ? err.message : String(err);
+  process.stderr.write(`parley: ${message.replace(/\s*\n\s*/g, " ")}\n`);
+  process.exit(err instanceof ConfigError ? 2 : 1);
 });

@@ -53,6 +53,12 @@ const DESK_HELP = [
   "!help — this text",
 ].join("\n");
 
+/** Any body starting with `!` is a command (see parseCommand): one that names none gets the help. */
+function unknownCommand(name: string, help: string): string {
+  const what = name ? `Unknown command !${name}` : 'Write the command right after the "!", e.g. !help';
+  return `[parley] ${what}\n${help}`;
+}
+
 /** Lines of `!queue` and `!visitors` at most: a chat message, not a report. */
 const LISTED_AT_MOST = 50;
 const EMAIL = /^[^\s@<>]+@[^\s@<>]+\.[^\s@<>]+$/;
@@ -91,7 +97,7 @@ export class CommandService {
         await this.deps.chats.end(command.site, visitor, command.chat);
         return "[parley] Visitor blocked: the chat is over and their later messages are refused.";
       default:
-        return `[parley] Unknown command !${command.name}.\n${VISITOR_HELP}`;
+        return unknownCommand(command.name, VISITOR_HELP);
     }
   }
 
@@ -124,7 +130,7 @@ export class CommandService {
         reply(DESK_HELP);
         return;
       default:
-        reply(`[parley] Unknown command !${command.name}.\n${DESK_HELP}`);
+        reply(unknownCommand(command.name, DESK_HELP));
     }
   }
 

@@ -1,8 +1,10 @@
+import { once } from "node:events";
 import { readFile } from "node:fs/promises";
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import { join } from "node:path";
 import { SITE_ID_PATTERN } from "../stanza-mappers/addressing.js";
 import type { AdminApi } from "./admin-api.js";
+import { ConfigError } from "./config.js";
 import { HttpError, sendError, sendJson } from "./http-util.js";
 import type { Logger } from "./logger.js";
 import type { Metrics } from "./metrics.js";
@@ -89,6 +91,37 @@ export function createHttpServer(deps: HttpDeps): Server {
   }
 
   return server;
+}
+
+/**
+ * Binds the server. The usual failures are the operator's to fix, so they are
+ * configuration errors naming the variable (CONTRACT §2), not `listen EADDRINUSE …`.
+ */
+export async function listen(server: Server, host: string, port: number): Promise<void> {
+  server.listen(port, host);
+  try {
+    await once(server, "listening");
+  } catch (err) {
+    const problem = listenProblem((err as NodeJS.ErrnoException).code, host, port);
+    if (problem) throw new ConfigError(`invalid configuration: ${problem}`, { cause: err });
+    throw err;
+  }
+}
+
+function listenProblem(code: string | undefined, host: string, port: number): string | null {
+  switch (code) {
+    case "EADDRINUSE":
+      return `PARLEY_HTTP_PORT ${port} is already in use on ${host}`;
+    case "EACCES":
+      return `PARLEY_HTTP_PORT ${port} may not be bound by this user on ${host} (ports below 1024 need privileges)`;
+    case "EADDRNOTAVAIL":
+      return `PARLEY_HTTP_HOST ${host} is not an address of this machine`;
+    case "ENOTFOUND":
+    case "EAI_AGAIN":
+      return `PARLEY_HTTP_HOST ${host} does not resolve to an address`;
+    default:
+      return null;
+  }
 }
 
 async function readAsset(path: string): Promise<Buffer> {

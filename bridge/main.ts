@@ -1,5 +1,3 @@
-import { randomBytes } from "node:crypto";
-import { once } from "node:events";
 import { monitorEventLoopDelay } from "node:perf_hooks";
 import type { AddressInfo } from "node:net";
 import type { Element } from "@xmpp/xml";
@@ -11,11 +9,12 @@ import { AgentMessages } from "./agent-messages.js";
 import { ChatService, type LocalDelivery } from "./chats.js";
 import { CommandService } from "./commands.js";
 import type { Config } from "./config.js";
-import { createHttpServer } from "./http-server.js";
+import { createHttpServer, listen } from "./http-server.js";
 import { KeyedQueue } from "./keyed-queue.js";
 import { createLogger, type Logger } from "./logger.js";
 import { createMetrics } from "./metrics.js";
 import { PresenceService } from "./presence.js";
+import { newProcessId, processOfStanzaId, stanzaIdFactory } from "./process-ids.js";
 import { Outbox } from "./outbox.js";
 import { Rosters } from "./rosters.js";
 import { registerLifecycleTimers } from "./lifecycle.js";
@@ -51,9 +50,8 @@ const DAY_MS = 24 * 3600 * 1000;
 export async function startBridge(config: Config, logger: Logger = createLogger(config.logLevel)): Promise<Bridge> {
   const { version } = packageRoot;
   const now = () => Date.now();
-  const idPrefix = randomBytes(4).toString("hex");
-  let idCounter = 0;
-  const newId = () => `${idPrefix}-${(++idCounter).toString(36)}`;
+  const idPrefix = newProcessId();
+  const newId = stanzaIdFactory(idPrefix);
 
   const backend: Store =
     config.redis.kind === "memory"
@@ -148,7 +146,8 @@ export async function startBridge(config: Config, logger: Logger = createLogger(
   });
   // IQ answers that ejabberd balanced to this process but another one asked for.
   link.on("foreign-iq-answer", (answer: { id: string; type: "result" | "error"; condition?: string }) => {
-    const owner = answer.id.slice(0, answer.id.indexOf("-"));
+    // An id no process of ours made has nobody to go to (publishing would reach no channel).
+    const owner = processOfStanzaId(answer.id);
     if (owner && owner !== idPrefix) void store.publishToProcess(owner, { kind: "iq-result", ...answer }).catch(() => {});
   });
   const processSubscription = store.subscribeProcess(idPrefix, (message) => {
@@ -193,8 +192,7 @@ export async function startBridge(config: Config, logger: Logger = createLogger(
     };
   };
   const server = createHttpServer({ gateway, adminApi, metrics, health, logger });
-  server.listen(config.httpPort, config.httpHost);
-  await once(server, "listening");
+  await listen(server, config.httpHost, config.httpPort);
   const address = server.address() as AddressInfo;
   const host = address.family === "IPv6" ? `[${address.address}]` : address.address;
   const httpUrl = `http://${host}:${address.port}`;

@@ -22,6 +22,12 @@ export function createMetrics(chatStateCounts: () => Promise<Record<string, numb
       buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5],
       registers: [registry],
     }),
+    messageBounces: new Counter({
+      name: "parley_message_bounces_total",
+      help: "Messages Parley sent that came back as errors (e.g. service-unavailable: an agent account that does not exist), by RFC 6120 condition",
+      labelNames: ["condition"] as const,
+      registers: [registry],
+    }),
     componentReconnects: new Counter({ name: "parley_component_reconnects_total", help: "Times the component stream to ejabberd came back", registers: [registry] }),
     componentOnline: new Gauge({ name: "parley_component_online", help: "1 while the component stream to ejabberd is open", registers: [registry] }),
     frameErrors: new Counter({ name: "parley_visitor_frame_errors_total", help: "Visitor frames refused, by error code", labelNames: ["code"] as const, registers: [registry] }),

@@ -9,8 +9,11 @@ import type { Logger } from "./logger.js";
  * Puts Parley's contacts (desks, visitors) into agents' rosters without the agent doing
  * anything (CONTRACT §5), choosing the way the agent's server allows:
  * 1. XEP-0356 privileged roster set, when the server granted roster `set`/`both` for the
- *    agent's host. ejabberd 23.01 grants it but fails every set (upstream bug #3942), so a
- *    failed set switches that host to the next way for the life of the process.
+ *    agent's host. ejabberd 23.01 grants it but refuses every set with
+ *    internal-server-error (upstream bug #3942), so a set the server refuses switches that
+ *    host to the next way until the grants are renewed (a new component connection). A set
+ *    that got no answer (timeout, link offline) is no verdict: that change takes the next
+ *    way, the next change tries the privileged set again.
  * 2. ejabberd's admin API (`add_rosteritem`/`delete_rosteritem`), when configured.
  * 3. Otherwise (and always for agents on other servers) a subscription request carrying
  *    a XEP-0172 nickname, which the agent's client shows for approval.
@@ -32,6 +35,16 @@ export interface RosterDeps {
  */
 const ADMIN_API_CONCURRENCY = 32;
 
+/**
+ * Error answers that say the server could not answer now, not that it refuses the set:
+ * our own 5 s timeout and a busy server's. Any other error the server answered (forbidden,
+ * not-allowed, feature-not-implemented, service-unavailable, bad-request, ejabberd
+ * 23.01's internal-server-error…) is a refusal.
+ */
+const NO_VERDICT_CONDITIONS = new Set(["remote-server-timeout", "resource-constraint"]);
+
+type PrivilegedSetOutcome = "done" | "refused" | "unanswered";
+
 export class Rosters {
   private readonly grants = new Map<string, PrivilegeGrant>();
   private readonly privilegedSetBroken = new Set<string>();
@@ -51,10 +64,14 @@ export class Rosters {
     this.log.info({ host: grant.host, roster: grant.roster, presence: grant.presence }, "privileges granted");
   }
 
-  /** Ejabberd removes privileges when a component connection of the domain leaves. */
+  /**
+   * Ejabberd removes privileges when a component connection of the domain leaves. The
+   * next connection may reach an upgraded server, so past refusals are forgotten too.
+   */
   clearGrants(): void {
     this.grants.clear();
     this.privilegedProbes.clear();
+    this.privilegedSetBroken.clear();
   }
 
   /** Is the agent served by the same server as Parley (so admin API / privileges apply)? */
@@ -93,25 +110,35 @@ export class Rosters {
     const probe = this.privilegedProbes.get(host);
     if (probe) {
       if (!(await probe) || this.privilegedSetBroken.has(host)) return false;
-      return this.privilegedSet(agentJid, item);
+      return (await this.privilegedSet(agentJid, item)) === "done";
     }
-    const first = this.privilegedSet(agentJid, item);
+    const first: Promise<boolean> = this.privilegedSet(agentJid, item).then((outcome) => {
+      // No answer is no verdict: the changes waiting on this probe fall back this once, and
+      // the next change probes again.
+      if (outcome === "unanswered" && this.privilegedProbes.get(host) === first) this.privilegedProbes.delete(host);
+      return outcome === "done";
+    });
     this.privilegedProbes.set(host, first);
     return first;
   }
 
-  private async privilegedSet(agentJid: string, item: RosterItem): Promise<boolean> {
+  private async privilegedSet(agentJid: string, item: RosterItem): Promise<PrivilegedSetOutcome> {
     const iq = privilegedRosterSetToStanza({ from: this.deps.domain, to: agentJid, id: this.deps.newId(), item });
     try {
       await this.deps.request(iq, 5000);
-      return true;
+      return "done";
     } catch (err) {
       const host = domainOf(agentJid);
+      const condition = (err as { condition?: unknown }).condition;
+      if (typeof condition !== "string" || NO_VERDICT_CONDITIONS.has(condition)) {
+        const reason = typeof condition === "string" ? condition : err instanceof Error ? err.message : String(err);
+        this.log.warn({ host, reason }, "privileged roster set unanswered; using the next way for this change only");
+        return "unanswered";
+      }
       this.privilegedSetBroken.add(host);
-      // Expected once per host on ejabberd 23.01 (bug #3942): not worth more than a line.
-      const condition = (err as { condition?: string }).condition ?? (err instanceof Error ? err.message : String(err));
+      // Expected once per host and connection on ejabberd 23.01 (bug #3942): not worth more than a line.
       this.log.info({ host, condition }, "privileged roster set refused; using the next way for this host");
-      return false;
+      return "refused";
     }
   }
 

@@ -1,6 +1,18 @@
 import { z } from "zod";
+import { isXmlSafe } from "../stanza-mappers/xml-safe-text.js";
 
 // What an admin may say about a site or an agent: shared by the admin API and PARLEY_SITES_FILE.
+
+/**
+ * Admin text that reaches XML (the desk's roster name and group, nicks, notices to agents)
+ * or visitors' frames. A character XML cannot carry would make ejabberd drop the whole
+ * component stream (not-well-formed) the first time it is sent, so it is refused here.
+ */
+const xmlSafe = <T extends z.ZodType<string>>(schema: T) =>
+  schema.refine(isXmlSafe, { message: "must not contain control characters (other than tab and line breaks), U+FFFE, U+FFFF or unpaired surrogates" });
+
+/** A site's or an agent's display name. */
+const displayName = xmlSafe(z.string().trim().min(1).max(100));
 
 const origin = z
   .string()
@@ -15,31 +27,32 @@ const origin = z
   }, "each origin must be scheme://host[:port] with no path, e.g. https://www.example.com");
 
 export const siteBodySchema = z.strictObject({
-  name: z.string().trim().min(1).max(100),
+  name: displayName,
   origins: z.array(origin).max(100).optional(),
   maxChatsPerAgent: z.number().int().min(1).max(1000).optional(),
   answerTimeoutSeconds: z.number().int().min(1).max(86_400).optional(),
-  welcome: z.string().max(1000).optional(),
-  offlineMessage: z.string().max(1000).optional(),
+  welcome: xmlSafe(z.string().max(1000)).optional(),
+  offlineMessage: xmlSafe(z.string().max(1000)).optional(),
   webhookUrl: z.url({ protocol: /^https?$/ }).max(2048).optional(),
   webhookSecret: z.string().min(16).max(256).optional(),
 });
 export type SiteBody = z.infer<typeof siteBodySchema>;
 
-export const agentBodySchema = z.strictObject({ name: z.string().trim().min(1).max(100).optional() });
+export const agentBodySchema = z.strictObject({ name: displayName.optional() });
 
 /** A bare JID: `local@domain`, no resource. Case-folded as XMPP servers do for these parts. */
 export const bareJidSchema = z
   .string()
   .max(3071)
   .transform((s) => s.trim().toLowerCase())
-  .refine((s) => /^[^@/\s"&'<>:]+@[a-z0-9.-]+$/.test(s), "must be a bare JID like agent@example.com");
+  .refine((s) => /^[^@/\s"&'<>:]+@[a-z0-9.-]+$/.test(s) && isXmlSafe(s), "must be a bare JID like agent@example.com");
 
 export const sitesFileSchema = z.strictObject({
   sites: z.array(
     siteBodySchema.extend({
       id: z.string().regex(/^[a-z0-9][a-z0-9-]{0,31}$/, "must match [a-z0-9][a-z0-9-]{0,31}"),
-      agents: z.array(z.union([bareJidSchema, z.strictObject({ jid: bareJidSchema, name: z.string().trim().min(1).max(100).optional() })])).optional(),
+      agents: z.array(z.union([bareJidSchema, z.strictObject({ jid: bareJidSchema, name: displayName.optional() })])).optional(),
     }),
   ),
 });
+export type SitesFile = z.infer<typeof sitesFileSchema>;

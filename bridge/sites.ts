@@ -1,10 +1,9 @@
-import { readFile } from "node:fs/promises";
-import { parse as parseYaml } from "yaml";
 import { deskJid } from "../stanza-mappers/addressing.js";
 import type { Logger } from "./logger.js";
 import type { PresenceService } from "./presence.js";
 import type { Rosters } from "./rosters.js";
-import { sitesFileSchema, type SiteBody } from "./site-schema.js";
+import type { SiteBody } from "./site-schema.js";
+import { readSitesFile } from "./sites-file.js";
 import type { Agent, Site, Store } from "./store/types.js";
 
 /**
@@ -101,19 +100,15 @@ export class SiteService {
 
   /** Applies PARLEY_SITES_FILE: creates or updates each site and agent listed (idempotent). */
   async applySitesFile(path: string): Promise<number> {
-    const parsed = sitesFileSchema.safeParse(parseYaml(await readFile(path, "utf8")));
-    if (!parsed.success) {
-      const issue = parsed.error.issues[0];
-      throw new Error(`PARLEY_SITES_FILE ${path}: ${issue?.path.join(".")}: ${issue?.message}`);
-    }
-    for (const { id, agents, ...body } of parsed.data.sites) {
+    const file = await readSitesFile(path);
+    for (const { id, agents, ...body } of file.sites) {
       const { site } = await this.putSite(id, body);
       for (const entry of agents ?? []) {
         const agent = typeof entry === "string" ? { jid: entry, name: undefined } : entry;
         await this.putAgent(site, agent.jid, agent.name);
       }
     }
-    return parsed.data.sites.length;
+    return file.sites.length;
   }
 
   /** After (re)connecting to ejabberd: announce every desk and learn every agent's presence. */

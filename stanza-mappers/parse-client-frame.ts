@@ -1,4 +1,6 @@
 import { z } from "zod";
+import { atMostCharacters } from "./characters.js";
+import { isXmlSafe, XML_UNSAFE_MESSAGE } from "./xml-safe-text.js";
 import { MAX_CLIENT_ID_CHARS, MAX_FRAME_BYTES, MAX_TEXT_CHARS, type ClientFrame, type ErrorCode } from "./visitor-protocol.js";
 
 // Validation of visitor frames (CONTRACT §4). Pure: bytes in, a frame or an error out.
@@ -8,26 +10,13 @@ export type ParseResult =
   | { ok: true; frame: ClientFrame }
   | { ok: false; code: ErrorCode; message: string; id?: string; close?: 1009 };
 
-/** At most `max` characters (code points); a string of at most `max` UTF-16 units has no more. */
-const atMostCharacters = (s: string, max: number) => {
-  if (s.length <= max) return true;
-  let n = 0;
-  for (const _ of s) if (++n > max) return false;
-  return true;
-};
-
-// Control characters other than tab and newlines have no place in chat text and are a
-// classic way to confuse clients; NUL in particular is not allowed in XML at all. Lone
-// surrogates cannot be encoded as UTF-8 (`isWellFormed`, native since Node 20).
-// eslint-disable-next-line no-control-regex
-const FORBIDDEN_CHARS = /[\u0000-\u0008\u000B\u000C\u000E-\u001F\uFFFE\uFFFF]/;
-const xmlSafe = (s: string) => !FORBIDDEN_CHARS.test(s) && s.isWellFormed();
-
 const text = (max: number) =>
   z
     .string()
     .refine((s) => atMostCharacters(s, max), { message: `at most ${max} characters` })
-    .refine(xmlSafe, { message: "contains characters that cannot be sent" });
+    // Control characters other than tab and newlines have no place in chat text and are a
+    // classic way to confuse clients; most are not allowed in XML at all.
+    .refine(isXmlSafe, { message: XML_UNSAFE_MESSAGE });
 
 const schema = z.discriminatedUnion("type", [
   z.strictObject({

@@ -39,3 +39,42 @@ export function stanzaErrorReply(stanza: Element, condition: ErrorCondition, tex
     ),
   );
 }
+
+/** The defined conditions of RFC 6120 §8.3.3. */
+const DEFINED_CONDITIONS = new Set([
+  "bad-request",
+  "conflict",
+  "feature-not-implemented",
+  "forbidden",
+  "gone",
+  "internal-server-error",
+  "item-not-found",
+  "jid-malformed",
+  "not-acceptable",
+  "not-allowed",
+  "not-authorized",
+  "policy-violation",
+  "recipient-unavailable",
+  "redirect",
+  "registration-required",
+  "remote-server-not-found",
+  "remote-server-timeout",
+  "resource-constraint",
+  "service-unavailable",
+  "subscription-required",
+  "undefined-condition",
+  "unexpected-request",
+]);
+
+/**
+ * The condition of an error stanza (RFC 6120 §8.3.2), read as the element of the stanzas
+ * namespace other than `<text/>`. Anything else (none, unknown names, other namespaces)
+ * is `undefined-condition`, so that the result can label a metric: a sender chooses it.
+ */
+export function stanzaErrorCondition(stanza: Element): string {
+  const condition = stanza
+    .getChild("error")
+    ?.getChildElements()
+    .find((child) => child.attrs.xmlns === NS.stanzas && child.name !== "text")?.name;
+  return condition && DEFINED_CONDITIONS.has(condition) ? condition : "undefined-condition";
+}

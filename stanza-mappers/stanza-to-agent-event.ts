@@ -1,4 +1,5 @@
 import type { Element } from "@xmpp/xml";
+import { atMostCharacters } from "./characters.js";
 import { NS } from "./namespaces.js";
 import type { ChatState } from "./visitor-protocol.js";
 
@@ -14,15 +15,19 @@ import type { ChatState } from "./visitor-protocol.js";
  * - XEP-0308 correction → sent on as a new message (the widget has no edit) marked `correction`
  * - XEP-0280 carbons → dropped: a component never needs its own copies
  * - OMEMO / OpenPGP → `encrypted`: the fallback body is not the message, the agent is told
+ * - a body over MAX_AGENT_CHARS characters → `too-long`: refused whole (a cut message would
+ *   reach the visitor as if complete), the agent gets an error
  */
 export type AgentMessageEvent =
   | { kind: "text"; text: string; receiptRequested: boolean; correction: boolean }
   | { kind: "command"; name: string; args: string; receiptRequested: boolean }
   | { kind: "chat-state"; state: ChatState }
   | { kind: "encrypted" }
+  | { kind: "too-long"; maxChars: number }
   | { kind: "drop"; reason: string };
 
-const MAX_AGENT_TEXT = 10_000;
+/** The longest agent message a visitor gets, in characters. */
+export const MAX_AGENT_CHARS = 10_000;
 
 export function stanzaToAgentEvent(stanza: Element): AgentMessageEvent {
   const type = stanza.attrs.type ?? "normal";
@@ -36,10 +41,10 @@ export function stanzaToAgentEvent(stanza: Element): AgentMessageEvent {
   const body = stanza.getChildText("body");
   const receiptRequested = Boolean(stanza.getChild("request", NS.receipts)) && Boolean(stanza.attrs.id);
   if (body !== null && body.trim() !== "") {
-    const text = body.length > MAX_AGENT_TEXT ? body.slice(0, MAX_AGENT_TEXT) : body;
-    const command = parseCommand(text);
+    if (!atMostCharacters(body, MAX_AGENT_CHARS)) return { kind: "too-long", maxChars: MAX_AGENT_CHARS };
+    const command = parseCommand(body);
     if (command) return { kind: "command", ...command, receiptRequested };
-    return { kind: "text", text, receiptRequested, correction: Boolean(stanza.getChild("replace", NS.correction)) };
+    return { kind: "text", text: body, receiptRequested, correction: Boolean(stanza.getChild("replace", NS.correction)) };
   }
 
   const state = chatStateOf(stanza);
@@ -51,11 +56,18 @@ export function stanzaToAgentEvent(stanza: Element): AgentMessageEvent {
   return { kind: "drop", reason: body === null ? "no body" : "empty body" };
 }
 
-/** `!transfer bob@x` → `{ name: "transfer", args: "bob@x" }`; a lone `!` is not a command. */
+/**
+ * A body whose first non-whitespace character is `!` is a command, whatever follows
+ * (CONTRACT §5: never shown to the visitor); a name that matches no command gets the help.
+ * - `!transfer bob@x` → `{ name: "transfer", args: "bob@x" }`
+ * - `!end.` → `{ name: "end.", args: "" }`, `!!` → `{ name: "!", args: "" }` (unknown)
+ * - `! end` → `{ name: "", args: "end" }` (no name at all)
+ * - `hi !end` → null: text for the visitor
+ */
 export function parseCommand(text: string): { name: string; args: string } | null {
-  const match = /^!([A-Za-z][\w-]*)(?:\s+([\s\S]*))?$/.exec(text.trim());
+  const match = /^!(\S*)([\s\S]*)$/.exec(text.trim());
   if (!match) return null;
-  return { name: match[1]!.toLowerCase(), args: (match[2] ?? "").trim() };
+  return { name: match[1]!.toLowerCase(), args: match[2]!.trim() };
 }
 
 function chatStateOf(stanza: Element): ChatState | null {

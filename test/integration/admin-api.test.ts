@@ -145,6 +145,36 @@ describe("admin API", () => {
     expect(form.status).toBe(201);
   });
 
+  it("refuses admin text XML cannot carry with 400 naming the field, and the component stream stays up", async () => {
+    const badName = await stack.api("PUT", "/api/sites/xmlbad", { name: "Bad\u0001Name" });
+    expect(badName.status).toBe(400);
+    expect(badName.body.error).toMatchObject({ code: "invalid", message: expect.stringMatching(/^name: /) });
+    expect((await stack.api("PUT", "/api/sites/xmlbad", { name: "Fine", welcome: "Hi\uFFFE" })).body.error.message).toMatch(/^welcome: /);
+    expect((await stack.api("PUT", "/api/sites/xmlbad", { name: "Fine", offlineMessage: "Away\uD800" })).body.error.message).toMatch(/^offlineMessage: /);
+    expect((await stack.api("GET", "/api/sites/xmlbad")).status).toBe(404);
+    await stack.api("PUT", "/api/sites/xmlbad", { name: "Fine" });
+    const badAgent = await stack.api("PUT", "/api/sites/xmlbad/agents/agent1@localhost", { name: "Ann\u001bB" });
+    expect(badAgent.status).toBe(400);
+    expect(badAgent.body.error.message).toMatch(/^name: /);
+    expect((await stack.api("PUT", "/api/sites/xmlbad/agents/ag%01ent@localhost", {})).body.error.message).toMatch(/^jid: /);
+    expect((await stack.api("GET", "/api/sites/xmlbad/agents")).body).toEqual([]);
+    expect(stack.bridge.link.online).toBe(true);
+    expect((await stack.api("DELETE", "/api/sites/xmlbad")).status).toBe(204);
+  });
+
+  it("answers 400 with the error shape for a path with a malformed percent-escape", async () => {
+    for (const [method, path] of [
+      ["GET", "/api/sites/%E0%A4%A"],
+      ["PUT", "/api/sites/acme/agents/ann%ZZ@localhost"],
+      ["DELETE", "/api/sites/acme/agents/%ED%A0%80@localhost"],
+      ["GET", "/api/chats/%"],
+    ] as const) {
+      const response = await stack.api(method, path, method === "PUT" ? {} : undefined);
+      expect(response.status, path).toBe(400);
+      expect(response.body, path).toEqual({ error: { code: "invalid", message: expect.stringMatching(/^path: .*percent-encoding/) } });
+    }
+  });
+
   it("answers 401 without the right token, and 503 when no token is configured", async () => {
     expect((await fetch(new URL("/api/sites", stack.bridge.httpUrl))).status).toBe(401);
     const wrong = await fetch(new URL("/api/sites", stack.bridge.httpUrl), { headers: { authorization: "Bearer wrong-token-wrong-token" } });

@@ -69,6 +69,21 @@ describe("agent commands", () => {
     expect(transcript.visitor).toMatchObject({ name: "Zoë Ångström", email: "zoe@example.com" });
   });
 
+  it("answers any body starting with ! as a command, unknown ones with the help, and shows the visitor none of them", async () => {
+    const visitor = await visitorWithAnn("typo ahead");
+    for (const body of ["!end.", "! end", "!!", "!info?"]) {
+      const answer = await command(ann, visitor, body);
+      expect(answer, body).toMatch(/^\[parley\] /);
+      expect(answer, body).toContain("!transfer <agent jid>"); // the help text
+    }
+    // None of them ended the chat or reached the visitor: the next plain message is the first they get.
+    await ann.sendMessage(jidOf(visitor), "sorry, typo");
+    const first = await visitor.next("message", (f) => f.from === "agent");
+    expect(first.text).toBe("sorry, typo");
+    expect(visitor.frames.all.filter((f) => f.type === "ended")).toEqual([]);
+    noCommandsLeaked(visitor);
+  });
+
   it("transfers a chat: rosters follow, the new agent gets the context, the visitor sees left/joined", async () => {
     ben = await stack.availableAgent("help", "ben");
     const visitor = await stack.visitor("help");

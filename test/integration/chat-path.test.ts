@@ -186,6 +186,26 @@ describe("core chat path", () => {
     expect(visitor.frames.pending((f) => f.type === "message" && f.text === "I am not your agent")).toEqual([]);
   });
 
+  it("refuses an agent message over 10,000 characters with a policy-violation error: nothing stored, shown or receipted", async () => {
+    // A site of its own: Alice's chats on acme are at the site's cap by now.
+    const { agent, visitor, visitorJid, chatId } = await stack.openChat("long", "agent2", "a long answer, please");
+
+    const longId = await agent.sendMessage(visitorJid, "x".repeat(10_001), [xml("request", { xmlns: RECEIPTS })]);
+    const refusal = await agent.messages.next((m) => m.attrs.type === "error" && m.attrs.id === longId, "the refusal");
+    expect(refusal.attrs.from).toBe(visitorJid);
+    const error = refusal.getChild("error")!;
+    expect(error.getChild("policy-violation", "urn:ietf:params:xml:ns:xmpp-stanzas")).toBeDefined();
+    expect(error.getChildText("text", "urn:ietf:params:xml:ns:xmpp-stanzas")).toContain("10000 characters");
+
+    // The next message is the first the visitor gets, the transcript never had the long one, no receipt came for it.
+    await agent.sendMessage(visitorJid, "short one");
+    expect((await visitor.next("message", (f) => f.from === "agent")).text).toBe("short one");
+    const transcript = (await stack.api("GET", `/api/chats/${chatId}`)).body;
+    expect(transcript.messages.map((m: { text: string }) => m.text)).toEqual(["a long answer, please", "short one"]);
+    expect(agent.messages.all.filter((m) => m.getChild("received", RECEIPTS)?.attrs.id === longId)).toEqual([]);
+    await agent.stop();
+  });
+
   it("answers disco#info, version and ping, and service-unavailable for unknown IQs", async () => {
     const info = await agent1.xmpp.iqCaller.get(xml("query", { xmlns: "http://jabber.org/protocol/disco#info" }), "chat.localhost");
     expect(info.getChildren("feature").map((f) => f.attrs.var)).toEqual(expect.arrayContaining(["urn:xmpp:ping", "jabber:iq:version"]));
@@ -195,6 +215,15 @@ describe("core chat path", () => {
     await expect(agent1.xmpp.iqCaller.get(xml("query", { xmlns: "urn:example:nothing" }), "chat.localhost")).rejects.toMatchObject({
       condition: "service-unavailable",
     });
+  });
+
+  it("counts messages the server bounces, e.g. to an agent account that does not exist", async () => {
+    await stack.api("PUT", "/api/sites/ghostly", { name: "Ghostly" });
+    await stack.api("PUT", "/api/sites/ghostly/agents/ghost@localhost", {});
+    const visitor = await stack.visitor("ghostly");
+    await visitor.say("is anyone there?"); // offline mode: sent to every agent of the site, so to ghost@localhost
+    const bounces = async () => (await (await fetch(new URL("/metrics", stack.bridge.httpUrl))).text()).match(/parley_message_bounces_total\{condition="service-unavailable"\} (\d+)/)?.[1];
+    await expect.poll(bounces).toMatch(/^[1-9]/);
   });
 
   it("reports health and metrics", async () => {

@@ -1,11 +1,12 @@
 import { readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
+import xml from "@xmpp/xml";
 import { parse } from "ltx";
 import { describe, expect, it } from "vitest";
 import { parseClientFrame } from "../../stanza-mappers/parse-client-frame.js";
 import { stanzaToAgentEvent } from "../../stanza-mappers/stanza-to-agent-event.js";
 import { pageStatus, presenceToStanza, visitorMessageToStanza, visitorTypingToStanza } from "../../stanza-mappers/visitor-to-stanza.js";
-import { stanzaErrorReply } from "../../stanza-mappers/stanza-errors.js";
+import { stanzaErrorCondition, stanzaErrorReply } from "../../stanza-mappers/stanza-errors.js";
 import { stanzaToPresenceEvent, aggregatePresence } from "../../stanza-mappers/presence-to-agent-state.js";
 import { stanzaToPrivilegeGrant } from "../../stanza-mappers/privileges.js";
 
@@ -26,6 +27,48 @@ describe("agent stanzas as real clients send them", () => {
     const stanza = parse(read(`stanzas/from-agents/${name}.xml`));
     const expected = JSON.parse(read(`stanzas/from-agents/${name}.expected.json`)) as unknown;
     expect(stanzaToAgentEvent(stanza)).toEqual(expected);
+  });
+});
+
+describe("agent commands (CONTRACT §5: a body starting with ! is never shown to the visitor)", () => {
+  const message = (body: string) =>
+    xml("message", { type: "chat", from: "ann@localhost/x", to: "acme.q7m2x4tb3wr5czn6v2aqd7hsek@chat.localhost", id: "c1" }, xml("body", {}, body));
+
+  it.each([
+    ["!end", { name: "end", args: "" }],
+    ["  !transfer  bob@localhost ", { name: "transfer", args: "bob@localhost" }],
+    ["!note first line\nsecond line", { name: "note", args: "first line\nsecond line" }],
+    ["!INFO", { name: "info", args: "" }],
+    // Not the command pattern, still commands: answered with the help text.
+    ["!end.", { name: "end.", args: "" }],
+    ["! end", { name: "", args: "end" }],
+    ["!!", { name: "!", args: "" }],
+    ["!info?", { name: "info?", args: "" }],
+    ["!", { name: "", args: "" }],
+    ["\n\t!end", { name: "end", args: "" }],
+  ])("reads %j as a command", (body, command) => {
+    expect(stanzaToAgentEvent(message(body))).toEqual({ kind: "command", ...command, receiptRequested: false });
+  });
+
+  it.each(["hi !end", "¡hola!", "?!"])("reads %j as text", (body) => {
+    expect(stanzaToAgentEvent(message(body))).toMatchObject({ kind: "text", text: body });
+  });
+});
+
+describe("agent messages over the length limit", () => {
+  const message = (body: string, ...extra: ReturnType<typeof xml>[]) =>
+    xml("message", { type: "chat", from: "ann@localhost/x", to: "acme.q7m2x4tb3wr5czn6v2aqd7hsek@chat.localhost", id: "long" }, xml("body", {}, body), ...extra);
+
+  it("refuses a body over 10,000 characters whole, command or not, receipt requested or not", () => {
+    for (const body of ["x".repeat(10_001), `!note ${"x".repeat(10_000)}`]) {
+      expect(stanzaToAgentEvent(message(body, xml("request", { xmlns: "urn:xmpp:receipts" })))).toEqual({ kind: "too-long", maxChars: 10_000 });
+    }
+  });
+
+  it("keeps a body of exactly 10,000 characters whole, counting characters rather than UTF-16 units", () => {
+    for (const body of ["x".repeat(10_000), "👋".repeat(10_000)]) {
+      expect(stanzaToAgentEvent(message(body))).toEqual({ kind: "text", text: body, receiptRequested: false, correction: false });
+    }
   });
 });
 
@@ -60,6 +103,17 @@ describe("visitor frames to stanzas (golden pairs with the same basename)", () =
 });
 
 describe("stanza errors", () => {
+  it("reads the condition of a bounce, whatever the order of its children, and nothing else", () => {
+    expect(stanzaErrorCondition(parse(read("stanzas/from-agents/error-bounce.xml")))).toBe("service-unavailable");
+    const stanzas = "urn:ietf:params:xml:ns:xmpp-stanzas";
+    const bounce = (...children: string[]) => parse(`<message type="error"><body>secret</body><error type="cancel">${children.join("")}</error></message>`);
+    expect(stanzaErrorCondition(bounce(`<text xmlns="${stanzas}">User session not found</text>`, `<recipient-unavailable xmlns="${stanzas}"/>`))).toBe("recipient-unavailable");
+    // Not an RFC 6120 condition, no condition, no <error/>: counted as undefined-condition (bounded metric labels).
+    expect(stanzaErrorCondition(bounce(`<made-up-${"x".repeat(50)} xmlns="${stanzas}"/>`))).toBe("undefined-condition");
+    expect(stanzaErrorCondition(bounce(`<forbidden xmlns="urn:example:not-stanzas"/>`))).toBe("undefined-condition");
+    expect(stanzaErrorCondition(parse('<message type="error"/>'))).toBe("undefined-condition");
+  });
+
   it("swaps addresses, keeps the id and names the condition", () => {
     const stanza = parse('<message from="eve@localhost/x" to="acme.q7m2x4tb3wr5czn6v2aqd7hsek@chat.localhost" id="m1" type="chat"><body>hi</body></message>');
     const reply = stanzaErrorReply(stanza, "forbidden");

@@ -1,0 +1,46 @@
+import { describe, expect, it } from "vitest";
+import { agentBodySchema, bareJidSchema, siteBodySchema, sitesFileSchema } from "../../bridge/site-schema.js";
+
+// Admin text ends up in XML (the desk's roster name and group, nicks, notices) and in
+// visitors' frames: a character XML 1.0 cannot carry makes ejabberd drop the component
+// stream (not-well-formed), so it is refused at the API with the field named.
+
+const UNSENDABLE: [string, string][] = [
+  ["NUL", "\u0000"],
+  ["SOH", "\u0001"],
+  ["vertical tab", "\u000B"],
+  ["form feed", "\u000C"],
+  ["unit separator", "\u001F"],
+  ["a lone high surrogate", "\uD800"],
+  ["a lone low surrogate", "\uDC00"],
+  ["U+FFFE", "\uFFFE"],
+  ["U+FFFF", "\uFFFF"],
+];
+
+const firstIssuePath = (result: { success: boolean; error?: { issues: { path: PropertyKey[] }[] } }) => result.error?.issues[0]?.path.join(".");
+
+describe("admin text that XML cannot carry", () => {
+  it.each(UNSENDABLE)("refuses %s in the site's name, welcome and offline message, naming the field", (_what, char) => {
+    for (const field of ["name", "welcome", "offlineMessage"]) {
+      const result = siteBodySchema.safeParse({ name: "Acme", [field]: `Bad${char}Text` });
+      expect(result.success, field).toBe(false);
+      expect(firstIssuePath(result)).toBe(field);
+    }
+  });
+
+  it.each(UNSENDABLE)("refuses %s in an agent's name and JID", (_what, char) => {
+    expect(firstIssuePath(agentBodySchema.safeParse({ name: `An${char}n` }))).toBe("name");
+    expect(bareJidSchema.safeParse(`ann${char}@example.com`).success).toBe(false);
+  });
+
+  it("refuses it in a sites file too, naming the site and agent", () => {
+    const result = sitesFileSchema.safeParse({ sites: [{ id: "acme", name: "Acme", agents: [{ jid: "ann@example.com", name: "Ann\u0001" }] }] });
+    expect(firstIssuePath(result)).toBe("sites.0.agents.0.name");
+    expect(firstIssuePath(sitesFileSchema.safeParse({ sites: [{ id: "acme", name: "Bad\u0001Name" }] }))).toBe("sites.0.name");
+  });
+
+  it("accepts tabs, line breaks, emoji and any other text", () => {
+    expect(siteBodySchema.safeParse({ name: "Acme 😀 Ñ", welcome: "Hi!\nHow can we help?\r\n\tAsk away.", offlineMessage: "<away> & \"back\" soon" }).success).toBe(true);
+    expect(agentBodySchema.safeParse({ name: "Zoë 👩‍💻" }).success).toBe(true);
+  });
+});
