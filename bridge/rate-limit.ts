@@ -19,6 +19,13 @@ export function parseRateSpec(spec: string): RateSpec | null {
   return { perSecond, burst };
 }
 
+/**
+ * Messages sent at exactly the sustained rate do not arrive exactly spaced (timers, the
+ * network): one may come a little early. Up to this much early is still accepted, so that
+ * "always accepted" holds for a real client; it never adds more than one message.
+ */
+const EARLY_TOLERANCE_SECONDS = 0.05;
+
 export class TokenBucket {
   private tokens: number;
   private updatedAt: number;
@@ -36,7 +43,7 @@ export class TokenBucket {
     const elapsed = Math.max(0, now - this.updatedAt) / 1000;
     this.tokens = Math.min(this.spec.burst, this.tokens + elapsed * this.spec.perSecond);
     this.updatedAt = now;
-    if (this.tokens < 1) return false;
+    if (this.tokens < 1 - Math.min(1, this.spec.perSecond * EARLY_TOLERANCE_SECONDS)) return false;
     this.tokens -= 1;
     return true;
   }

@@ -50,4 +50,14 @@ describe("rate limits", () => {
     expect(bucket.take(200)).toBe(true); // 5/s → one token per 200 ms
     expect(bucket.take(200)).toBe(false);
   });
+  it("accepts the sustained rate with arrivals a little early, but not a faster rate", () => {
+    const bucket = new TokenBucket({ perSecond: 5, burst: 20 }, 0);
+    for (let i = 0; i < 20; i++) expect(bucket.take(0)).toBe(true);
+    // Sent every 200 ms, arriving up to 40 ms early or late: every one accepted.
+    for (let k = 1; k <= 50; k++) expect(bucket.take(k * 200 + (k % 2 ? -40 : 40))).toBe(true);
+    // Every 150 ms instead: refused within a few messages.
+    const start = 50 * 200 + 40;
+    const refused = Array.from({ length: 10 }, (_, k) => bucket.take(start + (k + 1) * 150)).filter((ok) => !ok);
+    expect(refused.length).toBeGreaterThan(0);
+  });
 });
