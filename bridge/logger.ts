@@ -23,12 +23,13 @@ export function createLogger(level: string, destination?: pino.DestinationStream
 }
 
 /**
- * Properties a Redis client attaches to its errors that carry what was being written:
+ * Properties that clients attach to their errors and that carry what was being sent:
  * ioredis sets `command: { name, args }` on reply errors (OOM, EXECABORT, a failed script,
  * a connection closed with the command pending), and those args are visitors' and agents'
- * message bodies, webhook secrets and resume tokens. Dropped at any depth.
+ * message bodies, webhook secrets and resume tokens; xmpp.js's stanza errors carry the
+ * whole error stanza as `element`, which may echo a message body. Dropped at any depth.
  */
-const COMMAND_KEYS = new Set(["command", "args"]);
+const COMMAND_KEYS = new Set(["command", "args", "element"]);
 const MAX_DEPTH = 8;
 
 /**

@@ -39,6 +39,14 @@ describe("logged errors", () => {
     expect(JSON.parse(output().split("\n")[1]!).err.lastNodeError).toMatchObject({ type: "Error", name: "ReplyError", message: "CLUSTERDOWN" });
   });
 
+  it("drop the stanza an XMPP error carries, which may echo a message body", () => {
+    const { logger, output } = capture();
+    const stanza = { name: "message", attrs: { type: "error" }, children: [{ name: "body", attrs: {}, children: [SECRET] }] };
+    logger.warn({ err: Object.assign(new Error("service-unavailable"), { name: "StanzaError", condition: "service-unavailable", element: stanza }) }, "relay failed");
+    expect(output()).not.toContain(SECRET);
+    expect(JSON.parse(output()).err).toMatchObject({ name: "StanzaError", condition: "service-unavailable" });
+  });
+
   it("still show an error's own harmless properties", () => {
     const { logger, output } = capture();
     logger.warn({ err: Object.assign(new Error("connect ECONNREFUSED"), { code: "ECONNREFUSED", port: 6379 }) }, "redis error");
