@@ -12,7 +12,8 @@ import type { ChatState } from "./visitor-protocol.js";
  * - XEP-0184 request → `receiptRequested`; an agent's own `<received/>` → dropped
  * - XEP-0333 markers, XEP-0359 ids, XEP-0334 hints → ignored alongside the body
  * - XEP-0071 XHTML-IM → the plain `<body/>` is used; markup never reaches the visitor
- * - XEP-0308 correction → sent on as a new message (the widget has no edit) marked `correction`
+ * - XEP-0308 correction → sent on as a new message (the widget has no edit) whose text
+ *   starts with CORRECTION_PREFIX, so that the visitor reads it as a correction, not a repeat
  * - XEP-0280 carbons → dropped: a component never needs its own copies
  * - OMEMO / OpenPGP → `encrypted`: the fallback body is not the message, the agent is told
  * - a body over MAX_AGENT_CHARS characters → `too-long`: refused whole (a cut message would
@@ -25,6 +26,9 @@ export type AgentMessageEvent =
   | { kind: "encrypted" }
   | { kind: "too-long"; maxChars: number }
   | { kind: "drop"; reason: string };
+
+/** What a corrected message (XEP-0308) starts with for the visitor. */
+export const CORRECTION_PREFIX = "Correction: ";
 
 /** The longest agent message a visitor gets, in characters. */
 export const MAX_AGENT_CHARS = 10_000;
@@ -44,7 +48,8 @@ export function stanzaToAgentEvent(stanza: Element): AgentMessageEvent {
     if (!atMostCharacters(body, MAX_AGENT_CHARS)) return { kind: "too-long", maxChars: MAX_AGENT_CHARS };
     const command = parseCommand(body);
     if (command) return { kind: "command", ...command, receiptRequested };
-    return { kind: "text", text: body, receiptRequested, correction: Boolean(stanza.getChild("replace", NS.correction)) };
+    const correction = Boolean(stanza.getChild("replace", NS.correction));
+    return { kind: "text", text: correction ? `${CORRECTION_PREFIX}${body}` : body, receiptRequested, correction };
   }
 
   const state = chatStateOf(stanza);
