@@ -6,7 +6,7 @@ import { HttpError, readJson, sendError, sendJson } from "./http-util.js";
 import { openApiDocument } from "./openapi.js";
 import type { Logger } from "./logger.js";
 import { visitorDisplayName } from "./names.js";
-import { agentBodySchema, bareJidSchema, siteBodySchema } from "./site-schema.js";
+import { agentBodySchema, bareJidSchema, KEEP_SECRET, siteBodySchema } from "./site-schema.js";
 import type { SiteService } from "./sites.js";
 import { visitorIdOfChat } from "./store/ids.js";
 import type { Chat, Site, Store } from "./store/types.js";
@@ -92,7 +92,8 @@ export class AdminApi {
 
   private async putSite(req: IncomingMessage, siteId: string): Promise<[number, unknown]> {
     if (!SITE_ID_PATTERN.test(siteId)) throw new HttpError(400, "invalid", "siteId: must match [a-z0-9][a-z0-9-]{0,31}");
-    const body = validate(siteBodySchema, await readJson(req, MAX_BODY));
+    const { id, ...body } = validate(siteBodySchema, await readJson(req, MAX_BODY));
+    if (id !== undefined && id !== siteId) throw new HttpError(400, "invalid", `id: ${id} is not the site of this path (${siteId})`);
     const { site, created } = await this.deps.sites.putSite(siteId, body);
     return [created ? 201 : 200, publicSite(site)];
   }
@@ -169,7 +170,7 @@ export class AdminApi {
 /** Sites as the API shows them: the webhook secret is write-only. */
 function publicSite(site: Site) {
   const { webhookSecret, ...rest } = site;
-  return { ...rest, webhookSecret: webhookSecret ? "[set]" : null };
+  return { ...rest, webhookSecret: webhookSecret ? KEEP_SECRET : null };
 }
 
 function validate<T>(schema: z.ZodType<T>, value: unknown, field?: string): T {

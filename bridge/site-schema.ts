@@ -3,6 +3,9 @@ import { isXmlSafe } from "../stanza-mappers/xml-safe-text.js";
 
 // What an admin may say about a site or an agent: shared by the admin API and PARLEY_SITES_FILE.
 
+/** How the admin API shows a webhook secret (it is write-only); PUT back, it keeps the secret. */
+export const KEEP_SECRET = "[set]";
+
 /**
  * Admin text that reaches XML (the desk's roster name and group, nicks, notices to agents)
  * or visitors' frames. A character XML cannot carry would make ejabberd drop the whole
@@ -34,7 +37,12 @@ export const siteBodySchema = z.strictObject({
   welcome: xmlSafe(z.string().max(1000)).optional(),
   offlineMessage: xmlSafe(z.string().max(1000)).optional(),
   webhookUrl: z.url({ protocol: /^https?$/ }).max(2048).optional(),
-  webhookSecret: z.string().min(16).max(256).optional(),
+  // A site as GET shows it may be PUT back: "[set]" (what GET shows for a secret) keeps the
+  // current secret, null means none; the read-only fields are accepted and ignored.
+  webhookSecret: z.union([z.string().min(16).max(256), z.literal(KEEP_SECRET), z.null()]).optional(),
+  id: z.string().optional(),
+  createdAt: z.number().optional(),
+  updatedAt: z.number().optional(),
 });
 export type SiteBody = z.infer<typeof siteBodySchema>;
 

@@ -2,7 +2,7 @@ import { deskJid } from "../stanza-mappers/addressing.js";
 import type { Logger } from "./logger.js";
 import type { PresenceService } from "./presence.js";
 import type { Rosters } from "./rosters.js";
-import type { SiteBody } from "./site-schema.js";
+import { KEEP_SECRET, type SiteBody } from "./site-schema.js";
 import { readSitesFile } from "./sites-file.js";
 import type { Agent, Site, Store } from "./store/types.js";
 
@@ -53,7 +53,8 @@ export class SiteService {
     if (body.welcome !== undefined) site.welcome = body.welcome;
     if (body.offlineMessage !== undefined) site.offlineMessage = body.offlineMessage;
     if (body.webhookUrl !== undefined) site.webhookUrl = body.webhookUrl;
-    if (body.webhookSecret !== undefined) site.webhookSecret = body.webhookSecret;
+    const webhookSecret = body.webhookSecret === KEEP_SECRET ? existing?.webhookSecret : body.webhookSecret;
+    if (webhookSecret) site.webhookSecret = webhookSecret;
     await store.putSite(site);
     if (existing && existing.name !== site.name) {
       // The desk's roster name and group follow the site's name.

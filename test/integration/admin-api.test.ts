@@ -26,6 +26,19 @@ describe("admin API", () => {
     expect((await stack.api("GET", "/api/sites/acme")).status).toBe(404);
   });
 
+  it("takes a site back as GET shows it: the secret kept, null removing it, the id checked", async () => {
+    const secret = "k".repeat(24);
+    await stack.api("PUT", "/api/sites/trip", { name: "Trip", webhookUrl: "https://hooks.trip.test/parley", webhookSecret: secret });
+    const shown = (await stack.api("GET", "/api/sites/trip")).body;
+    const back = await stack.api("PUT", "/api/sites/trip", { ...shown, name: "Round Trip" });
+    expect(back.status).toBe(200);
+    expect(back.body).toMatchObject({ name: "Round Trip", webhookSecret: "[set]", createdAt: shown.createdAt });
+    expect((await stack.bridge.store.getSite("trip"))?.webhookSecret).toBe(secret);
+    expect((await stack.api("PUT", "/api/sites/trip", { ...shown, id: "other" })).body.error.message).toMatch(/^id: /);
+    expect((await stack.api("PUT", "/api/sites/trip", { ...shown, webhookSecret: null })).body.webhookSecret).toBeNull();
+    expect((await stack.bridge.store.getSite("trip"))?.webhookSecret).toBeUndefined();
+  });
+
   it("manages agents and reports their presence and active chats", async () => {
     await stack.api("PUT", "/api/sites/desk", { name: "Desk" });
     expect((await stack.api("PUT", "/api/sites/desk/agents/Agent1@LocalHost", { name: "Ann" })).status).toBe(201);

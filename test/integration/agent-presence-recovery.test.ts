@@ -54,7 +54,10 @@ it("learns on connecting who left or changed resource while no bridge was connec
 
   const redis = new Redis(stack.redis!.url);
   try {
-    await waitUntil("the probes' answer window to close", async () => (await redis.zrange("parley:timers", "0", "-1")).every((id) => !id.startsWith("probe-answers:")), { timeoutMs: 30_000 });
+    const probeTimers = async () => (await redis.zrange("parley:timers", "0", "-1")).filter((id) => id.startsWith("probe-answers:"));
+    // The restarted bridge probes once its component is online, a moment after it started.
+    await waitUntil("the probes to be sent", async () => (await probeTimers()).length > 0);
+    await waitUntil("the probes' answer window to close", async () => (await probeTimers()).length === 0, { timeoutMs: 30_000 });
   } finally {
     redis.disconnect();
   }
