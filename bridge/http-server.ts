@@ -23,13 +23,14 @@ export interface HttpDeps {
   logger: Logger;
 }
 
-
 export function createHttpServer(deps: HttpDeps): Server {
   const log = deps.logger.child({ module: "http" });
   const server = createServer((req, res) => {
     handle(req, res).catch((err: unknown) => {
-      log.error({ err, url: req.url }, "request failed");
-      if (!res.headersSent) sendError(res, new HttpError(500, "internal", "internal error"));
+      // An HttpError is an answer (a missing asset is a 404), anything else our fault.
+      if (err instanceof HttpError) log.debug({ err, url: req.url }, "request refused");
+      else log.error({ err, url: req.url }, "request failed");
+      if (!res.headersSent) sendError(res, err instanceof HttpError ? err : new HttpError(500, "internal", "internal error"));
       else res.destroy();
     });
   });
