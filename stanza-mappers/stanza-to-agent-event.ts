@@ -15,7 +15,7 @@ import type { ChatState } from "./visitor-protocol.js";
  * - XEP-0308 correction → sent on as a new message (the widget has no edit) whose text
  *   starts with CORRECTION_PREFIX, so that the visitor reads it as a correction, not a repeat
  * - XEP-0280 carbons → dropped: a component never needs its own copies
- * - OMEMO / OpenPGP → `encrypted`: the fallback body is not the message, the agent is told
+ * - OMEMO / OpenPGP / OTR → `encrypted`: the body is not the message, the agent is told
  * - a body over MAX_AGENT_CHARS characters → `too-long`: refused whole (a cut message would
  *   reach the visitor as if complete), the agent gets an error
  */
@@ -88,6 +88,8 @@ function isEncrypted(stanza: Element): boolean {
     stanza.getChild("encrypted", NS.omemo) ||
       stanza.getChild("encrypted", NS.omemo2) ||
       stanza.getChild("openpgp", NS.openpgp) ||
-      stanza.getChild("x", NS.legacyPgp),
+      stanza.getChild("x", NS.legacyPgp) ||
+      // OTR (Pidgin's and Psi's plugins) lives in the body: a query or encrypted data.
+      stanza.getChildText("body")?.startsWith("?OTR"),
   );
 }
