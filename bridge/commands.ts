@@ -1,5 +1,6 @@
 import type { Element } from "@xmpp/xml";
 import { bareJid } from "../stanza-mappers/addressing.js";
+import { stanzaErrorReply } from "../stanza-mappers/stanza-errors.js";
 import { parseCommand } from "../stanza-mappers/stanza-to-agent-event.js";
 import { noticeToStanza } from "../stanza-mappers/visitor-to-stanza.js";
 import type { ChatService } from "./chats.js";
@@ -105,8 +106,13 @@ export class CommandService {
     const { store } = this.deps;
     const sender = bareJid(stanza.attrs.from!);
     const site = await store.getSite(siteId);
-    const agents = site ? await store.listAgents(siteId) : [];
-    if (!site || !agents.some((a) => a.jid === sender)) return; // only the site's agents talk to its desk
+    if (!site) {
+      // No such desk (a deleted site, a typo): said, as for an unknown visitor, when it had something to say.
+      if (stanza.getChildText("body")?.trim()) this.deps.send(stanzaErrorReply(stanza, "item-not-found"));
+      return;
+    }
+    const agents = await store.listAgents(siteId);
+    if (!agents.some((a) => a.jid === sender)) return; // only the site's agents talk to its desk
     const command = parseCommand(stanza.getChildText("body") ?? "");
     if (!command) {
       if (stanza.getChildText("body")?.trim()) this.reply(this.deps.deskJid(siteId), sender, DESK_HELP);

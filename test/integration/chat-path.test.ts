@@ -164,10 +164,13 @@ describe("core chat path", () => {
     }
   });
 
-  it("answers item-not-found for an unknown visitor and forbidden for anyone but the chat's agent", async () => {
+  it("answers item-not-found for an unknown visitor or desk and forbidden for anyone but the chat's agent", async () => {
     const unknownId = await agent1.sendMessage("acme.aaaaaaaaaaaaaaaaaaaaaaaaaa@chat.localhost", "anyone there?");
     const notFound = await agent1.messages.next((m) => m.attrs.type === "error" && m.attrs.id === unknownId, "item-not-found");
     expect(notFound.getChild("error")?.getChild("item-not-found", "urn:ietf:params:xml:ns:xmpp-stanzas")).toBeDefined();
+    const noDeskId = await agent1.sendMessage("no-such-site@chat.localhost", "!help");
+    const noDesk = await agent1.messages.next((m) => m.attrs.type === "error" && m.attrs.id === noDeskId, "item-not-found from a desk that does not exist");
+    expect(noDesk.getChild("error")?.getChild("item-not-found", "urn:ietf:params:xml:ns:xmpp-stanzas")).toBeDefined();
 
     const visitor = await stack.visitor("acme");
     const visitorJid = `acme.${visitor.welcome.visitorId}@chat.localhost`;
