@@ -59,6 +59,8 @@ const CONTEXT_MESSAGES = 10;
 
 /** How many answered assignments each process remembers (see `agentAnswered`). */
 const ANSWERED_CHATS_REMEMBERED = 100_000;
+/** How often the queue's drain chooses again when the agent it chose filled up meanwhile. */
+const QUEUE_ASSIGN_ATTEMPTS = 3;
 /** When another process finishes an end that its process did not (see `end`). */
 const FINISH_END_AFTER_MS = 60_000;
 
@@ -96,6 +98,11 @@ export class ChatService {
     for (let attempt = 0; attempt < 5; attempt++) {
       const loads = await this.agentLoads(site);
       const decision = chooseAgent(loads, site.maxChatsPerAgent);
+      if (decision.kind === "assign" && (await this.deps.store.queueLength(site.id)) > 0) {
+        // Others are waiting (a slot came free before the queue was drained): first come, first served.
+        await this.enqueue(site, visitor, chat);
+        return;
+      }
       if (decision.kind === "assign") {
         // Loads read a moment ago are stale when many chats start at once (on this process or
         // others): the store picks the least loaded available agent and claims in one step.
@@ -131,7 +138,7 @@ export class ChatService {
     );
     const active = await store.updateChat(chat.id, ["new", "queued", "offline"], { state: "active", agentJid, agentName, assignedAt: now });
     if (!active) {
-      await store.releaseAgent(site.id, agentJid, chat.id);
+      await this.releaseUnlessHeld(site, agentJid, chat.id);
       return false;
     }
     await store.removeFromQueue(site.id, chat.id);
@@ -189,22 +196,26 @@ export class ChatService {
     if (chat.state !== "active" || !fromAgentJid) return;
     await this.deps.scheduler.cancel("unanswered", `${chat.id}|${fromAgentJid}`);
     const others = (await this.agentLoads(site)).filter((a) => a.jid !== fromAgentJid);
-    const decision = chooseAgent(others, site.maxChatsPerAgent);
     const notice = (to: string) =>
       this.deps.send(noticeToStanza({ from: visitor.jid, to: fromAgentJid, id: `${chat.id}-moved-${this.deps.now()}`, text: `[parley] ${why} The chat with ${visitorDisplayName(visitor)} ${to}.` }));
-    if (decision.kind === "assign" && (await this.transfer(site, visitor, chat, decision.agentJid))) {
+    // As for a new chat, the store picks and claims under the cap in one step: moves decided
+    // together (timers due in the same tick, other processes) cannot all pick the same agent.
+    const candidates = others.filter((a) => a.presence === "available").map((a) => a.jid).sort();
+    const toAgentJid = candidates.length > 0 ? await store.claimLeastLoaded(site.id, candidates, chat.id, site.maxChatsPerAgent, this.deps.now()) : null;
+    if (toAgentJid && (await this.transfer(site, visitor, chat, toAgentJid, { claimed: true }))) {
       const moved = await store.getChat(chat.id);
-      notice(`moved to ${moved?.agentName ?? decision.agentJid}`);
+      notice(`moved to ${moved?.agentName ?? toAgentJid}`);
       return;
     }
-    const queued = await store.updateChat(chat.id, ["active"], { state: "queued", agentJid: undefined, agentName: undefined });
+    const queued = await store.updateChat(chat.id, ["active"], { state: "queued", agentJid: undefined, agentName: undefined }, fromAgentJid);
     if (!queued) return;
     await store.releaseAgent(site.id, fromAgentJid, chat.id);
     await this.deps.rosters.remove(fromAgentJid, { jid: visitor.jid, name: visitorDisplayName(visitor), group: site.name });
     notice("is waiting for the next available agent");
     await this.publish(visitor.id, { type: "agent", state: "left", name: chat.agentName ?? agentDisplayName(undefined, fromAgentJid) });
     await store.enqueue(site.id, chat.id, chat.startedAt);
-    await this.publish(visitor.id, { type: "queue", position: (await store.queuePosition(site.id, chat.id)) ?? 1 });
+    // Back in line by its start time, maybe ahead of others: everyone's position may change.
+    await this.announceQueuePositions(site);
     this.log.info({ chatId: chat.id, from: fromAgentJid }, "chat queued again");
     this.deps.onChange?.(site.id);
   }
@@ -213,23 +224,26 @@ export class ChatService {
    * Moves an active chat to another agent: the visitor leaves the old agent's roster and
    * joins the new one's, who gets the recent context; the visitor gets left/joined.
    */
-  async transfer(site: Site, visitor: Visitor, chat: Chat, toAgentJid: string): Promise<boolean> {
+  async transfer(site: Site, visitor: Visitor, chat: Chat, toAgentJid: string, { claimed = false }: { claimed?: boolean } = {}): Promise<boolean> {
     const { store } = this.deps;
     const fromAgentJid = chat.agentJid;
     if (chat.state !== "active" || !fromAgentJid) return false;
     const now = this.deps.now();
-    await store.claimAgent(site.id, toAgentJid, chat.id, Number.MAX_SAFE_INTEGER, now);
+    // An agent's explicit `!transfer` may go past the new agent's cap: a person chose them.
+    if (!claimed) await store.claimAgent(site.id, toAgentJid, chat.id, Number.MAX_SAFE_INTEGER, now);
     const agents = await store.listAgents(site.id);
     const agentName = agentDisplayName(
       agents.find((a) => a.jid === toAgentJid),
       toAgentJid,
     );
-    const moved = await store.updateChat(chat.id, ["active"], { agentJid: toAgentJid, agentName, assignedAt: now });
-    if (!moved || moved.agentJid !== toAgentJid) {
-      await store.releaseAgent(site.id, toAgentJid, chat.id);
+    // Only from the agent it was read with: another process may have moved it since.
+    const moved = await store.updateChat(chat.id, ["active"], { agentJid: toAgentJid, agentName, assignedAt: now }, fromAgentJid);
+    if (!moved) {
+      await this.releaseUnlessHeld(site, toAgentJid, chat.id);
       return false;
     }
     await store.releaseAgent(site.id, fromAgentJid, chat.id);
+    this.drainSoon(site); // the old agent has room again
     await this.deps.scheduler.cancel("unanswered", `${chat.id}|${fromAgentJid}`);
     await this.expectAnswer(site, chat.id, toAgentJid, now);
     const item = { jid: visitor.jid, name: visitorDisplayName(visitor), group: site.name };
@@ -310,6 +324,7 @@ export class ChatService {
     await scheduler.schedule("finish-end", finishKey, this.deps.now() + FINISH_END_AFTER_MS);
     const ended = await store.updateChat(chat.id, ["new", "queued", "active", "offline"], { state: "ended", endedAt: this.deps.now() });
     if (ended) await this.afterEnd(site, visitor, ended, true);
+    if (ended && chat.state === "queued") await this.announceQueuePositions(site); // those behind move up
     await scheduler.cancel("finish-end", finishKey);
     return ended !== null;
   }
@@ -350,7 +365,8 @@ export class ChatService {
   private async assignFromQueue(site: Site): Promise<boolean> {
     const { store } = this.deps;
     let assignedAny = false;
-    for (;; assignedAny = true) {
+    let failures = 0;
+    for (;;) {
       if ((await store.queueLength(site.id)) === 0) return assignedAny;
       const decision = chooseAgent(await this.agentLoads(site), site.maxChatsPerAgent);
       if (decision.kind !== "assign") return assignedAny;
@@ -363,10 +379,12 @@ export class ChatService {
         const current = await store.getChat(chatId);
         return current?.state === "queued" && this.assign(site, visitor, current, decision.agentJid, { ignoreCap: false });
       });
+      if (assigned) assignedAny = true;
       if (!assigned) {
         const current = await store.getChat(chatId);
         if (current?.state === "queued") await store.enqueue(site.id, chatId, current.startedAt);
-        return assignedAny;
+        // The agent chosen on loads read a moment ago filled up: choose again, a few times.
+        if (++failures >= QUEUE_ASSIGN_ATTEMPTS) return assignedAny;
       }
     }
   }
@@ -473,6 +491,23 @@ export class ChatService {
     await this.publish(visitor.id, { type: "queue", position });
     this.log.info({ chatId: chat.id, siteId: site.id, position }, "chat queued");
     this.deps.onChange?.(site.id);
+    // A slot freed elsewhere between the decision and now found the queue empty.
+    this.drainSoon(site);
+  }
+
+  /**
+   * Drains the queue without waiting for it: the caller may hold the lane of a visitor
+   * whose chat the drain takes, which waits for that lane.
+   */
+  private drainSoon(site: Site): void {
+    void this.drainQueue(site).catch((err: unknown) => this.log.warn({ err, siteId: site.id }, "queue drain failed"));
+  }
+
+  /** A slot claimed for a chat that ended up elsewhere is freed, unless the chat holds it after all. */
+  private async releaseUnlessHeld(site: Site, agentJid: string, chatId: string): Promise<void> {
+    const current = await this.deps.store.getChat(chatId);
+    if (current?.state === "active" && current.agentJid === agentJid) return; // another attempt assigned it to them
+    await this.deps.store.releaseAgent(site.id, agentJid, chatId);
   }
 
   private async goOffline(site: Site, visitor: Visitor, chat: Chat): Promise<void> {

@@ -244,9 +244,9 @@ export class MemoryStore implements Store {
   async getChat(chatId: string) {
     return cloneOrNull(this.chats.get(chatId));
   }
-  async updateChat(chatId: string, from: readonly ChatState[], patch: Partial<Omit<Chat, "id" | "siteId" | "visitorId">>) {
+  async updateChat(chatId: string, from: readonly ChatState[], patch: Partial<Omit<Chat, "id" | "siteId" | "visitorId">>, withAgent?: string) {
     const chat = this.chats.get(chatId);
-    if (!chat || !from.includes(chat.state)) return null;
+    if (!chat || !from.includes(chat.state) || (withAgent !== undefined && chat.agentJid !== withAgent)) return null;
     Object.assign(chat, clone(patch));
     if (chat.state === "ended") {
       const visitor = this.visitor(chat.visitorId);

@@ -131,7 +131,8 @@ return 1
 /** Compare-and-set on a chat's state; an ended chat stops being the visitor's current one. Returns the previous state and the chat. */
 export const UPDATE_CHAT = `
 -- KEYS: 1 chat hash, 2 visitor hash
--- ARGV: 1 allowed states (comma separated), then field/value pairs ('' deletes the field)
+-- ARGV: 1 allowed states (comma separated), 2 the agent the chat must be with ('' = any),
+--       then field/value pairs ('' deletes the field)
 local state = redis.call('HGET', KEYS[1], 'state')
 if not state then return nil end
 local allowed = false
@@ -139,7 +140,8 @@ for s in string.gmatch(ARGV[1], '[^,]+') do
   if s == state then allowed = true end
 end
 if not allowed then return nil end
-for i = 2, #ARGV, 2 do
+if ARGV[2] ~= '' and redis.call('HGET', KEYS[1], 'agentJid') ~= ARGV[2] then return nil end
+for i = 3, #ARGV, 2 do
   if ARGV[i + 1] == '' then redis.call('HDEL', KEYS[1], ARGV[i]) else redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
 end
 if redis.call('HGET', KEYS[1], 'state') == 'ended' and redis.call('HGET', KEYS[2], 'chatId') == redis.call('HGET', KEYS[1], 'id') then

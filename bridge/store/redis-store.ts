@@ -375,10 +375,10 @@ export class RedisStore implements Store {
     if (!visitorId) return null;
     return decodeChat(await this.redis.hgetall(keys.chat(visitorId, chatId)));
   }
-  async updateChat(chatId: string, from: readonly ChatState[], patch: Partial<Omit<Chat, "id" | "siteId" | "visitorId">>) {
+  async updateChat(chatId: string, from: readonly ChatState[], patch: Partial<Omit<Chat, "id" | "siteId" | "visitorId">>, withAgent?: string) {
     const visitorId = visitorIdOfChat(chatId);
     if (!visitorId) return null;
-    const args: string[] = [from.join(",")];
+    const args: string[] = [from.join(","), withAgent ?? ""];
     for (const [field, value] of Object.entries(patch)) args.push(field, value === undefined || value === null ? "" : String(value));
     const reply = await this.redis.updateChat(keys.chat(visitorId, chatId), keys.visitor(visitorId), ...args);
     if (!reply) return null;

@@ -221,8 +221,12 @@ export interface ChatStore {
   getChat(chatId: string): Promise<Chat | null>;
   /** A visitor with their current chat, read together (one round trip on Redis). */
   visitorWithChat(visitorId: string): Promise<{ visitor: Visitor; chat: Chat | null } | null>;
-  /** Compare-and-set on the chat's state: applies `patch` only if the state is one of `from`. */
-  updateChat(chatId: string, from: readonly ChatState[], patch: Partial<Omit<Chat, "id" | "siteId" | "visitorId">>): Promise<Chat | null>;
+  /**
+   * Compare-and-set on the chat's state: applies `patch` only if the state is one of `from`
+   * (and, with `withAgent`, the chat is with that agent: a move decided on a chat read
+   * earlier must not apply to one that another process has moved since).
+   */
+  updateChat(chatId: string, from: readonly ChatState[], patch: Partial<Omit<Chat, "id" | "siteId" | "visitorId">>, withAgent?: string): Promise<Chat | null>;
   listChats(siteId: string, state: "active" | "queued" | "ended"): Promise<Chat[]>;
   /**
    * Deletes an ended chat and its messages (transcript retention). With `forgetVisitorAt`,

@@ -197,6 +197,9 @@ describe.each([
       assignedAt: 7001,
     });
     expect((await store.listChats(siteId, "active")).map((c) => c.id)).toEqual([chat.id]);
+    // A move decided on the chat as read with one agent does not apply once it is with another.
+    expect(await store.updateChat(chat.id, ["active"], { agentJid: "ben@localhost" }, "cy@localhost")).toBeNull();
+    expect(await store.updateChat(chat.id, ["active"], { agentJid: "ben@localhost" }, "ann@localhost")).toMatchObject({ agentJid: "ben@localhost" });
     expect(await store.updateChat(chat.id, ["active"], { state: "ended", endedAt: 8000 })).toMatchObject({ state: "ended", endedAt: 8000 });
     expect((await store.getVisitor(v.id))?.chatId).toBeUndefined();
     expect((await store.listChats(siteId, "ended")).map((c) => c.id)).toEqual([chat.id]);

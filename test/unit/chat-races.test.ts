@@ -1,0 +1,160 @@
+import { pino } from "pino";
+import { describe, expect, it } from "vitest";
+import { ChatService } from "../../bridge/chats.js";
+import { CommandService } from "../../bridge/commands.js";
+import { KeyedQueue } from "../../bridge/keyed-queue.js";
+import type { Rosters } from "../../bridge/rosters.js";
+import { Scheduler } from "../../bridge/scheduler.js";
+import { newChatId } from "../../bridge/store/ids.js";
+import { MemoryStore } from "../../bridge/store/memory-store.js";
+import type { Chat, Site, Visitor } from "../../bridge/store/types.js";
+import type { ServerFrame } from "../../stanza-mappers/visitor-protocol.js";
+
+// Routing decisions that race: several "processes" (ChatService instances) on one store,
+// on a hand-driven clock. CONTRACT §5: at most maxChatsPerAgent chats per agent, FIFO
+// queue, and the agents' load sets must never drift from the chats they hold.
+
+const logger = pino({ level: "silent" });
+let clock = 1_700_000_000_000;
+const now = () => clock;
+let visitors = 0;
+
+function process(store: MemoryStore, name: string) {
+  const frames: { visitorId: string; frame: ServerFrame }[] = [];
+  const rosters = { upsert: async () => {}, remove: async () => {} } as unknown as Rosters;
+  const scheduler = new Scheduler({ store, now, logger, intervalMs: 1_000_000 });
+  const chats = new ChatService({ store, local: { processId: name, deliver: (visitorId, frame) => void frames.push({ visitorId, frame }) }, scheduler, domain: "chat.localhost", send: () => {}, rosters, lanes: new KeyedQueue(), now, logger });
+  const commands = new CommandService({ store, deskJid: (siteId) => `${siteId}@chat.localhost`, send: () => {}, chats, now, newId: () => `id${++visitors}`, logger });
+  return { chats, commands, frames };
+}
+
+async function siteWith(store: MemoryStore, agents: string[], cap: number): Promise<Site> {
+  const site: Site = { id: "acme", name: "Acme", origins: [], maxChatsPerAgent: cap, createdAt: 0, updatedAt: 0 };
+  await store.putSite(site);
+  for (const jid of agents) {
+    await store.putAgent("acme", { jid, addedAt: 0 });
+    await store.setAgentResource(jid, "laptop", "available", now());
+  }
+  return site;
+}
+
+/** A visitor whose first message is stored (the chat is `new`). */
+async function newChat(store: MemoryStore, site: Site): Promise<{ visitor: Visitor; chat: Chat }> {
+  const id = String(++visitors).padStart(26, "a").replace(/[^a-z2-7]/g, "b");
+  const visitor: Visitor = { id, siteId: site.id, jid: `acme.${id}@chat.localhost`, tokenHash: "00", number: visitors, createdAt: now() };
+  await store.createVisitor(visitor);
+  clock += 1;
+  const appended = await store.appendVisitorMessage({ visitorId: id, siteId: site.id, clientId: `c${visitors}`, fallbackName: "V", text: "hi", ts: now(), newChatId: newChatId(id, now()) });
+  return { visitor: appended.visitor, chat: appended.chat };
+}
+
+async function loads(store: MemoryStore): Promise<Record<string, string[]>> {
+  return Object.fromEntries([...(await store.agentLoads("acme"))].filter(([, l]) => l.chatIds.length > 0).map(([jid, l]) => [jid, [...l.chatIds].sort()]));
+}
+
+/** Every active chat is in its agent's load set, and nothing else is. */
+async function expectLoadsMatchChats(store: MemoryStore, chatIds: string[]) {
+  const expected: Record<string, string[]> = {};
+  for (const id of chatIds) {
+    const chat = await store.getChat(id);
+    if (chat?.state === "active") (expected[chat.agentJid!] ??= []).push(id);
+  }
+  for (const list of Object.values(expected)) list.sort();
+  expect(await loads(store)).toEqual(expected);
+}
+
+describe("routing races", () => {
+  it("moves chats decided together to agents below the cap", async () => {
+    const store = new MemoryStore();
+    const site = await siteWith(store, ["a@x", "b@x", "c@x"], 2);
+    const p = process(store, "p1");
+    const chats: Chat[] = [];
+    for (const agent of ["a@x", "a@x", "b@x", "c@x", "c@x"]) {
+      const { visitor, chat } = await newChat(store, site);
+      await p.chats.assign(site, visitor, chat, agent, { ignoreCap: false });
+      chats.push((await store.getChat(chat.id))!);
+    }
+    // Both of a's chats time out at the same moment: only b has one free slot.
+    await Promise.all(chats.slice(0, 2).map(async (chat) => p.chats.reassign(site, (await store.getVisitor(chat.visitorId))!, chat, "You did not answer.")));
+    const after = await loads(store);
+    expect(Object.values(after).every((ids) => ids.length <= 2)).toBe(true);
+    expect(after["b@x"]).toHaveLength(2);
+    expect(await store.queueLength("acme")).toBe(1);
+    await expectLoadsMatchChats(store, chats.map((c) => c.id));
+  });
+
+  it("keeps load sets true when a transfer and a timeout move the same chat on two processes", async () => {
+    const store = new MemoryStore();
+    const site = await siteWith(store, ["a@x", "b@x", "c@x"], 3);
+    const [p1, p2] = [process(store, "p1"), process(store, "p2")];
+    const { visitor, chat } = await newChat(store, site);
+    await p1.chats.assign(site, visitor, chat, "a@x", { ignoreCap: false });
+    const stale = (await store.getChat(chat.id))!;
+    await Promise.all([p1.chats.reassign(site, visitor, stale, "You did not answer."), p2.chats.transfer(site, visitor, stale, "b@x")]);
+    await expectLoadsMatchChats(store, [chat.id]);
+    await p1.chats.end(site, (await store.getVisitor(visitor.id))!, (await store.getChat(chat.id))!);
+    await expect.poll(() => loads(store)).toEqual({});
+  });
+
+  it("keeps the agent's slot when the same new chat is routed twice at once", async () => {
+    const store = new MemoryStore();
+    const site = await siteWith(store, ["a@x"], 3);
+    const [p1, p2] = [process(store, "p1"), process(store, "p2")];
+    const { visitor, chat } = await newChat(store, site);
+    await Promise.all([p1.chats.route(site, visitor, chat), p2.chats.route(site, visitor, chat)]);
+    expect((await store.getChat(chat.id))?.agentJid).toBe("a@x");
+    await expectLoadsMatchChats(store, [chat.id]);
+  });
+
+  it("serves the queue first: a slot freed by a transfer goes to the oldest waiting chat, not to a newer one", async () => {
+    const store = new MemoryStore();
+    const site = await siteWith(store, ["a@x", "b@x"], 1);
+    const p = process(store, "p1");
+    const started: { visitor: Visitor; chat: Chat }[] = [];
+    for (let i = 0; i < 3; i++) {
+      const { visitor, chat } = await newChat(store, site);
+      await p.chats.route(site, visitor, chat);
+      started.push({ visitor, chat });
+    }
+    const first = (await store.getChat(started[0]!.chat.id))!;
+    const other = first.agentJid === "a@x" ? "b@x" : "a@x";
+    // Both agents are full, the third chat waits; a transfer to the other agent (allowed past
+    // the cap: a person chose them) frees the first agent's slot.
+    expect(await p.commands.run({ site, visitor: started[0]!.visitor, chat: first, agentJid: first.agentJid!, name: "transfer", args: other })).toMatch(/^\[parley\] Chat transferred/);
+    await expect.poll(async () => (await store.getChat(started[2]!.chat.id))?.state).toBe("active");
+    const { visitor, chat } = await newChat(store, site);
+    await p.chats.route(site, visitor, chat);
+    expect((await store.getChat(chat.id))?.state).toBe("queued");
+  });
+
+  it("tells the queued visitors behind a chat that ended their new position", async () => {
+    const store = new MemoryStore();
+    const site = await siteWith(store, ["a@x"], 1);
+    const p = process(store, "p1");
+    const started: { visitor: Visitor; chat: Chat }[] = [];
+    for (let i = 0; i < 3; i++) {
+      const { visitor, chat } = await newChat(store, site);
+      await p.chats.route(site, visitor, chat);
+      started.push({ visitor, chat });
+    }
+    const [, second, third] = started;
+    await p.chats.end(site, second!.visitor, (await store.getChat(second!.chat.id))!);
+    expect(p.frames.filter((f) => f.visitorId === third!.visitor.id && f.frame.type === "queue").at(-1)?.frame).toEqual({ type: "queue", position: 1 });
+  });
+
+  it("refuses to transfer a chat to an agent who is away, busy or offline", async () => {
+    const store = new MemoryStore();
+    const site = await siteWith(store, ["a@x", "b@x", "c@x", "d@x"], 3);
+    await store.setAgentResource("b@x", "laptop", "away", now());
+    await store.setAgentBusy("c@x", true);
+    await store.setAgentResource("d@x", "laptop", null, now());
+    const p = process(store, "p1");
+    const { visitor, chat } = await newChat(store, site);
+    await p.chats.assign(site, visitor, chat, "a@x", { ignoreCap: false });
+    const active = (await store.getChat(chat.id))!;
+    for (const [to, state] of [["b@x", "away"], ["c@x", "busy"], ["d@x", "offline"]] as const) {
+      expect(await p.commands.run({ site, visitor, chat: active, agentJid: "a@x", name: "transfer", args: to })).toBe(`[parley] ${to.split("@")[0]} is ${state}: a chat can only be transferred to an available agent.`);
+    }
+    expect((await store.getChat(chat.id))?.agentJid).toBe("a@x");
+  });
+});
