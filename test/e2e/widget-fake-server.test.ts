@@ -26,7 +26,7 @@ afterAll(async () => {
 });
 
 beforeEach(async () => {
-  bridge = await FakeBridge.start({ ...readWidgetAssets(ROOT), sites: { acme: { agentsOnline: true }, closed: { agentsOnline: false } } });
+  bridge = await FakeBridge.start({ ...readWidgetAssets(ROOT), sites: { acme: { agentsOnline: true }, closed: { agentsOnline: false } }, pages: { "/strict-shop": STRICT_SHOP, "/rtl-shop": RTL_SHOP } });
   context = await browser.newContext({ viewport: { width: 1200, height: 800 } });
   page = await context.newPage();
 });
@@ -37,6 +37,15 @@ afterEach(async () => {
 });
 
 const demo = (site = "acme") => page.goto(`${bridge.origin}/demo?site=${site}`);
+
+/** A right-to-left page (Hebrew). */
+const RTL_SHOP = { html: '<!doctype html><html dir="rtl" lang="he"><head><title>חנות</title></head><body><p>חנות</p><script src="/widget.js" data-site="acme" async></script></body></html>' };
+
+/** A shop page that allows scripts and styles from its own origin only: no inline styles. */
+const STRICT_SHOP = {
+  html: '<!doctype html><html><head><title>Shop</title></head><body><p>Shop</p><script src="/widget.js" data-site="acme" async></script></body></html>',
+  headers: { "content-security-policy": "default-src 'self'; style-src 'self'; script-src 'self'; connect-src 'self' ws:" },
+};
 
 describe("widget in a browser", () => {
   it("greets the visitor, sends with Enter, adds a line with Shift+Enter, and ticks once acknowledged", async () => {
@@ -139,6 +148,38 @@ describe("widget in a browser", () => {
     await w.open();
     await w.send("still here");
     await bridge.waitFor("message", (f) => f.text === "still here");
+  });
+
+  it("keeps its place and looks under a strict Content-Security-Policy (no inline styles)", async () => {
+    const violations: string[] = [];
+    page.on("console", (message) => {
+      if (message.type() === "error" && /Content Security Policy/i.test(message.text())) violations.push(message.text());
+    });
+    await page.goto(`${bridge.origin}/strict-shop`);
+    const w = widgetOn(page);
+    await w.launcher.waitFor({ state: "visible" });
+    expect(await w.host.evaluate((host) => getComputedStyle(host).position)).toBe("fixed");
+    expect(await w.launcher.boundingBox()).toEqual({ x: 1120, y: 720, width: 60, height: 60 });
+    await w.open();
+    expect(violations).toEqual([]);
+    await w.send("hello from a strict page");
+    await bridge.waitFor("message", (f) => f.text === "hello from a strict page");
+  });
+
+  it("keeps its corner on a right-to-left page, writes each text in its own direction, and wraps long names", async () => {
+    await page.goto(`${bridge.origin}/rtl-shop`);
+    const w = widgetOn(page);
+    await w.launcher.waitFor({ state: "visible" });
+    expect(await w.launcher.boundingBox()).toEqual({ x: 1120, y: 720, width: 60, height: 60 });
+    await w.open();
+    await bridge.waitFor("page");
+    const longName = "Maximilian".repeat(8);
+    bridge.toVisitors({ type: "agent", state: "joined", name: longName });
+    bridge.agentSays(longName, "תודה רבה!");
+    await expect.poll(() => w.messages.last().textContent()).toBe("תודה רבה!");
+    expect(await w.messages.last().getAttribute("dir")).toBe("auto");
+    expect(await w.input.getAttribute("dir")).toBe("auto");
+    expect(await w.log.evaluate((log) => log.scrollWidth <= log.clientWidth)).toBe(true);
   });
 
   it("restores the conversation after a reload using the stored token", async () => {

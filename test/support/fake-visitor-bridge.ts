@@ -22,6 +22,8 @@ export interface FakeBridgeOptions {
   demoHtml: string;
   /** siteId → whether an agent is online; other site ids get 404 like the bridge. */
   sites: Record<string, { agentsOnline: boolean }>;
+  /** More pages to serve: path → body and headers (e.g. a shop page with a strict CSP). */
+  pages?: Record<string, { html: string; headers?: Record<string, string> }>;
 }
 
 export class FakeBridge {
@@ -52,6 +54,9 @@ export class FakeBridge {
         res.writeHead(200, { "content-type": "text/javascript; charset=utf-8" }).end(opts.widgetJs);
       } else if (url.pathname === "/demo" && url.searchParams.get("site") && /^[a-z0-9-]+$/.test(url.searchParams.get("site")!)) {
         res.writeHead(200, { "content-type": "text/html; charset=utf-8" }).end(opts.demoHtml.replaceAll("{{SITE_ID}}", url.searchParams.get("site")!));
+      } else if (opts.pages?.[url.pathname]) {
+        const page = opts.pages[url.pathname]!;
+        res.writeHead(200, { "content-type": "text/html; charset=utf-8", ...page.headers }).end(page.html);
       } else {
         res.writeHead(404).end();
       }

@@ -32,7 +32,7 @@ export function hostStyle(position: "left" | "right"): string {
 }
 
 export const CSS = `
-:host{all:initial}
+:host{all:initial;direction:ltr}
 .root{--accent:#2356d8;--on-accent:#fff;position:relative;display:flex;flex-direction:column;align-items:flex-end;gap:14px;
  margin:0 20px 20px;font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,"Helvetica Neue",Arial,sans-serif;color:#1d2433;
  -webkit-font-smoothing:antialiased;pointer-events:none}
@@ -73,7 +73,7 @@ h2{margin:0;font-size:16px;font-weight:650;line-height:1.25;overflow:hidden;text
 .msg{max-width:82%;display:flex;flex-direction:column;align-items:flex-start}
 .msg+.msg{margin-top:2px}
 .msg.visitor{align-self:flex-end;align-items:flex-end}
-.who{font-size:12px;color:#667085;margin:8px 0 3px 4px}
+.who{font-size:12px;color:#667085;margin:8px 0 3px 4px;overflow-wrap:anywhere}
 .bubble{padding:9px 13px;border-radius:16px 16px 16px 4px;background:#fff;box-shadow:0 1px 2px rgba(16,24,40,.08);
  white-space:pre-wrap;overflow-wrap:anywhere}
 .visitor .bubble{border-radius:16px 16px 4px 16px;background:var(--accent);color:var(--on-accent);box-shadow:none}
@@ -83,7 +83,7 @@ h2{margin:0;font-size:16px;font-weight:650;line-height:1.25;overflow:hidden;text
 .meta.delivered{color:#1f9d55}
 .meta.failed{color:#c2292e}
 .retry{border:0;background:none;padding:0;color:#c2292e;text-decoration:underline}
-.notice{align-self:center;margin:10px 0;padding:3px 12px;font-size:12px;color:#667085;background:#e9edf2;border-radius:10px;text-align:center}
+.notice{align-self:center;max-width:100%;margin:10px 0;padding:3px 12px;font-size:12px;color:#667085;background:#e9edf2;border-radius:10px;text-align:center;overflow-wrap:anywhere}
 
 .typing{display:flex;align-items:center;gap:8px;padding:4px 18px 8px;background:#f5f7fa;font-size:12.5px;color:#667085}
 .dots{display:inline-flex;gap:3px}

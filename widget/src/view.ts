@@ -120,12 +120,13 @@ export function createView(shadow: ShadowRoot, cfg: ViewConfig, actions: ViewAct
   const queue = h("div", { class: "banner", role: "status" });
   const linkBanner = h("div", { class: "banner link", role: "status" });
 
-  const input = h("textarea", { rows: "1", maxlength: String(MAX_TEXT_CHARS), placeholder: "Write a message…", "aria-label": "Message", enterkeyhint: "send" });
+  const input = h("textarea", { rows: "1", dir: "auto", maxlength: String(MAX_TEXT_CHARS), placeholder: "Write a message…", "aria-label": "Message", enterkeyhint: "send" });
   const composer = h("form", { class: "composer" }, input, h("button", { class: "send", type: "submit", "aria-label": "Send" }, icon("send")));
 
-  const offName = h("input", { name: "name", autocomplete: "name", maxlength: "128" });
-  const offEmail = h("input", { name: "email", type: "email", autocomplete: "email", required: "" });
-  const offText = h("textarea", { name: "message", required: "", maxlength: String(MAX_TEXT_CHARS), rows: "3" });
+  const offName = h("input", { name: "name", dir: "auto", autocomplete: "name", maxlength: "128" });
+  // 254: the longest address the bridge takes (a longer one made every identify frame fail).
+  const offEmail = h("input", { name: "email", type: "email", autocomplete: "email", required: "", maxlength: "254" });
+  const offText = h("textarea", { name: "message", dir: "auto", required: "", maxlength: String(MAX_TEXT_CHARS), rows: "3" });
   const offline = h(
     "form",
     { class: "offline", hidden: "", "aria-label": "Leave a message" },
@@ -148,7 +149,8 @@ export function createView(shadow: ShadowRoot, cfg: ViewConfig, actions: ViewAct
     composer,
   );
   const root = h("div", { class: "root " + cfg.position }, panel, launcher);
-  shadow.append(h("style", {}, CSS), root);
+  adoptStyles(shadow, CSS);
+  shadow.append(root);
 
   if (cfg.color) {
     root.style.setProperty("--accent", cfg.color);
@@ -222,11 +224,12 @@ export function createView(shadow: ShadowRoot, cfg: ViewConfig, actions: ViewAct
   }
 
   function lineEl(line: Line, showName: boolean): { el: HTMLElement; meta: HTMLElement | null } {
-    if (line.kind === "notice") return { el: h("div", { class: "notice" }, line.text), meta: null };
+    // dir="auto": each text runs in its own direction (Hebrew, Arabic), whatever the page's.
+    if (line.kind === "notice") return { el: h("div", { class: "notice", dir: "auto" }, line.text), meta: null };
     const m = h("div", {});
     meta(line, m);
-    const who = line.from === "visitor" ? h("span", { class: "sr" }, "You:") : showName ? h("div", { class: "who" }, line.name) : null;
-    return { el: h("div", { class: "msg " + line.from }, who, h("div", { class: "bubble" }, textWithLinks(line.text)), m), meta: m };
+    const who = line.from === "visitor" ? h("span", { class: "sr" }, "You:") : showName ? h("div", { class: "who", dir: "auto" }, line.name) : null;
+    return { el: h("div", { class: "msg " + line.from }, who, h("div", { class: "bubble", dir: "auto" }, textWithLinks(line.text)), m), meta: m };
   }
 
   function renderLines(lines: Line[]): void {
@@ -304,4 +307,19 @@ export function createView(shadow: ShadowRoot, cfg: ViewConfig, actions: ViewAct
     renderLines(s.lines);
     if (opening) log.scrollTop = log.scrollHeight;
   };
+}
+
+/**
+ * A constructed stylesheet: a page whose Content-Security-Policy has no 'unsafe-inline'
+ * for styles refuses a <style> element, even inside a shadow root, but not this. Browsers
+ * without constructed stylesheets (Safari before 16.4) get the <style> element.
+ */
+function adoptStyles(shadow: ShadowRoot, css: string): void {
+  if ("adoptedStyleSheets" in shadow && typeof CSSStyleSheet.prototype.replaceSync === "function") {
+    const sheet = new CSSStyleSheet();
+    sheet.replaceSync(css);
+    shadow.adoptedStyleSheets = [sheet];
+  } else {
+    (shadow as ShadowRoot).append(h("style", {}, css));
+  }
 }

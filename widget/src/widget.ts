@@ -25,7 +25,9 @@ export function startWidget(cfg: WidgetConfig): void {
   // A custom element name: it can host a shadow root, and no page stylesheet targets it.
   const host = document.createElement("parley-widget");
   host.setAttribute("data-site", cfg.siteId);
-  host.setAttribute("style", hostStyle(cfg.position));
+  // Through the CSSOM, not a style attribute: a page whose Content-Security-Policy has no
+  // 'unsafe-inline' for styles refuses the attribute, and the box would lose its place.
+  host.style.cssText = hostStyle(cfg.position);
   const shadow = host.attachShadow({ mode: "open" });
   document.body.append(host);
 
