@@ -26,7 +26,7 @@ afterAll(async () => {
 });
 
 beforeEach(async () => {
-  bridge = await FakeBridge.start({ ...readWidgetAssets(ROOT), sites: { acme: { agentsOnline: true }, closed: { agentsOnline: false } }, pages: { "/strict-shop": STRICT_SHOP, "/rtl-shop": RTL_SHOP } });
+  bridge = await FakeBridge.start({ ...readWidgetAssets(ROOT), sites: { acme: { agentsOnline: true }, closed: { agentsOnline: false }, greeted: { agentsOnline: true, welcome: "Welcome to Greeted! Ask us anything." } }, pages: { "/strict-shop": STRICT_SHOP, "/rtl-shop": RTL_SHOP, "/greeted-shop": { html: '<!doctype html><html><body><script src="/widget.js" data-site="greeted" async></script></body></html>' }, "/greeted-own-words": { html: '<!doctype html><html><body><script src="/widget.js" data-site="greeted" data-greeting="Our own words." async></script></body></html>' } } });
   context = await browser.newContext({ viewport: { width: 1200, height: 800 } });
   page = await context.newPage();
 });
@@ -180,6 +180,16 @@ describe("widget in a browser", () => {
     expect(await w.messages.last().getAttribute("dir")).toBe("auto");
     expect(await w.input.getAttribute("dir")).toBe("auto");
     expect(await w.log.evaluate((log) => log.scrollWidth <= log.clientWidth)).toBe(true);
+  });
+
+  it("greets with the site's welcome text unless the page sets data-greeting", async () => {
+    const w = widgetOn(page);
+    await page.goto(`${bridge.origin}/greeted-shop`);
+    await w.open();
+    await expect.poll(() => w.log.locator(".msg:first-child .bubble").textContent()).toBe("Welcome to Greeted! Ask us anything.");
+    await page.goto(`${bridge.origin}/greeted-own-words`);
+    await w.open();
+    await expect.poll(() => w.log.locator(".msg:first-child .bubble").textContent()).toBe("Our own words.");
   });
 
   it("restores the conversation after a reload using the stored token", async () => {

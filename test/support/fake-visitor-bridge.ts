@@ -21,7 +21,7 @@ export interface FakeBridgeOptions {
   widgetJs: string;
   demoHtml: string;
   /** siteId → whether an agent is online; other site ids get 404 like the bridge. */
-  sites: Record<string, { agentsOnline: boolean }>;
+  sites: Record<string, { agentsOnline: boolean; welcome?: string }>;
   /** More pages to serve: path → body and headers (e.g. a shop page with a strict CSP). */
   pages?: Record<string, { html: string; headers?: Record<string, string> }>;
 }
@@ -159,6 +159,7 @@ export class FakeBridge {
       agentsOnline: this.opts.sites[siteId]!.agentsOnline,
       agent: visitor.agent ? { name: visitor.agent } : null,
       history: visitor.history,
+      ...(this.opts.sites[siteId]!.welcome ? { welcome: this.opts.sites[siteId]!.welcome } : {}),
     };
     ws.send(JSON.stringify(welcome));
   }

@@ -262,4 +262,28 @@ describe("widget session", () => {
     expect(restored.lines).toEqual([expect.objectContaining({ id: "c2", delivery: "pending" })]);
     expect(restored.expanded).toBe(true);
   });
+
+  it("after a reload, puts unacknowledged messages after the history, or in it when it holds them", () => {
+    const reloaded = initialState({ token: "tok-1", pending: [{ id: "c1", text: "stored before the drop", ts: 250 }, { id: "c2", text: "never stored", ts: 300 }], identity: null, expanded: true });
+    const history: MessageFrame[] = [
+      agentMsg("m1", "hello", 100),
+      { type: "message", messageId: "m2", from: "visitor", name: "Visitor 7", text: "question", ts: 150, id: "c0" },
+      { type: "message", messageId: "m3", from: "visitor", name: "Visitor 7", text: "stored before the drop", ts: 250, id: "c1" },
+      agentMsg("m4", "answer", 260),
+    ];
+    const { state, out } = run([frame(welcome({ resumed: true, history }))], reloaded);
+    expect(state.lines.map((l) => [l.text, l.delivery ?? null])).toEqual([
+      ["hello", null],
+      ["question", "delivered"],
+      ["stored before the drop", "delivered"],
+      ["answer", null],
+      ["never stored", "pending"],
+    ]);
+    expect(out.filter((f) => f.type === "message")).toEqual([{ type: "message", id: "c2", text: "never stored" }]);
+  });
+
+  it("keeps the site's greeting from the welcome", () => {
+    expect(run([frame(welcome({ welcome: "Welcome to Acme! Ask us anything." }))]).state.siteWelcome).toBe("Welcome to Acme! Ask us anything.");
+    expect(run([frame(welcome())]).state.siteWelcome).toBeNull();
+  });
 });

@@ -26,7 +26,7 @@ function boot(script: HTMLScriptElement): void {
     siteId,
     socketUrl: socket.href,
     title: data.title || "Chat with us",
-    greeting: data.greeting || "Hi there! How can we help you today?",
+    greeting: data.greeting || null,
     position: data.position === "left" ? "left" : "right",
     color,
   });

@@ -36,6 +36,8 @@ export interface WelcomeFrame {
   agentsOnline: boolean;
   agent: { name: string } | null;
   history: MessageFrame[];
+  /** The site's greeting, when its admin set one. */
+  welcome?: string;
 }
 
 export type ServerFrame =
@@ -86,7 +88,8 @@ export function parseServerFrame(raw: string): ServerFrame | null {
           isBool(j.agentsOnline) &&
           (j.agent === null || (typeof j.agent === "object" && isStr((j.agent as Json).name))) &&
           Array.isArray(j.history) &&
-          j.history.every((m: unknown) => typeof m === "object" && m !== null && isMessage(m as Json))
+          j.history.every((m: unknown) => typeof m === "object" && m !== null && isMessage(m as Json)) &&
+          (j.welcome === undefined || isStr(j.welcome))
         );
       case "ack":
         return isStr(j.id) && isStr(j.messageId) && isNum(j.ts);

@@ -40,6 +40,8 @@ export interface SessionState {
   unread: number;
   identity: Identity | null;
   page: { url: string; title: string } | null;
+  /** The site's greeting, as its admin set it (from `welcome`). */
+  siteWelcome: string | null;
   /** Feeds keys of local notices, which have no server id. */
   seq: number;
 }
@@ -81,6 +83,7 @@ export function initialState(saved: Persisted | null): SessionState {
     unread: 0,
     identity: saved ? saved.identity : null,
     page: null,
+    siteWelcome: null,
     seq: 0,
   };
 }
@@ -179,9 +182,13 @@ function onFrame(s: SessionState, f: ServerFrame): Step {
 function onWelcome(s: SessionState, f: Extract<ServerFrame, { type: "welcome" }>): Step {
   // A resumed session keeps what is on screen and adds only what was missed while away;
   // a new one (first visit, or the token was not recognised) starts from the history.
+  // Messages not yet acknowledged are the newest: they go after the history, unless the
+  // history holds them (stored before a drop), and then they take their place in it.
   const kept = f.resumed ? s.lines : s.lines.filter(isPending);
-  let lines = kept;
+  const stored = new Set(f.history.map((m) => m.id).filter((id) => id !== undefined));
+  let lines = kept.filter((l) => !isPending(l));
   for (const m of f.history) lines = addMessage(lines, m);
+  lines = [...lines, ...kept.filter((l) => isPending(l) && !stored.has(l.id as string))];
   const state: SessionState = {
     ...s,
     link: "online",
@@ -190,6 +197,7 @@ function onWelcome(s: SessionState, f: Extract<ServerFrame, { type: "welcome" }>
     agent: f.agent ? f.agent.name : null,
     agentTyping: null,
     queuePosition: f.agent ? null : s.queuePosition,
+    siteWelcome: f.welcome ?? null,
     lines,
   };
   // Resent with their original ids: the bridge acknowledges a duplicate id again

@@ -6,9 +6,13 @@ import { MAX_TEXT_CHARS } from "./protocol.js";
 import { showsOfflineForm, type Line, type SessionState } from "./session.js";
 import { CSS } from "./styles.js";
 
+/** The first bubble, unless the page's `data-greeting` or the site's `welcome` says otherwise. */
+const DEFAULT_GREETING = "Hi there! How can we help you today?";
+
 export interface ViewConfig {
   title: string;
-  greeting: string;
+  /** `data-greeting` on the script tag: the page's own word wins over the site's. */
+  greeting: string | null;
   position: "left" | "right";
   color: string | null;
 }
@@ -113,7 +117,8 @@ export function createView(shadow: ShadowRoot, cfg: ViewConfig, actions: ViewAct
   const statusText = h("span", {});
   const close = h("button", { class: "close", type: "button", "aria-label": "Minimize chat" }, icon("down"));
 
-  const greeting = h("div", { class: "msg agent" }, h("div", { class: "bubble" }, cfg.greeting));
+  const greetingText = h("div", { class: "bubble", dir: "auto" }, cfg.greeting ?? DEFAULT_GREETING);
+  const greeting = h("div", { class: "msg agent" }, greetingText);
   const log = h("div", { class: "log", role: "log", "aria-live": "polite", "aria-relevant": "additions", tabindex: "0", "aria-label": "Messages" }, greeting);
   const typingName = h("span", {});
   const typing = h("div", { class: "typing", hidden: "" }, h("span", { class: "dots", "aria-hidden": "true" }, h("i", {}), h("i", {}), h("i", {})), typingName);
@@ -287,6 +292,7 @@ export function createView(shadow: ShadowRoot, cfg: ViewConfig, actions: ViewAct
     statusText.textContent =
       s.agentsOnline === null ? "Connecting…" : s.agent ? cfg.title : s.agentsOnline ? "We typically reply in a few minutes" : "We're away right now";
 
+    greetingText.textContent = cfg.greeting ?? s.siteWelcome ?? DEFAULT_GREETING;
     typing.hidden = s.agentTyping === null;
     typingName.textContent = s.agentTyping ? s.agentTyping + " is typing…" : "";
     queue.hidden = s.queuePosition === null;
