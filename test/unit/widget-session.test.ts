@@ -257,7 +257,7 @@ describe("widget session", () => {
       { type: "toggle", expanded: true },
     ]);
     const saved = persisted(state);
-    expect(saved).toEqual({ token: "tok-1", pending: [{ id: "c2", text: "unsent", ts: 3 }], identity: null, expanded: true });
+    expect(saved).toEqual({ token: "tok-1", pending: [{ id: "c2", text: "unsent", ts: 3 }], identity: null, expanded: true, unread: 0, seen: "m1" });
     const restored = initialState(saved);
     expect(restored.lines).toEqual([expect.objectContaining({ id: "c2", delivery: "pending" })]);
     expect(restored.expanded).toBe(true);
@@ -285,5 +285,28 @@ describe("widget session", () => {
   it("keeps the site's greeting from the welcome", () => {
     expect(run([frame(welcome({ welcome: "Welcome to Acme! Ask us anything." }))]).state.siteWelcome).toBe("Welcome to Acme! Ask us anything.");
     expect(run([frame(welcome())]).state.siteWelcome).toBeNull();
+  });
+
+  it("counts what agents wrote while the tab was away as unread: after a reconnect and on the next page", () => {
+    const collapsed = run([frame(welcome({ history: [agentMsg("1000-0", "first", 1000)] })), frame(agentMsg("2000-0", "second", 2000))]);
+    expect(collapsed.state.unread).toBe(1);
+    // The connection drops; an agent writes meanwhile; the resumed history holds it.
+    const history = [agentMsg("1000-0", "first", 1000), agentMsg("2000-0", "second", 2000), agentMsg("3000-0", "while away", 3000)];
+    const back = run([{ type: "disconnected" }, frame(welcome({ resumed: true, history }))], collapsed.state);
+    expect(back.state.unread).toBe(2);
+    // The visitor goes to another page; an agent writes during the navigation.
+    const saved = persisted(back.state);
+    expect(saved).toMatchObject({ unread: 2, seen: "3000-0" });
+    const nextPage = run([frame(welcome({ resumed: true, history: [...history, agentMsg("4000-0", "during navigation", 4000)] }))], initialState(saved));
+    expect(nextPage.state.unread).toBe(3);
+    // An open box has nothing unread, and a first visit counts nothing it had never shown.
+    expect(run([frame(welcome({ resumed: true, history }))], initialState({ ...saved, expanded: true })).state.unread).toBe(0);
+    expect(run([frame(welcome({ resumed: true, history }))]).state.unread).toBe(0);
+  });
+
+  it("forgets a queue position on a welcome: a chat still waiting gets a queue frame after it", () => {
+    const waiting = run([frame(welcome()), frame({ type: "queue", position: 2 })]);
+    expect(waiting.state.queuePosition).toBe(2);
+    expect(run([{ type: "disconnected" }, frame(welcome({ resumed: true }))], waiting.state).state.queuePosition).toBeNull();
   });
 });

@@ -17,7 +17,7 @@ function memoryStorage(): Storage & { data: Map<string, string> } {
   };
 }
 
-const record = { token: "tok", pending: [{ id: "c1", text: "hi", ts: 1 }], identity: { name: "Ann", email: "a@x.io" }, expanded: true };
+const record = { token: "tok", pending: [{ id: "c1", text: "hi", ts: 1 }], identity: { name: "Ann", email: "a@x.io" }, expanded: true, unread: 2, seen: "1700000000000-0" };
 
 describe("widget storage", () => {
   it("keeps one record per site", () => {
@@ -34,7 +34,7 @@ describe("widget storage", () => {
     storage.setItem("parley:acme", "not json");
     expect(siteStore(storage, "acme").load()).toBeNull();
     storage.setItem("parley:acme", JSON.stringify({ v: 1, token: 5, pending: [{ id: 1 }], identity: "x" }));
-    expect(siteStore(storage, "acme").load()).toEqual({ token: null, pending: [], identity: null, expanded: false });
+    expect(siteStore(storage, "acme").load()).toEqual({ token: null, pending: [], identity: null, expanded: false, unread: 0, seen: null });
   });
 
   it("works without storage, and when storage throws", () => {

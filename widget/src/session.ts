@@ -40,6 +40,8 @@ export interface SessionState {
   unread: number;
   identity: Identity | null;
   page: { url: string; title: string } | null;
+  /** The newest message the previous page had shown (from storage), until this one shows any. */
+  seenBefore: string | null;
   /** The site's greeting, as its admin set it (from `welcome`). */
   siteWelcome: string | null;
   /** Feeds keys of local notices, which have no server id. */
@@ -52,6 +54,9 @@ export interface Persisted {
   pending: { id: string; text: string; ts: number }[];
   identity: Identity | null;
   expanded: boolean;
+  /** The badge's count, and the newest message shown: what arrives after it while collapsed is unread. */
+  unread?: number;
+  seen?: string | null;
 }
 
 export type SessionEvent =
@@ -80,9 +85,10 @@ export function initialState(saved: Persisted | null): SessionState {
     // Messages typed before a reload but never acknowledged are shown and resent.
     lines: saved ? saved.pending.map((p) => ownLine(p.id, p.text, p.ts)) : [],
     expanded: saved ? saved.expanded : false,
-    unread: 0,
+    unread: saved && !saved.expanded ? (saved.unread ?? 0) : 0,
     identity: saved ? saved.identity : null,
     page: null,
+    seenBefore: saved?.seen ?? null,
     siteWelcome: null,
     seq: 0,
   };
@@ -94,6 +100,8 @@ export function persisted(s: SessionState): Persisted {
     pending: s.lines.filter(isPending).map((l) => ({ id: l.id as string, text: l.text, ts: l.ts })),
     identity: s.identity,
     expanded: s.expanded,
+    unread: s.unread,
+    seen: newestShown(s),
   };
 }
 
@@ -189,6 +197,9 @@ function onWelcome(s: SessionState, f: Extract<ServerFrame, { type: "welcome" }>
   let lines = kept.filter((l) => !isPending(l));
   for (const m of f.history) lines = addMessage(lines, m);
   lines = [...lines, ...kept.filter((l) => isPending(l) && !stored.has(l.id as string))];
+  // What others wrote while this tab was away (a reconnect, or the next page) is unread too.
+  const seen = newestShown(s);
+  const missed = s.expanded || seen === null ? 0 : f.history.filter((m) => m.from !== "visitor" && !kept.some((l) => l.messageId === m.messageId) && isNewer(m.messageId, seen)).length;
   const state: SessionState = {
     ...s,
     link: "online",
@@ -196,8 +207,10 @@ function onWelcome(s: SessionState, f: Extract<ServerFrame, { type: "welcome" }>
     agentsOnline: f.agentsOnline,
     agent: f.agent ? f.agent.name : null,
     agentTyping: null,
-    queuePosition: f.agent ? null : s.queuePosition,
+    // A chat still waiting gets a `queue` frame right after the welcome; any other has none.
+    queuePosition: null,
     siteWelcome: f.welcome ?? null,
+    unread: s.unread + missed,
     lines,
   };
   // Resent with their original ids: the bridge acknowledges a duplicate id again
@@ -248,6 +261,20 @@ function notice(s: SessionState, text: string): SessionState {
 
 function ownLine(id: string, text: string, ts: number): Line {
   return { key: "c:" + id, kind: "message", from: "visitor", name: "", text, ts, id, delivery: "pending" };
+}
+
+/** The id of the newest server message on screen, or, before any, the previous page's. */
+function newestShown(s: SessionState): string | null {
+  let newest: string | null = null;
+  for (const l of s.lines) if (l.messageId !== undefined && (newest === null || isNewer(l.messageId, newest))) newest = l.messageId;
+  return newest ?? s.seenBefore;
+}
+
+/** Message ids are `<ms>-<sequence>` (Redis stream ids): compared as two numbers. */
+function isNewer(a: string, b: string): boolean {
+  const [am = 0, as = 0] = a.split("-").map(Number);
+  const [bm = 0, bs = 0] = b.split("-").map(Number);
+  return am !== bm ? am > bm : as > bs;
 }
 
 const isPending = (l: Line) => l.delivery === "pending";

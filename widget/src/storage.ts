@@ -53,5 +53,7 @@ function validate(v: unknown): Persisted | null {
     : [];
   const i = r.identity as Record<string, unknown> | null | undefined;
   const identity = i && typeof i.name === "string" && typeof i.email === "string" ? { name: i.name, email: i.email } : null;
-  return { token, pending, identity, expanded: r.expanded === true };
+  const unread = typeof r.unread === "number" && r.unread >= 0 ? r.unread : 0;
+  const seen = typeof r.seen === "string" ? r.seen : null;
+  return { token, pending, identity, expanded: r.expanded === true, unread, seen };
 }
