@@ -48,6 +48,17 @@ async function newChat(store: MemoryStore, site: Site): Promise<{ visitor: Visit
   return { visitor: appended.visitor, chat: appended.chat };
 }
 
+/** `count` visitors each start a chat, routed one after the other. */
+async function routeNewChats(store: MemoryStore, site: Site, p: ReturnType<typeof process>, count: number) {
+  const started: { visitor: Visitor; chat: Chat }[] = [];
+  for (let i = 0; i < count; i++) {
+    const { visitor, chat } = await newChat(store, site);
+    await p.chats.route(site, visitor, chat);
+    started.push({ visitor, chat });
+  }
+  return started;
+}
+
 async function loads(store: MemoryStore): Promise<Record<string, string[]>> {
   return Object.fromEntries([...(await store.agentLoads("acme"))].filter(([, l]) => l.chatIds.length > 0).map(([jid, l]) => [jid, [...l.chatIds].sort()]));
 }
@@ -110,12 +121,7 @@ describe("routing races", () => {
     const store = new MemoryStore();
     const site = await siteWith(store, ["a@x", "b@x"], 1);
     const p = process(store, "p1");
-    const started: { visitor: Visitor; chat: Chat }[] = [];
-    for (let i = 0; i < 3; i++) {
-      const { visitor, chat } = await newChat(store, site);
-      await p.chats.route(site, visitor, chat);
-      started.push({ visitor, chat });
-    }
+    const started = await routeNewChats(store, site, p, 3);
     const first = (await store.getChat(started[0]!.chat.id))!;
     const other = first.agentJid === "a@x" ? "b@x" : "a@x";
     // Both agents are full, the third chat waits; a transfer to the other agent (allowed past
@@ -131,12 +137,7 @@ describe("routing races", () => {
     const store = new MemoryStore();
     const site = await siteWith(store, ["a@x"], 1);
     const p = process(store, "p1");
-    const started: { visitor: Visitor; chat: Chat }[] = [];
-    for (let i = 0; i < 3; i++) {
-      const { visitor, chat } = await newChat(store, site);
-      await p.chats.route(site, visitor, chat);
-      started.push({ visitor, chat });
-    }
+    const started = await routeNewChats(store, site, p, 3);
     const [, second, third] = started;
     await p.chats.end(site, second!.visitor, (await store.getChat(second!.chat.id))!);
     expect(p.frames.filter((f) => f.visitorId === third!.visitor.id && f.frame.type === "queue").at(-1)?.frame).toEqual({ type: "queue", position: 1 });
