@@ -309,4 +309,21 @@ describe("widget session", () => {
     expect(waiting.state.queuePosition).toBe(2);
     expect(run([{ type: "disconnected" }, frame(welcome({ resumed: true }))], waiting.state).state.queuePosition).toBeNull();
   });
+
+  it("sends a message the bridge could not store (unavailable) again on the next welcome, also after a reload", () => {
+    const refused = run([frame(welcome()), { type: "send", id: "c1", text: "hello?", ts: 1 }, frame({ type: "error", code: "unavailable", message: "try again", id: "c1" })]);
+    expect(refused.state.lines[0]?.delivery).toBe("failed");
+    const back = run([{ type: "disconnected" }, frame(welcome({ resumed: true }))], refused.state);
+    expect(back.out.filter((f) => f.type === "message")).toEqual([{ type: "message", id: "c1", text: "hello?" }]);
+    expect(back.state.lines[0]?.delivery).toBe("pending");
+    const saved = persisted(refused.state);
+    expect(saved.pending).toEqual([{ id: "c1", text: "hello?", ts: 1 }]);
+    expect(run([frame(welcome({ resumed: true }))], initialState(saved)).out.filter((f) => f.type === "message")).toEqual([{ type: "message", id: "c1", text: "hello?" }]);
+  });
+
+  it("drops a typing indicator that went stale (the agent's client dropped without \"paused\")", () => {
+    const typing = run([frame(welcome()), frame({ type: "typing", state: "composing", name: "Alice" })]);
+    expect(typing.state.agentTyping).toBe("Alice");
+    expect(run([{ type: "typing-stale" }], typing.state).state.agentTyping).toBeNull();
+  });
 });

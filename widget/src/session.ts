@@ -6,6 +6,9 @@ import { identifyFrame, pageFrame, type Author, type ClientFrame, type MessageFr
 
 export type Delivery = "pending" | "delivered" | "failed";
 
+/** How long "… is typing" stays without news (a `typing` frame) before it is dropped. */
+export const TYPING_STALE_MS = 30_000;
+
 export interface Line {
   /** Stable across updates so the view can patch a line in place (e.g. its tick). */
   key: string;
@@ -19,6 +22,8 @@ export interface Line {
   messageId?: string;
   /** Only for visitor messages: "delivered" once the bridge has stored it (`ack`). */
   delivery?: Delivery;
+  /** A failed message the bridge may take later (it was unavailable): sent again on the next welcome. */
+  resend?: boolean;
 }
 
 export interface Identity {
@@ -67,7 +72,9 @@ export type SessionEvent =
   | { type: "retry"; id: string }
   | { type: "page"; url: string; title: string }
   | { type: "typing"; state: "composing" | "paused" }
-  | { type: "toggle"; expanded: boolean };
+  | { type: "toggle"; expanded: boolean }
+  /** No typing news from the agent for TYPING_STALE_MS: their client may have dropped without "paused". */
+  | { type: "typing-stale" };
 
 export interface Step {
   state: SessionState;
@@ -97,7 +104,7 @@ export function initialState(saved: Persisted | null): SessionState {
 export function persisted(s: SessionState): Persisted {
   return {
     token: s.token,
-    pending: s.lines.filter(isPending).map((l) => ({ id: l.id as string, text: l.text, ts: l.ts })),
+    pending: s.lines.filter((l) => isPending(l) || l.resend === true).map((l) => ({ id: l.id as string, text: l.text, ts: l.ts })),
     identity: s.identity,
     expanded: s.expanded,
     unread: s.unread,
@@ -131,7 +138,7 @@ export function step(s: SessionState, e: SessionEvent): Step {
     case "retry": {
       const line = s.lines.find((l) => l.id === e.id && l.delivery === "failed");
       if (!line) return { state: s, out: [] };
-      const retried = { ...line, delivery: "pending" as const };
+      const retried = retrying(line);
       return { state: { ...s, lines: replace(s.lines, line, retried) }, out: online(s, [messageOut(retried)]) };
     }
     case "page": {
@@ -144,6 +151,8 @@ export function step(s: SessionState, e: SessionEvent): Step {
       return { state: s, out: online(s, [{ type: "typing", state: e.state }]) };
     case "toggle":
       return { state: { ...s, expanded: e.expanded, unread: e.expanded ? 0 : s.unread }, out: [] };
+    case "typing-stale":
+      return { state: { ...s, agentTyping: null }, out: [] };
   }
 }
 
@@ -176,11 +185,14 @@ function onFrame(s: SessionState, f: ServerFrame): Step {
       return { state: notice(next, "The chat has ended. Write again any time."), out: [] };
     }
     case "error": {
-      // An error naming a message means the bridge refused it (invalid, rate limited):
-      // resending the same frame would be refused again, so the visitor decides (retry).
+      // An error naming a message means the bridge did not store it. Shown as not sent (the
+      // visitor may retry); one it may take later is also sent again on the next welcome
+      // and kept over a reload; an invalid one would be refused again, so it is not.
       const line = f.id === undefined ? undefined : s.lines.find((l) => l.id === f.id && l.delivery === "pending");
       if (!line) return { state: s, out: [] };
-      return { state: { ...s, lines: replace(s.lines, line, { ...line, delivery: "failed" }) }, out: [] };
+      const failed: Line = { ...line, delivery: "failed" };
+      if (RESENDABLE_ERRORS.has(f.code)) failed.resend = true;
+      return { state: { ...s, lines: replace(s.lines, line, failed) }, out: [] };
     }
     case "pong":
       return { state: s, out: [] };
@@ -192,7 +204,7 @@ function onWelcome(s: SessionState, f: Extract<ServerFrame, { type: "welcome" }>
   // a new one (first visit, or the token was not recognised) starts from the history.
   // Messages not yet acknowledged are the newest: they go after the history, unless the
   // history holds them (stored before a drop), and then they take their place in it.
-  const kept = f.resumed ? s.lines : s.lines.filter(isPending);
+  const kept = (f.resumed ? s.lines : s.lines.filter((l) => isPending(l) || l.resend === true)).map((l) => (l.resend ? retrying(l) : l));
   const stored = new Set(f.history.map((m) => m.id).filter((id) => id !== undefined));
   let lines = kept.filter((l) => !isPending(l));
   for (const m of f.history) lines = addMessage(lines, m);
@@ -275,6 +287,19 @@ function isNewer(a: string, b: string): boolean {
   const [am = 0, as = 0] = a.split("-").map(Number);
   const [bm = 0, bs = 0] = b.split("-").map(Number);
   return am !== bm ? am > bm : as > bs;
+}
+
+/**
+ * Refusals that say nothing about the message: the bridge could not store it then (its
+ * store was unreachable). Rate-limited ones are left to the visitor: resending a flood
+ * would only be refused again.
+ */
+const RESENDABLE_ERRORS = new Set(["unavailable"]);
+
+/** A failed line sent again: pending, and no longer marked for resending. */
+function retrying(line: Line): Line {
+  const { resend: _resend, ...rest } = line;
+  return { ...rest, delivery: "pending" };
 }
 
 const isPending = (l: Line) => l.delivery === "pending";

@@ -4,7 +4,7 @@
 import { Connection } from "./connection.js";
 import { watchNavigation } from "./navigation.js";
 import { cleanText } from "./protocol.js";
-import { initialState, persisted, step, type SessionEvent } from "./session.js";
+import { initialState, persisted, step, TYPING_STALE_MS, type SessionEvent } from "./session.js";
 import { siteStore } from "./storage.js";
 import { hostStyle } from "./styles.js";
 import { createView, type ViewConfig } from "./view.js";
@@ -73,8 +73,14 @@ export function startWidget(cfg: WidgetConfig): void {
     retry: (id) => dispatch({ type: "retry", id }),
   });
 
+  // "… is typing" expires without news: an agent whose client drops never sends "paused".
+  let typingStale: ReturnType<typeof setTimeout> | undefined;
   function dispatch(event: SessionEvent): void {
     const next = step(state, event);
+    if (event.type === "frame" && event.frame.type === "typing") {
+      clearTimeout(typingStale);
+      if (next.state.agentTyping !== null) typingStale = setTimeout(() => dispatch({ type: "typing-stale" }), TYPING_STALE_MS);
+    }
     state = next.state;
     // A frame that fails to go out is still pending in the state and resent after the
     // next welcome, so the return value needs no handling here.
