@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import type { MessageFrame, ServerFrame, WelcomeFrame } from "../../widget/src/protocol.js";
-import { initialState, persisted, showsOfflineForm, step, type SessionEvent, type SessionState } from "../../widget/src/session.js";
+import { initialState, persisted, showsOfflineForm, step, withOtherTabs, type SessionEvent, type SessionState } from "../../widget/src/session.js";
 
 const welcome = (over: Partial<WelcomeFrame> = {}): WelcomeFrame => ({
   type: "welcome",
@@ -325,5 +325,16 @@ describe("widget session", () => {
     const typing = run([frame(welcome()), frame({ type: "typing", state: "composing", name: "Alice" })]);
     expect(typing.state.agentTyping).toBe("Alice");
     expect(run([{ type: "typing-stale" }], typing.state).state.agentTyping).toBeNull();
+  });
+
+  it("keeps another tab's unsent message when this tab stores its own state", () => {
+    const tabA = run([frame(welcome()), { type: "send", id: "a1", text: "from A", ts: 5 }]);
+    const tabB = run([frame(welcome()), { type: "send", id: "b1", text: "from B", ts: 7 }]);
+    // A stored its state; B writes next: A's unsent message must survive it.
+    const afterB = withOtherTabs(persisted(tabB.state), persisted(tabA.state), tabB.state);
+    expect(afterB.pending).toEqual([{ id: "a1", text: "from A", ts: 5 }, { id: "b1", text: "from B", ts: 7 }]);
+    // Once B has seen A's message stored (its echo carries the id), it is not kept any more.
+    const echoed = run([frame({ type: "message", messageId: "m9", from: "visitor", name: "Visitor 1", text: "from A", ts: 6, id: "a1" })], tabB.state);
+    expect(withOtherTabs(persisted(echoed.state), afterB, echoed.state).pending).toEqual([{ id: "b1", text: "from B", ts: 7 }]);
   });
 });

@@ -113,6 +113,17 @@ export function persisted(s: SessionState): Persisted {
 }
 
 /**
+ * What to store, given what another tab of the same site stored meanwhile (one record per
+ * site, so the last write wins): that tab's unsent messages are kept unless this tab has
+ * seen them (stored, they come back to every tab with their id). Otherwise closing a tab
+ * right after typing could lose its message to the other tab's next write.
+ */
+export function withOtherTabs(own: Persisted, stored: Persisted | null, s: SessionState): Persisted {
+  const theirs = (stored?.pending ?? []).filter((p) => !s.lines.some((l) => l.id === p.id));
+  return theirs.length === 0 ? own : { ...own, pending: [...own.pending, ...theirs].sort((a, b) => a.ts - b.ts) };
+}
+
+/**
  * The offline form (name, email, message) replaces the composer while nobody can answer
  * and the visitor has not yet left a message; afterwards they see their conversation.
  */

@@ -4,7 +4,7 @@
 import { Connection } from "./connection.js";
 import { watchNavigation } from "./navigation.js";
 import { cleanText } from "./protocol.js";
-import { initialState, persisted, step, TYPING_STALE_MS, type SessionEvent } from "./session.js";
+import { initialState, persisted, step, TYPING_STALE_MS, withOtherTabs, type SessionEvent } from "./session.js";
 import { siteStore } from "./storage.js";
 import { hostStyle } from "./styles.js";
 import { createView, type ViewConfig } from "./view.js";
@@ -85,7 +85,7 @@ export function startWidget(cfg: WidgetConfig): void {
     // A frame that fails to go out is still pending in the state and resent after the
     // next welcome, so the return value needs no handling here.
     for (const frame of next.out) connection.send(frame);
-    store.save(persisted(state));
+    store.save(withOtherTabs(persisted(state), store.load(), state));
     render(state);
   }
 
