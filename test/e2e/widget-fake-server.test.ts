@@ -137,6 +137,17 @@ describe("widget in a browser", () => {
     await expect.poll(() => w.visitorMessages.last().locator(".meta").getAttribute("class")).toContain("delivered");
   });
 
+  it("keeps what the visitor was typing, and the focus, when an agent comes online mid-form", async () => {
+    const w = widgetOn(page);
+    await demo("closed");
+    await w.open();
+    await w.offlineForm.locator("textarea").fill("Do you ship to Norway?");
+    bridge.toVisitors({ type: "availability", agentsOnline: true });
+    await w.input.waitFor({ state: "visible" });
+    expect(await w.input.inputValue()).toBe("Do you ship to Norway?");
+    expect(await w.input.evaluate((input) => (input.getRootNode() as ShadowRoot).activeElement === input)).toBe(true);
+  });
+
   it("stays visible and usable when the host page hides every element", async () => {
     const w = widgetOn(page);
     await demo();

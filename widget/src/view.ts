@@ -303,12 +303,20 @@ export function createView(shadow: ShadowRoot, cfg: ViewConfig, actions: ViewAct
     linkBanner.textContent = lost ? "Connection lost. Reconnecting…" : "";
 
     const offlineMode = showsOfflineForm(s);
-    if (offline.hidden !== !offlineMode && offlineMode && s.identity) {
-      offName.value = s.identity.name;
-      offEmail.value = s.identity.email;
+    if (offline.hidden === offlineMode) {
+      // The form and the composer swap (an agent came online, or all left): the visitor's
+      // words follow them to the other one, and so does the focus.
+      if (offlineMode && s.identity) {
+        offName.value = s.identity.name;
+        offEmail.value = s.identity.email;
+      }
+      const [from, to] = offlineMode ? [input, offText] : [offText, input];
+      if (from.value && !to.value) [to.value, from.value] = [from.value, ""];
+      const hadFocus = shadow.activeElement !== null && (offlineMode ? composer : offline).contains(shadow.activeElement);
+      offline.hidden = !offlineMode;
+      composer.hidden = offlineMode;
+      if (hadFocus) to.focus();
     }
-    offline.hidden = !offlineMode;
-    composer.hidden = offlineMode;
 
     renderLines(s.lines);
     if (opening) log.scrollTop = log.scrollHeight;
