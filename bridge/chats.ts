@@ -143,6 +143,8 @@ export class ChatService {
     }
     await store.removeFromQueue(site.id, chat.id);
     this.log.info({ chatId: chat.id, siteId: site.id, agent: agentJid }, "chat assigned");
+    // Before anything reaches the agent: an answer that came first could not cancel it.
+    await this.expectAnswer(site, chat.id, agentJid, now);
 
     const jid = visitor.jid;
     await this.deps.rosters.upsert(agentJid, { jid, name: visitorDisplayName(visitor), group: site.name });
@@ -156,7 +158,6 @@ export class ChatService {
       }
     }
     await this.publish(visitor.id, { type: "agent", state: "joined", name: agentName });
-    await this.expectAnswer(site, chat.id, agentJid, now);
     this.deps.onChange?.(site.id);
     return true;
   }

@@ -158,4 +158,16 @@ describe("routing races", () => {
     }
     expect((await store.getChat(chat.id))?.agentJid).toBe("a@x");
   });
+
+  it("expects the agent's answer before anything reaches them, so that a quick answer cancels the timer", async () => {
+    const store = new MemoryStore();
+    const site = await siteWith(store, ["a@x"], 3);
+    const events: string[] = [];
+    const recording = { schedule: async (kind: string) => void events.push(`schedule ${kind}`), cancel: async () => {} } as unknown as Scheduler;
+    const chats = new ChatService({ store, local: { processId: "p1", deliver: () => {} }, scheduler: recording, domain: "chat.localhost", send: (stanza) => void events.push(`send ${stanza.name}`), rosters: { upsert: async () => {}, remove: async () => {} } as unknown as Rosters, lanes: new KeyedQueue(), now, logger });
+    const { visitor, chat } = await newChat(store, site);
+    await chats.route(site, visitor, chat);
+    expect(events.indexOf("schedule unanswered")).toBeGreaterThanOrEqual(0);
+    expect(events.indexOf("schedule unanswered")).toBeLessThan(events.findIndex((e) => e.startsWith("send ")));
+  });
 });
