@@ -407,12 +407,17 @@ export class ChatService {
     return Promise.all(
       agents.map(async (agent) => ({
         jid: agent.jid,
-        // An agent who said !busy to the desk keeps their chats but gets no new ones.
-        presence: (await store.isAgentBusy(agent.jid)) ? "dnd" : await store.getAgentPresence(agent.jid),
+        presence: await this.routingPresence(agent.jid),
         activeChats: loads.get(agent.jid)?.chatIds.length ?? 0,
         lastAssignedAt: loads.get(agent.jid)?.lastAssignedAt ?? 0,
       })),
     );
+  }
+
+  /** The agent's presence as routing sees it: one who said !busy to the desk keeps their chats but gets no new ones ("dnd"). */
+  async routingPresence(agentJid: string): Promise<AgentLoad["presence"]> {
+    const { store } = this.deps;
+    return (await store.isAgentBusy(agentJid)) ? "dnd" : store.getAgentPresence(agentJid);
   }
 
   /** Sends a stored visitor message to the agent, as a chat message from the visitor's JID. */

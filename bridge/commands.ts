@@ -190,7 +190,7 @@ export class CommandService {
     if (!target || !targetAgent) return `[parley] ${target || "(nobody)"} is not an agent of ${site.name}. Agents: ${agents.map((a) => a.jid).join(", ")}`;
     if (target === command.agentJid) return "[parley] This chat is already yours.";
     // Only to someone who can answer now: an agent away, busy or offline would leave the visitor waiting.
-    const presence = (await store.isAgentBusy(target)) ? "busy" : await store.getAgentPresence(target);
+    const presence = await chats.routingPresence(target);
     if (presence !== "available") return `[parley] ${agentDisplayName(targetAgent, target)} is ${presence === "dnd" ? "busy" : presence}: a chat can only be transferred to an available agent.`;
     const moved = await chats.transfer(site, visitor, chat, target);
     return moved ? `[parley] Chat transferred to ${agentDisplayName(targetAgent, target)}.` : "[parley] The transfer did not happen: the chat changed meanwhile.";

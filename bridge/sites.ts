@@ -118,7 +118,9 @@ export class SiteService {
     for (const site of await this.deps.store.listSites()) {
       for (const agent of await this.deps.store.listAgents(site.id)) {
         await this.deps.presence.sendDeskPresence(site, agent.jid);
-        sitesOfAgent.set(agent.jid, [...(sitesOfAgent.get(agent.jid) ?? []), site.id]);
+        const siteIds = sitesOfAgent.get(agent.jid);
+        if (siteIds) siteIds.push(site.id);
+        else sitesOfAgent.set(agent.jid, [site.id]);
       }
     }
     for (const [agentJid, siteIds] of sitesOfAgent) await this.deps.presence.probeAndConfirm(agentJid, siteIds);

@@ -101,15 +101,15 @@ export class MemoryStore implements Store {
   }
   private changeResources(jid: string, now: number, change: (resources: Map<string, HeardResource>) => void) {
     const resources = mapOf(this.resources, jid);
-    const before = aggregatePresence([...resources.values()].map((r) => r.show));
+    const before = presenceOf(resources);
     change(resources);
-    const after = aggregatePresence([...resources.values()].map((r) => r.show));
+    const after = presenceOf(resources);
     if (before === "available" && after !== "available") this.unavailableSince.set(jid, now);
     if (after === "available") this.unavailableSince.delete(jid);
     return { before, after };
   }
   async getAgentPresence(jid: string): Promise<AgentPresence> {
-    return aggregatePresence([...(this.resources.get(jid)?.values() ?? [])].map((r) => r.show));
+    return presenceOf(this.resources.get(jid) ?? new Map());
   }
   async agentUnavailableSince(jid: string) {
     return this.unavailableSince.get(jid) ?? null;
@@ -469,6 +469,10 @@ export class MemoryStore implements Store {
     if (!load) site.set(agentJid, (load = { chatIds: new Set(), lastAssignedAt: 0 }));
     return load;
   }
+}
+
+function presenceOf(resources: Map<string, HeardResource>): AgentPresence {
+  return aggregatePresence([...resources.values()].map((r) => r.show));
 }
 
 function clone<T>(value: T): T {
