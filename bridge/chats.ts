@@ -40,11 +40,13 @@ export interface ChatDeps {
   domain: string;
   send(stanza: Element): void;
   /**
-   * Relaying visitor messages: sends, and resolves once the stanza is written to ejabberd's
-   * socket, when it leaves the durable outbox (see outbox.ts).
+   * Relaying visitor messages: sends, and resolves `true` once the stanza is written to
+   * ejabberd's socket, when it leaves the durable outbox (`relayed`, see outbox.ts), or
+   * `false` when it was dropped from the link's full queue (`relayDropped`: sent again later).
    */
-  relaySend?(stanza: Element): Promise<void>;
+  relaySend?(stanza: Element): Promise<boolean>;
   relayed?(visitorId: string, messageId: string): void;
+  relayDropped?(visitorId: string, messageId: string): void;
   rosters: Rosters;
   lanes: KeyedQueue;
   now(): number;
@@ -427,8 +429,8 @@ export class ChatService {
       // XEP-0203: the agent's client shows when the visitor really wrote it.
       stanza.append(xml("delay", { xmlns: NS.delay, from: this.deps.domain, stamp: new Date(message.ts).toISOString() }));
     }
-    const { relaySend, relayed } = this.deps;
-    if (relaySend && relayed) void relaySend(stanza).then(() => relayed(visitor.id, message.id));
+    const { relaySend, relayed, relayDropped } = this.deps;
+    if (relaySend && relayed) void relaySend(stanza).then((written) => (written ? relayed(visitor.id, message.id) : relayDropped?.(visitor.id, message.id)));
     else this.deps.send(stanza);
   }
 

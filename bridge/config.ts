@@ -23,6 +23,8 @@ export interface Config {
   chatIdleMs: number;
   /** How often each visitor socket is pinged; one missed pong closes it at the next ping. */
   heartbeatMs: number;
+  /** Stanzas kept in memory for ejabberd while it is unreachable; beyond, the oldest are dropped. */
+  xmppQueueMax: number;
   /** Days an ended chat's transcript is kept; 0 keeps transcripts forever. */
   transcriptRetentionDays: number;
   /** Days a visitor who never chats is remembered after their last visit; 0 keeps them forever. */
@@ -77,6 +79,7 @@ const schema = z.object({
   PARLEY_AGENT_GRACE_MS: ms(60_000),
   PARLEY_CHAT_IDLE_MS: ms(30 * 60_000),
   PARLEY_HEARTBEAT_MS: optional.pipe(z.coerce.number<string | undefined>().int().min(1000).max(3600 * 1000).optional()).transform((n) => n ?? 30_000),
+  PARLEY_XMPP_QUEUE_MAX: optional.pipe(z.coerce.number<string | undefined>().int().min(1).max(10_000_000).optional()).transform((n) => n ?? 200_000),
   PARLEY_TRANSCRIPT_RETENTION_DAYS: optional.pipe(z.coerce.number<string | undefined>().min(0).max(36_500).optional()).transform((n) => n ?? 0),
   PARLEY_VISITOR_RETENTION_DAYS: optional.pipe(z.coerce.number<string | undefined>().min(0).max(36_500).optional()).transform((n) => n ?? 30),
   PARLEY_LOG_LEVEL: optional
@@ -118,6 +121,7 @@ export function loadConfig(env: Record<string, string | undefined>): Config {
     agentGraceMs: e.PARLEY_AGENT_GRACE_MS,
     chatIdleMs: e.PARLEY_CHAT_IDLE_MS,
     heartbeatMs: e.PARLEY_HEARTBEAT_MS,
+    xmppQueueMax: e.PARLEY_XMPP_QUEUE_MAX,
     transcriptRetentionDays: e.PARLEY_TRANSCRIPT_RETENTION_DAYS,
     visitorRetentionDays: e.PARLEY_VISITOR_RETENTION_DAYS,
     logLevel: e.PARLEY_LOG_LEVEL,

@@ -65,7 +65,7 @@ export async function startBridge(config: Config, logger: Logger = createLogger(
   const loopDelay = monitorEventLoopDelay({ resolution: 10 });
   loopDelay.enable();
   const metrics = createMetrics(() => store.chatStateCounts(), loopDelay);
-  const link = new XmppLink({ service: config.xmppService, domain: config.xmppDomain, secret: config.xmppSecret, logger });
+  const link = new XmppLink({ service: config.xmppService, domain: config.xmppDomain, secret: config.xmppSecret, logger, maxQueued: config.xmppQueueMax });
   const send = (stanza: Element) => link.send(stanza);
   const lanes = new KeyedQueue();
   const domain = config.xmppDomain;
@@ -104,6 +104,7 @@ export async function startBridge(config: Config, logger: Logger = createLogger(
     send,
     relaySend: (stanza) => link.send(stanza),
     relayed: (visitorId, messageId) => outbox.relayed(visitorId, messageId),
+    relayDropped: (visitorId, messageId) => outbox.dropped(visitorId, messageId),
     rosters,
     lanes,
     now,
@@ -159,6 +160,7 @@ export async function startBridge(config: Config, logger: Logger = createLogger(
     metrics.componentOnline.set(1);
     if (link.reconnects > 0) metrics.componentReconnects.inc();
     void guarded("announce desks", () => sites.announceDesks());
+    void guarded("resend dropped visitor messages", () => outbox.resendDropped());
   });
   link.on("offline", () => {
     metrics.componentOnline.set(0);

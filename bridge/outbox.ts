@@ -12,7 +12,9 @@ import type { OutboxStore } from "./store/types.js";
  * queue. A process killed in between would lose it. So:
  * 1. before storing, the process records itself in the store as a possible owner of the
  *    visitor's unrelayed messages (`track`), and the message is stored with its owner;
- * 2. once the stanza is written to ejabberd's socket, it is marked relayed (`relayed`);
+ * 2. once the stanza is written to ejabberd's socket, it is marked relayed (`relayed`); a
+ *    stanza dropped from the XMPP link's full queue during a long outage (`dropped`) is
+ *    sent again once ejabberd is back (`resendDropped`);
  * 3. every process beats a heartbeat; a process whose heartbeat is older than `staleMs`
  *    is presumed dead: one survivor claims it (atomically, with a lease, so a survivor
  *    dying mid-way leaves it to another) and hands each of its unrelayed messages to
@@ -58,6 +60,8 @@ export class Outbox {
   private readonly staleMs: number;
   private relayedBatch = new Map<string, string[]>();
   private relayedFlush: NodeJS.Timeout | null = null;
+  /** Visitor messages dropped from the XMPP link's full queue, per visitor, oldest first. */
+  private droppedByVisitor = new Map<string, string[]>();
   /** Whether this process's heartbeat has been recorded once (see `sweep`). */
   private registered = false;
 
@@ -105,6 +109,38 @@ export class Outbox {
     if (ids) ids.push(messageId);
     else this.relayedBatch.set(visitorId, [messageId]);
     this.relayedFlush ??= setTimeout(() => void this.flushRelayed(), RELAYED_FLUSH_MS).unref();
+  }
+
+  /**
+   * The stanza of this message never reached ejabberd: the link dropped it from its full
+   * queue. It stays unrelayed in the store under this (live) process, where no survivor
+   * looks, so this process sends it again itself (`resendDropped`).
+   */
+  dropped(visitorId: string, messageId: string): void {
+    const ids = this.droppedByVisitor.get(visitorId);
+    if (ids) ids.push(messageId);
+    else this.droppedByVisitor.set(visitorId, [messageId]);
+  }
+
+  /**
+   * Once ejabberd is back: relays the dropped messages, each visitor's in their lane, oldest
+   * first (they arrive after newer ones that stayed queued, with their original time as a
+   * XEP-0203 delay). Only ids that were dropped, never written, so none reaches the agent twice.
+   */
+  async resendDropped(): Promise<void> {
+    const dropped = this.droppedByVisitor;
+    if (dropped.size === 0) return;
+    this.droppedByVisitor = new Map();
+    let resent = 0;
+    for (const [visitorId, ids] of dropped) {
+      resent += ids.length;
+      await this.deps.lanes.run(visitorId, () => this.deps.redeliver(visitorId, ids)).catch((err: unknown) => {
+        // Tried again at the next connection (and relayed by a survivor if this process dies).
+        for (const id of ids) this.dropped(visitorId, id);
+        this.log.warn({ err, visitorId }, "could not resend visitor messages dropped while ejabberd was unreachable");
+      });
+    }
+    this.log.warn({ visitors: dropped.size, resent }, "resent visitor messages dropped while ejabberd was unreachable");
   }
 
   private async flushRelayed(): Promise<void> {

@@ -10,8 +10,9 @@ import { corkForThisTurn } from "./write-batching.js";
  * - reconnects with capped exponential backoff and jitter (instead of xmpp.js's fixed 1 s),
  *   capped at 3 s so that the bridge is back within seconds of ejabberd's listener;
  * - keeps an ordered outbound queue while disconnected and flushes it, in order, first;
- * - tells the caller when a stanza has been written to the socket (`send` resolves), which
- *   is what the durable outbox waits for before marking a visitor message relayed;
+ * - tells the caller when a stanza has been written to the socket (`send` resolves `true`),
+ *   which is what the durable outbox waits for before marking a visitor message relayed, or
+ *   dropped from a full queue (`false`), so that the caller can send it again later;
  * - fixes two xmpp.js 0.13 traps: Nagle (≈44 ms per round trip) and UTF-8 sequences
  *   split across TCP reads; and survives input that makes its parser throw.
  *
@@ -29,7 +30,8 @@ export interface XmppLinkOptions {
 
 interface Outbound {
   stanza: Element;
-  written(): void;
+  /** `true` once written to the socket, `false` when dropped from a full queue. */
+  settle(written: boolean): void;
 }
 
 /** Returns the child of the result, `true` for an empty result, or an `<error/>` element. */
@@ -43,6 +45,8 @@ export class XmppLink extends EventEmitter {
   private readonly queue: Outbound[] = [];
   private readonly pendingIqs = new Map<string, { resolve(el: Element | null): void; reject(err: Error): void; timer: NodeJS.Timeout }>();
   private attempt = 0;
+  /** Stanzas dropped from the full queue since the last connection (logged once per outage). */
+  private droppedWhileOffline = 0;
   private retryTimer: NodeJS.Timeout | undefined;
   private stopped = true;
   private connected = false;
@@ -93,12 +97,13 @@ export class XmppLink extends EventEmitter {
   }
 
   /**
-   * Sends now if online; otherwise queues in order for the next connection. Resolves once
-   * the stanza is written to the socket (after a reconnect, if need be); never rejects.
+   * Sends now if online; otherwise queues in order for the next connection. Resolves `true`
+   * once the stanza is written to the socket (after a reconnect, if need be), `false` if it
+   * was dropped because the queue overflowed while ejabberd was unreachable; never rejects.
    */
-  send(stanza: Element): Promise<void> {
-    return new Promise<void>((written) => {
-      const outbound = { stanza, written };
+  send(stanza: Element): Promise<boolean> {
+    return new Promise<boolean>((settle) => {
+      const outbound = { stanza, settle };
       if (!this.connected || this.queue.length > 0) this.enqueue(outbound);
       else this.write(outbound);
     });
@@ -172,6 +177,10 @@ export class XmppLink extends EventEmitter {
     if (this.attempt > 0 || this.reconnects > 0) this.reconnects += 1;
     this.attempt = 0;
     this.log.info({ domain: this.options.domain, queued: this.queue.length }, "component online");
+    if (this.droppedWhileOffline > 0) {
+      this.log.error({ dropped: this.droppedWhileOffline }, "stanzas dropped from the full outbound queue meanwhile (visitor messages among them are sent again)");
+      this.droppedWhileOffline = 0;
+    }
     // Flush everything queued, in order, before new stanzas (send() queues while the queue is non-empty).
     while (this.queue.length > 0 && this.connected) this.write(this.queue.shift()!);
     this.emit("online");
@@ -199,7 +208,7 @@ export class XmppLink extends EventEmitter {
 
   private write(outbound: Outbound): void {
     if (this.entity.socket) corkForThisTurn(this.entity.socket);
-    this.entity.send(outbound.stanza).then(outbound.written, (err: unknown) => {
+    this.entity.send(outbound.stanza).then(() => outbound.settle(true), (err: unknown) => {
       // The socket went away mid-write. What the kernel had not taken is re-queued; what it
       // had taken is beyond our reach (XEP-0114 has no acknowledgements).
       this.log.warn({ err }, "stanza write failed; queued for the next connection");
@@ -210,9 +219,9 @@ export class XmppLink extends EventEmitter {
   private enqueue(outbound: Outbound): void {
     this.queue.push(outbound);
     if (this.queue.length > this.maxQueued) {
-      // Never resolved: a visitor message among them stays in the store's outbox.
-      this.queue.shift();
-      this.log.error({ maxQueued: this.maxQueued }, "outbound queue full while ejabberd is unreachable; dropped the oldest stanza");
+      // The sender learns it, and sends a visitor message again once ejabberd is back (outbox.ts).
+      this.queue.shift()!.settle(false);
+      if (this.droppedWhileOffline++ === 0) this.log.error({ maxQueued: this.maxQueued }, "outbound queue full while ejabberd is unreachable; dropping the oldest stanzas");
     }
   }
 

@@ -15,6 +15,7 @@ describe("loadConfig", () => {
       visitorGraceMs: 15_000,
       agentGraceMs: 60_000,
       heartbeatMs: 30_000,
+      xmppQueueMax: 200_000,
       transcriptRetentionDays: 0,
       visitorRetentionDays: 30,
       logLevel: "info",
@@ -30,6 +31,11 @@ describe("loadConfig", () => {
   it("takes a visitor heartbeat of one second or more", () => {
     expect(loadConfig({ PARLEY_XMPP_SECRET: "s", PARLEY_HEARTBEAT_MS: "20000" }).heartbeatMs).toBe(20_000);
     for (const bad of ["0", "999", "soon"]) expect(() => loadConfig({ PARLEY_XMPP_SECRET: "s", PARLEY_HEARTBEAT_MS: bad })).toThrow(/PARLEY_HEARTBEAT_MS/);
+  });
+
+  it("bounds the queue kept for ejabberd by a positive count", () => {
+    expect(loadConfig({ PARLEY_XMPP_SECRET: "s", PARLEY_XMPP_QUEUE_MAX: "5000" }).xmppQueueMax).toBe(5000);
+    for (const bad of ["0", "-3", "1.5", "lots"]) expect(() => loadConfig({ PARLEY_XMPP_SECRET: "s", PARLEY_XMPP_QUEUE_MAX: bad })).toThrow(/PARLEY_XMPP_QUEUE_MAX/);
   });
 
   it("refuses to start without a secret, naming the variable", () => {
