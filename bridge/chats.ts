@@ -21,7 +21,8 @@ import type { AppendResult, Chat, Site, Store, StoredMessage, Visitor } from "./
  */
 export interface ChatEvents {
   chatEnded(chat: Chat): Promise<void>;
-  offlineMessage(chat: Chat): Promise<void>;
+  /** A visitor message (`messageId`) reached an offline chat: one event per message. */
+  offlineMessage(chat: Chat, messageId: string): Promise<void>;
 }
 
 /** This process's own visitor sockets (the visitor gateway). */
@@ -87,7 +88,7 @@ export class ChatService {
         return;
       case "offline":
         await this.sendToEveryAgent(site, visitor, message);
-        await this.deps.events?.offlineMessage(chat);
+        await this.deps.events?.offlineMessage(chat, message.id);
         return;
       case "queued":
       case "ended":
@@ -459,7 +460,12 @@ export class ChatService {
         for (const message of pending) this.relay(visitor, chat.agentJid!, message);
         return;
       case "offline":
-        for (const message of pending) await this.sendToEveryAgent(site, visitor, message);
+        // The first attempt may have stopped before its webhook: the event's id comes from the
+        // message, so one that was already sent is the same event to the receiver.
+        for (const message of pending) {
+          await this.sendToEveryAgent(site, visitor, message);
+          await this.deps.events?.offlineMessage(chat, message.id);
+        }
         return;
       case "queued":
         return; // replayed on assignment
@@ -530,11 +536,11 @@ export class ChatService {
       ts: this.deps.now(),
     });
     await this.publishMessage(visitor.id, notice);
-    for (const message of await store.transcript(chat.id)) {
-      if (message.from === "visitor") await this.sendToEveryAgent(site, visitor, message);
-    }
+    const visitorMessages = (await store.transcript(chat.id)).filter((m) => m.from === "visitor");
+    for (const message of visitorMessages) await this.sendToEveryAgent(site, visitor, message);
     this.log.info({ chatId: chat.id, siteId: site.id }, "no agent available: chat is in offline mode");
-    await this.deps.events?.offlineMessage(offline);
+    const last = visitorMessages.at(-1);
+    if (last) await this.deps.events?.offlineMessage(offline, last.id);
     this.deps.onChange?.(site.id);
   }
 

@@ -1,4 +1,4 @@
-import { createHash, createHmac, randomUUID } from "node:crypto";
+import { createHash, createHmac } from "node:crypto";
 import { backoffDelay } from "./backoff.js";
 import type { ChatEvents } from "./chats.js";
 import type { Logger } from "./logger.js";
@@ -37,8 +37,9 @@ export class Webhooks implements ChatEvents {
     return this.enqueue("chat.ended", chat, nameBasedUuid(`chat.ended:${chat.id}`));
   }
 
-  offlineMessage(chat: Chat): Promise<void> {
-    return this.enqueue("offline.message", chat, randomUUID());
+  /** One event per visitor message, its id derived from the message: emitted again after a crash, it is the same event. */
+  offlineMessage(chat: Chat, messageId: string): Promise<void> {
+    return this.enqueue("offline.message", chat, nameBasedUuid(`offline.message:${chat.id}:${messageId}`));
   }
 
   /** Timer handler: one delivery attempt; returns when to try again, if ever. */
@@ -87,6 +88,9 @@ export class Webhooks implements ChatEvents {
     const { store } = this.deps;
     const site = await store.getSite(chat.siteId);
     if (!site?.webhookUrl) return;
+    // Emitted again (an interrupted step finished by another process) while the first is still
+    // being delivered: that one keeps its body, so its retries stay byte-identical.
+    if (await store.getWebhookEvent(id)) return;
     const body = JSON.stringify({ event: kind, id, siteId: chat.siteId, chat: await chatTranscript(store, chat, true) });
     await store.putWebhookEvent({ id, siteId: chat.siteId, body, attempts: 0 });
     await this.deps.scheduler.schedule("webhook", id, this.deps.now());
