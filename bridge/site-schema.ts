@@ -1,4 +1,5 @@
 import { z } from "zod";
+import { bareJid } from "../stanza-mappers/addressing.js";
 import { isXmlSafe } from "../stanza-mappers/xml-safe-text.js";
 
 // What an admin may say about a site or an agent: shared by the admin API and PARLEY_SITES_FILE.
@@ -48,12 +49,13 @@ export type SiteBody = z.infer<typeof siteBodySchema>;
 
 export const agentBodySchema = z.strictObject({ name: displayName.optional() });
 
-/** A bare JID: `local@domain`, no resource. Case-folded as XMPP servers do for these parts. */
+/** A bare JID: `local@domain`, no resource. Prepared as XMPP servers do (see `bareJid`). */
 export const bareJidSchema = z
   .string()
   .max(3071)
-  .transform((s) => s.trim().toLowerCase())
-  .refine((s) => /^[^@/\s"&'<>:]+@[a-z0-9.-]+$/.test(s) && isXmlSafe(s), "must be a bare JID like agent@example.com");
+  .refine((s) => !s.includes("/"), "must be a bare JID like agent@example.com (no resource)")
+  .transform((s) => bareJid(s.trim()))
+  .refine((s) => /^[^@/\s"&'<>:]+@[\p{L}\p{N}.-]+$/u.test(s) && isXmlSafe(s), "must be a bare JID like agent@example.com");
 
 export const sitesFileSchema = z.strictObject({
   sites: z.array(

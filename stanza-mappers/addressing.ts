@@ -74,10 +74,21 @@ export function visitorIdFromBytes(bytes: Uint8Array): string {
   return out;
 }
 
+/**
+ * The bare JID, prepared the way XMPP servers prepare its parts (RFC 6122 nodeprep and
+ * nameprep: NFKC, then case folding), so that "Straße@Example.com" typed by an admin is the
+ * "strasse@example.com" ejabberd writes in stanzas. Case folding is lowercasing except for a
+ * few characters, mapped here; for ASCII it is lowercasing alone (the hot path).
+ */
 export function bareJid(jid: string): string {
   const slash = jid.indexOf("/");
-  return (slash === -1 ? jid : jid.slice(0, slash)).toLowerCase();
+  const bare = slash === -1 ? jid : jid.slice(0, slash);
+  if (!/[\u0080-\uffff]/.test(bare)) return bare.toLowerCase();
+  return bare.normalize("NFKC").toLowerCase().replace(/ß|ς|\u0345/g, (c) => FOLDED_BEYOND_LOWERCASE[c]!).normalize("NFKC");
 }
+
+/** Stringprep's case folding (RFC 3454 table B.2) where it differs from lowercasing. */
+const FOLDED_BEYOND_LOWERCASE: Record<string, string> = { "ß": "ss", "ς": "σ", "\u0345": "ι" };
 
 export function resourceOf(jid: string): string {
   const slash = jid.indexOf("/");

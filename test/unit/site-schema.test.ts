@@ -43,4 +43,15 @@ describe("admin text that XML cannot carry", () => {
     expect(siteBodySchema.safeParse({ name: "Acme 😀 Ñ", welcome: "Hi!\nHow can we help?\r\n\tAsk away.", offlineMessage: "<away> & \"back\" soon" }).success).toBe(true);
     expect(agentBodySchema.safeParse({ name: "Zoë 👩‍💻" }).success).toBe(true);
   });
+
+  it("prepares agent JIDs as XMPP servers do (nodeprep, nameprep), so they match what ejabberd puts in stanzas", () => {
+    const prepared = (jid: string) => bareJidSchema.parse(jid);
+    expect(prepared(" Agent1@LocalHost ")).toBe("agent1@localhost");
+    expect(prepared("Straße@example.com")).toBe("strasse@example.com"); // ejabberd: strasse
+    expect(prepared("ΟΔΟΣ@example.gr")).toBe("οδοσ@example.gr"); // final sigma folds to σ
+    expect(prepared("ﬀ@example.com")).toBe("ff@example.com"); // NFKC
+    expect(prepared("José@MÜNCHEN.example")).toBe("josé@münchen.example"); // internationalised domain
+    expect(prepared("ı@example.com")).toBe("ı@example.com"); // already folded: kept
+    for (const bad of ["ann@example.com/phone", "ann", "ann @example.com", "@example.com", "ann@exa mple.com"]) expect(bareJidSchema.safeParse(bad).success, bad).toBe(false);
+  });
 });
