@@ -8,6 +8,7 @@ import { Scheduler } from "../../bridge/scheduler.js";
 import { newChatId } from "../../bridge/store/ids.js";
 import { MemoryStore } from "../../bridge/store/memory-store.js";
 import type { Chat, Site, Visitor } from "../../bridge/store/types.js";
+import { visitorIdFromBytes } from "../../stanza-mappers/addressing.js";
 import type { ServerFrame } from "../../stanza-mappers/visitor-protocol.js";
 
 // Routing decisions that race: several "processes" (ChatService instances) on one store,
@@ -40,7 +41,8 @@ async function siteWith(store: MemoryStore, agents: string[], cap: number): Prom
 
 /** A visitor whose first message is stored (the chat is `new`). */
 async function newChat(store: MemoryStore, site: Site): Promise<{ visitor: Visitor; chat: Chat }> {
-  const id = String(++visitors).padStart(26, "a").replace(/[^a-z2-7]/g, "b");
+  // Distinct per visitor: the number leads, in the bytes the id keeps whole.
+  const id = visitorIdFromBytes(Buffer.from(String(++visitors).padEnd(17, "-")));
   const visitor: Visitor = { id, siteId: site.id, jid: `acme.${id}@chat.localhost`, tokenHash: "00", number: visitors, createdAt: now() };
   await store.createVisitor(visitor);
   clock += 1;
