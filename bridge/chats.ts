@@ -124,7 +124,8 @@ export class ChatService {
   /**
    * Gives the chat to the agent: claim a slot (atomic, at most `maxChatsPerAgent`), move the
    * chat to `active` (compare-and-set, so a chat is never assigned twice), put the visitor
-   * in the agent's roster, then replay what the visitor said so far.
+   * in the agent's roster (and out again if another process ended or moved the chat
+   * meanwhile), then replay what the visitor said so far.
    */
   async assign(site: Site, visitor: Visitor, chat: Chat, agentJid: string, { ignoreCap }: { ignoreCap: boolean }): Promise<boolean> {
     const { store } = this.deps;
@@ -147,7 +148,9 @@ export class ChatService {
     await this.expectAnswer(site, chat.id, agentJid, now);
 
     const jid = visitor.jid;
-    await this.deps.rosters.upsert(agentJid, { jid, name: visitorDisplayName(visitor), group: site.name });
+    await this.deps.rosters.upsert(agentJid, rosterItemOf(site, visitor));
+    // Ended or moved by another process meanwhile: it was assigned, what follows is not ours to do.
+    if (!(await this.keepRosterItemOnlyIfTheirs(site, visitor, chat.id, agentJid))) return true;
     const online = await store.isOnline(site.id, visitor.id, now);
     this.deps.send(presenceToStanza({ from: jid, to: agentJid, ...(online ? { status: pageStatus(visitor.page) } : { type: "unavailable" }) }));
 
@@ -247,9 +250,10 @@ export class ChatService {
     this.drainSoon(site); // the old agent has room again
     await this.deps.scheduler.cancel("unanswered", `${chat.id}|${fromAgentJid}`);
     await this.expectAnswer(site, chat.id, toAgentJid, now);
-    const item = { jid: visitor.jid, name: visitorDisplayName(visitor), group: site.name };
+    const item = rosterItemOf(site, visitor);
     await this.deps.rosters.remove(fromAgentJid, item);
     await this.deps.rosters.upsert(toAgentJid, item);
+    if (!(await this.keepRosterItemOnlyIfTheirs(site, visitor, chat.id, toAgentJid))) return true;
     const online = await store.isOnline(site.id, visitor.id, now);
     this.deps.send(presenceToStanza({ from: visitor.jid, to: toAgentJid, ...(online ? { status: pageStatus(visitor.page) } : { type: "unavailable" }) }));
     await this.replayContext(visitor, chat, toAgentJid);
@@ -509,6 +513,20 @@ export class ChatService {
     void this.drainQueue(site).catch((err: unknown) => this.log.warn({ err, siteId: site.id }, "queue drain failed"));
   }
 
+  /**
+   * Roster items live in ejabberd, where no compare-and-set guards them: an end or a move
+   * on another process, between the chat becoming the agent's and the item reaching their
+   * roster, removed the item before it was there. So once it is there the chat is read
+   * again, and the item goes unless the visitor's current chat (this one, or a newer one) is
+   * with the agent. Returns whether this chat is still the agent's.
+   */
+  private async keepRosterItemOnlyIfTheirs(site: Site, visitor: Visitor, chatId: string, agentJid: string): Promise<boolean> {
+    const current = (await this.deps.store.visitorWithChat(visitor.id))?.chat;
+    const withAgent = current?.state === "active" && current.agentJid === agentJid;
+    if (!withAgent) await this.deps.rosters.remove(agentJid, rosterItemOf(site, visitor));
+    return withAgent && current.id === chatId;
+  }
+
   /** A slot claimed for a chat that ended up elsewhere is freed, unless the chat holds it after all. */
   private async releaseUnlessHeld(site: Site, agentJid: string, chatId: string): Promise<void> {
     const current = await this.deps.store.getChat(chatId);
@@ -540,4 +558,9 @@ export class ChatService {
   private async sendToEveryAgent(site: Site, visitor: Visitor, message: StoredMessage): Promise<void> {
     for (const agent of await this.deps.store.listAgents(site.id)) this.relay(visitor, agent.jid, message);
   }
+}
+
+/** The visitor as a contact in an agent's roster (CONTRACT §5). */
+function rosterItemOf(site: Site, visitor: Visitor) {
+  return { jid: visitor.jid, name: visitorDisplayName(visitor), group: site.name };
 }

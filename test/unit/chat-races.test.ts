@@ -20,13 +20,54 @@ let clock = 1_700_000_000_000;
 const now = () => clock;
 let visitors = 0;
 
-function process(store: MemoryStore, name: string) {
+/** A Parley process on the store. Roster changes land in `rosters`, shared by the processes of a test as the server's rosters are. */
+function process(store: MemoryStore, name: string, rosters = new AgentRosters()) {
   const frames: { visitorId: string; frame: ServerFrame }[] = [];
-  const rosters = { upsert: async () => {}, remove: async () => {} } as unknown as Rosters;
   const scheduler = new Scheduler({ store, now, logger, intervalMs: 1_000_000 });
-  const chats = new ChatService({ store, local: { processId: name, deliver: (visitorId, frame) => void frames.push({ visitorId, frame }) }, scheduler, domain: "chat.localhost", send: () => {}, rosters, lanes: new KeyedQueue(), now, logger });
+  const chats = new ChatService({ store, local: { processId: name, deliver: (visitorId, frame) => void frames.push({ visitorId, frame }) }, scheduler, domain: "chat.localhost", send: () => {}, rosters: rosters.changer(), lanes: new KeyedQueue(), now, logger });
   const commands = new CommandService({ store, deskJid: (siteId) => `${siteId}@chat.localhost`, send: () => {}, chats, now, newId: () => `id${++visitors}`, logger });
   return { chats, commands, frames };
+}
+
+/** The agents' rosters as the server keeps them: visitor JIDs by agent. */
+class AgentRosters {
+  private readonly items = new Map<string, Set<string>>();
+  private held: { reached(): void; released: Promise<void> } | null = null;
+
+  /** The roster changes of one process (Rosters' two methods, applied here). */
+  changer(): Rosters {
+    return {
+      upsert: async (agentJid: string, item: { jid: string }) => {
+        const held = this.held;
+        this.held = null;
+        if (held) {
+          held.reached();
+          await held.released;
+        }
+        this.of(agentJid).add(item.jid);
+      },
+      remove: async (agentJid: string, item: { jid: string }) => void this.of(agentJid).delete(item.jid),
+    } as unknown as Rosters;
+  }
+
+  /** The next upsert, from any process, waits until `release()`: a roster change still on its way to the server. */
+  holdNextUpsert(): { reached: Promise<void>; release(): void } {
+    let reached!: () => void;
+    let release!: () => void;
+    const reachedPromise = new Promise<void>((resolve) => (reached = resolve));
+    this.held = { reached, released: new Promise<void>((resolve) => (release = resolve)) };
+    return { reached: reachedPromise, release };
+  }
+
+  visitorsOf(agentJid: string): string[] {
+    return [...this.of(agentJid)];
+  }
+
+  private of(agentJid: string): Set<string> {
+    let items = this.items.get(agentJid);
+    if (!items) this.items.set(agentJid, (items = new Set()));
+    return items;
+  }
 }
 
 async function siteWith(store: MemoryStore, agents: string[], cap: number): Promise<Site> {
@@ -171,5 +212,41 @@ describe("routing races", () => {
     await chats.route(site, visitor, chat);
     expect(events.indexOf("schedule unanswered")).toBeGreaterThanOrEqual(0);
     expect(events.indexOf("schedule unanswered")).toBeLessThan(events.findIndex((e) => e.startsWith("send ")));
+  });
+});
+
+describe("chat lifecycle races", () => {
+  it("takes the visitor out of the agent's roster when another process ends the chat while it is being assigned", async () => {
+    const store = new MemoryStore();
+    const rosters = new AgentRosters();
+    const site = await siteWith(store, ["a@x"], 3);
+    const [p1, p2] = [process(store, "p1", rosters), process(store, "p2", rosters)];
+    const { visitor, chat } = await newChat(store, site);
+    const upsert = rosters.holdNextUpsert();
+    const assigning = p1.chats.assign(site, visitor, chat, "a@x", { ignoreCap: false });
+    await upsert.reached; // the chat is a@x's; the roster item is on its way to the server
+    expect(await p2.chats.end(site, visitor, (await store.getChat(chat.id))!)).toBe(true);
+    upsert.release();
+    await assigning;
+    expect(rosters.visitorsOf("a@x")).toEqual([]);
+    expect(p1.frames.filter((f) => f.visitorId === visitor.id).map((f) => f.frame.type)).not.toContain("agent");
+    await expectLoadsMatchChats(store, [chat.id]);
+  });
+
+  it("takes the visitor out of the new agent's roster when another process ends the chat while it is being transferred", async () => {
+    const store = new MemoryStore();
+    const rosters = new AgentRosters();
+    const site = await siteWith(store, ["a@x", "b@x"], 3);
+    const [p1, p2] = [process(store, "p1", rosters), process(store, "p2", rosters)];
+    const { visitor, chat } = await newChat(store, site);
+    await p1.chats.assign(site, visitor, chat, "a@x", { ignoreCap: false });
+    const upsert = rosters.holdNextUpsert();
+    const transferring = p1.chats.transfer(site, visitor, (await store.getChat(chat.id))!, "b@x");
+    await upsert.reached;
+    expect(await p2.chats.end(site, visitor, (await store.getChat(chat.id))!)).toBe(true);
+    upsert.release();
+    await transferring;
+    expect(rosters.visitorsOf("a@x")).toEqual([]);
+    expect(rosters.visitorsOf("b@x")).toEqual([]);
   });
 });
