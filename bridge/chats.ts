@@ -63,11 +63,17 @@ const ANSWERED_CHATS_REMEMBERED = 100_000;
 const QUEUE_ASSIGN_ATTEMPTS = 3;
 /** When another process finishes an end that its process did not (see `end`). */
 const FINISH_END_AFTER_MS = 60_000;
+/**
+ * When another process puts in line a chat whose queueing stopped midway (see `queueing`):
+ * the visitor waits without a place meanwhile, so sooner than an end.
+ */
+const FINISH_QUEUE_AFTER_MS = 10_000;
 
 export class ChatService {
   private readonly log: Logger;
   private readonly answeredChats = new Set<string>();
-  private ends = 0;
+  /** Numbers this process's guarded changes, so that each has its own timer. */
+  private guardedChanges = 0;
 
   constructor(private readonly deps: ChatDeps) {
     this.log = deps.logger.child({ module: "chats" });
@@ -211,17 +217,19 @@ export class ChatService {
       notice(`moved to ${moved?.agentName ?? toAgentJid}`);
       return;
     }
-    const queued = await store.updateChat(chat.id, ["active"], { state: "queued", agentJid: undefined, agentName: undefined }, fromAgentJid);
-    if (!queued) return;
-    await store.releaseAgent(site.id, fromAgentJid, chat.id);
-    await this.deps.rosters.remove(fromAgentJid, { jid: visitor.jid, name: visitorDisplayName(visitor), group: site.name });
-    notice("is waiting for the next available agent");
-    await this.publish(visitor.id, { type: "agent", state: "left", name: chat.agentName ?? agentDisplayName(undefined, fromAgentJid) });
-    await store.enqueue(site.id, chat.id, chat.startedAt);
-    // Back in line by its start time, maybe ahead of others: everyone's position may change.
-    await this.announceQueuePositions(site);
-    this.log.info({ chatId: chat.id, from: fromAgentJid }, "chat queued again");
-    this.deps.onChange?.(site.id);
+    await this.queueing(chat.id, fromAgentJid, async () => {
+      const queued = await store.updateChat(chat.id, ["active"], { state: "queued", agentJid: undefined, agentName: undefined }, fromAgentJid);
+      if (!queued) return;
+      await store.releaseAgent(site.id, fromAgentJid, chat.id);
+      await this.deps.rosters.remove(fromAgentJid, { jid: visitor.jid, name: visitorDisplayName(visitor), group: site.name });
+      notice("is waiting for the next available agent");
+      await this.publish(visitor.id, { type: "agent", state: "left", name: chat.agentName ?? agentDisplayName(undefined, fromAgentJid) });
+      await store.enqueue(site.id, chat.id, chat.startedAt);
+      // Back in line by its start time, maybe ahead of others: everyone's position may change.
+      await this.announceQueuePositions(site);
+      this.log.info({ chatId: chat.id, from: fromAgentJid }, "chat queued again");
+      this.deps.onChange?.(site.id);
+    });
   }
 
   /**
@@ -324,14 +332,12 @@ export class ChatService {
    * ended and before the rest is done, another process finishes it (`finishEnd`).
    */
   async end(site: Site, visitor: Visitor, chat: Chat): Promise<boolean> {
-    const { store, scheduler } = this.deps;
-    const finishKey = `${chat.id}|${this.deps.local.processId}.${++this.ends}`;
-    await scheduler.schedule("finish-end", finishKey, this.deps.now() + FINISH_END_AFTER_MS);
-    const ended = await store.updateChat(chat.id, ["new", "queued", "active", "offline"], { state: "ended", endedAt: this.deps.now() });
-    if (ended) await this.afterEnd(site, visitor, ended, true);
-    if (ended && chat.state === "queued") await this.announceQueuePositions(site); // those behind move up
-    await scheduler.cancel("finish-end", finishKey);
-    return ended !== null;
+    return this.guarded("finish-end", chat.id, FINISH_END_AFTER_MS, async () => {
+      const ended = await this.deps.store.updateChat(chat.id, ["new", "queued", "active", "offline"], { state: "ended", endedAt: this.deps.now() });
+      if (ended) await this.afterEnd(site, visitor, ended, true);
+      if (ended && chat.state === "queued") await this.announceQueuePositions(site); // those behind move up
+      return ended !== null;
+    });
   }
 
   /**
@@ -342,6 +348,33 @@ export class ChatService {
   async finishEnd(site: Site, visitor: Visitor, chat: Chat): Promise<void> {
     if (chat.state !== "ended") return;
     await this.afterEnd(site, visitor, chat, !visitor.chatId || visitor.chatId === chat.id);
+  }
+
+  /**
+   * The `finish-queue` timer: the chat was marked queued, but its process may have stopped
+   * before putting it in the site's queue (see `queueing`). Every step is safe to repeat:
+   * the agent it left (if any) gets their slot back and loses the roster item unless the
+   * chat is theirs again; a chat still queued is put in line (once, by its start time).
+   */
+  async finishQueue(site: Site, visitor: Visitor, chat: Chat, fromAgentJid?: string): Promise<void> {
+    const { store } = this.deps;
+    if (fromAgentJid) {
+      await this.releaseUnlessHeld(site, fromAgentJid, chat.id);
+      await this.keepRosterItemOnlyIfTheirs(site, visitor, chat.id, fromAgentJid);
+    }
+    if (chat.state !== "queued" || (await store.queuePosition(site.id, chat.id)) !== null) return;
+    await store.enqueue(site.id, chat.id, chat.startedAt);
+    // Assigning and ending take a chat out of the queue after changing its state: if one of
+    // them came after the read above, either it removed what we added or we see it here.
+    if ((await store.getChat(chat.id))?.state !== "queued") {
+      await store.removeFromQueue(site.id, chat.id);
+      return;
+    }
+    // In line by its start time, maybe ahead of chats queued meanwhile: every position may change.
+    await this.announceQueuePositions(site);
+    this.log.info({ chatId: chat.id, siteId: site.id }, "chat put in line after its queueing stopped midway");
+    this.deps.onChange?.(site.id);
+    this.drainSoon(site); // an agent may have had room all along
   }
 
   private async afterEnd(site: Site, visitor: Visitor, ended: Chat, stillTheirs: boolean): Promise<void> {
@@ -494,15 +527,43 @@ export class ChatService {
 
   private async enqueue(site: Site, visitor: Visitor, chat: Chat): Promise<void> {
     const { store } = this.deps;
-    const queued = await store.updateChat(chat.id, ["new", "offline"], { state: "queued" });
-    if (!queued && chat.state !== "queued") return;
-    await store.enqueue(site.id, chat.id, chat.startedAt);
-    const position = (await store.queuePosition(site.id, chat.id)) ?? 1;
-    await this.publish(visitor.id, { type: "queue", position });
-    this.log.info({ chatId: chat.id, siteId: site.id, position }, "chat queued");
-    this.deps.onChange?.(site.id);
-    // A slot freed elsewhere between the decision and now found the queue empty.
-    this.drainSoon(site);
+    await this.queueing(chat.id, undefined, async () => {
+      const queued = await store.updateChat(chat.id, ["new", "offline"], { state: "queued" });
+      if (!queued && chat.state !== "queued") return;
+      await store.enqueue(site.id, chat.id, chat.startedAt);
+      const position = (await store.queuePosition(site.id, chat.id)) ?? 1;
+      await this.publish(visitor.id, { type: "queue", position });
+      this.log.info({ chatId: chat.id, siteId: site.id, position }, "chat queued");
+      this.deps.onChange?.(site.id);
+      // A slot freed elsewhere between the decision and now found the queue empty.
+      this.drainSoon(site);
+    });
+  }
+
+  /**
+   * Marking a chat queued and putting it in the site's queue are two writes (two keys, in
+   * different Redis Cluster slots, no transaction), with more between them when the chat
+   * leaves an agent. A store error or a death between them would leave the chat `queued`
+   * in no queue, which nobody ever assigns: the `finish-queue` timer, naming the agent the
+   * chat leaves, lets another process finish the steps (`finishQueue`).
+   */
+  private async queueing(chatId: string, fromAgentJid: string | undefined, steps: () => Promise<void>): Promise<void> {
+    await this.guarded("finish-queue", chatId, FINISH_QUEUE_AFTER_MS, steps, fromAgentJid);
+  }
+
+  /**
+   * Runs a change of several steps under a durable timer, written first and removed once
+   * every step is done: if a store error or the process's death stops the change midway,
+   * the timer fires on some process, which finishes it (each step is safe to repeat). Its
+   * key is `{chatId}|{attempt}`, then `|{detail}` when the finishing needs more.
+   */
+  private async guarded<T>(kind: "finish-end" | "finish-queue", chatId: string, afterMs: number, steps: () => Promise<T>, detail?: string): Promise<T> {
+    const { scheduler } = this.deps;
+    const key = `${chatId}|${this.deps.local.processId}.${++this.guardedChanges}${detail === undefined ? "" : `|${detail}`}`;
+    await scheduler.schedule(kind, key, this.deps.now() + afterMs);
+    const result = await steps();
+    await scheduler.cancel(kind, key);
+    return result;
   }
 
   /**

@@ -3,8 +3,11 @@ import { describe, expect, it } from "vitest";
 import { ChatService } from "../../bridge/chats.js";
 import { CommandService } from "../../bridge/commands.js";
 import { KeyedQueue } from "../../bridge/keyed-queue.js";
+import { registerLifecycleTimers } from "../../bridge/lifecycle.js";
+import type { PresenceService } from "../../bridge/presence.js";
 import type { Rosters } from "../../bridge/rosters.js";
 import { Scheduler } from "../../bridge/scheduler.js";
+import type { Webhooks } from "../../bridge/webhooks.js";
 import { newChatId } from "../../bridge/store/ids.js";
 import { MemoryStore } from "../../bridge/store/memory-store.js";
 import type { Chat, Site, Visitor } from "../../bridge/store/types.js";
@@ -20,13 +23,22 @@ let clock = 1_700_000_000_000;
 const now = () => clock;
 let visitors = 0;
 
-/** A Parley process on the store. Roster changes land in `rosters`, shared by the processes of a test as the server's rosters are. */
+/** A dependency the timers of these tests must not touch. */
+const untouched = new Proxy({}, { get: (_target, key) => { throw new Error(`used ${String(key)}`); } });
+
+/**
+ * A Parley process on the store: its chats, commands and durable timers (fired when the test
+ * calls `scheduler.tick()`). Roster changes land in `rosters`, shared by the processes of a
+ * test as the server's rosters are.
+ */
 function process(store: MemoryStore, name: string, rosters = new AgentRosters()) {
   const frames: { visitorId: string; frame: ServerFrame }[] = [];
   const scheduler = new Scheduler({ store, now, logger, intervalMs: 1_000_000 });
-  const chats = new ChatService({ store, local: { processId: name, deliver: (visitorId, frame) => void frames.push({ visitorId, frame }) }, scheduler, domain: "chat.localhost", send: () => {}, rosters: rosters.changer(), lanes: new KeyedQueue(), now, logger });
+  const lanes = new KeyedQueue();
+  const chats = new ChatService({ store, local: { processId: name, deliver: (visitorId, frame) => void frames.push({ visitorId, frame }) }, scheduler, domain: "chat.localhost", send: () => {}, rosters: rosters.changer(), lanes, now, logger });
   const commands = new CommandService({ store, deskJid: (siteId) => `${siteId}@chat.localhost`, send: () => {}, chats, now, newId: () => `id${++visitors}`, logger });
-  return { chats, commands, frames };
+  registerLifecycleTimers({ store, scheduler, chats, lanes, presence: untouched as PresenceService, webhooks: untouched as Webhooks, agentGraceMs: 60_000, chatIdleMs: 600_000, visitorRetentionMs: 0, logger });
+  return { chats, commands, frames, scheduler, lanes };
 }
 
 /** The agents' rosters as the server keeps them: visitor JIDs by agent. */
@@ -67,6 +79,29 @@ class AgentRosters {
     let items = this.items.get(agentJid);
     if (!items) this.items.set(agentJid, (items = new Set()));
     return items;
+  }
+}
+
+/** A store whose next call of a chosen method fails, as a Redis command does when Redis is unreachable. */
+class FlakyStore extends MemoryStore {
+  private readonly failing = new Set<string>();
+
+  failNext(method: "enqueue" | "releaseAgent"): void {
+    this.failing.add(method);
+  }
+
+  override async enqueue(siteId: string, chatId: string, ts: number) {
+    this.failIfAsked("enqueue");
+    return super.enqueue(siteId, chatId, ts);
+  }
+
+  override async releaseAgent(siteId: string, agentJid: string, chatId: string) {
+    this.failIfAsked("releaseAgent");
+    return super.releaseAgent(siteId, agentJid, chatId);
+  }
+
+  private failIfAsked(method: string): void {
+    if (this.failing.delete(method)) throw new Error(`injected store error in ${method}`);
   }
 }
 
@@ -216,6 +251,47 @@ describe("routing races", () => {
 });
 
 describe("chat lifecycle races", () => {
+  it("puts in line, from another process, a chat whose queueing a store error stopped after it was marked queued", async () => {
+    const store = new FlakyStore();
+    const site = await siteWith(store, ["a@x"], 1);
+    const [p1, p2] = [process(store, "p1"), process(store, "p2")];
+    const [first] = await routeNewChats(store, site, p1, 1);
+    const { visitor, chat } = await newChat(store, site);
+    store.failNext("enqueue");
+    await expect(p1.chats.route(site, visitor, chat)).rejects.toThrow(/injected/);
+    expect((await store.getChat(chat.id))?.state).toBe("queued");
+    expect(await store.queuedChats("acme")).toEqual([]);
+
+    clock += 60_000;
+    await p2.scheduler.tick();
+    expect(await store.queuedChats("acme")).toEqual([chat.id]);
+    expect(p2.frames).toContainEqual({ visitorId: visitor.id, frame: { type: "queue", position: 1 } });
+    // And it is served like any waiting chat: the agent's slot goes to it when it frees.
+    await p1.chats.end(site, first!.visitor, (await store.getChat(first!.chat.id))!);
+    await expect.poll(async () => (await store.getChat(chat.id))?.state).toBe("active");
+  });
+
+  it("finishes, from another process, a move to the queue that a store error stopped midway: the agent's slot and roster item go, the chat waits in line", async () => {
+    const store = new FlakyStore();
+    const rosters = new AgentRosters();
+    const site = await siteWith(store, ["a@x", "b@x"], 1);
+    const [p1, p2] = [process(store, "p1", rosters), process(store, "p2", rosters)];
+    const [first, second] = await routeNewChats(store, site, p1, 2);
+    const unanswered = (await store.getChat(first!.chat.id))!;
+    expect(unanswered.agentJid).toBe("a@x");
+    store.failNext("releaseAgent");
+    await expect(p1.chats.reassign(site, first!.visitor, unanswered, "You did not answer.")).rejects.toThrow(/injected/);
+    expect((await store.getChat(unanswered.id))?.state).toBe("queued");
+
+    await store.setAgentResource("a@x", "laptop", "away", now()); // so that nobody has room when it is back in line
+    clock += 60_000;
+    await p2.scheduler.tick();
+    await expectLoadsMatchChats(store, [first!.chat.id, second!.chat.id]);
+    expect(rosters.visitorsOf("a@x")).toEqual([]);
+    expect(await store.queuedChats("acme")).toEqual([unanswered.id]);
+    expect(p2.frames).toContainEqual({ visitorId: first!.visitor.id, frame: { type: "queue", position: 1 } });
+  });
+
   it("takes the visitor out of the agent's roster when another process ends the chat while it is being assigned", async () => {
     const store = new MemoryStore();
     const rosters = new AgentRosters();
