@@ -171,6 +171,19 @@ export class ChatService {
     return true;
   }
 
+  /**
+   * An agent of the site wrote to a visitor whose chat waits (queued, offline mode, or not
+   * routed yet): they take it, past their cap and also while `!busy`, away or dnd. Those
+   * keep routing from giving them chats; a message they chose to write is their choice, as
+   * `!transfer` to an agent at the cap is (README, "For agents"). Those behind in the queue
+   * move up a place.
+   */
+  async takeOver(site: Site, visitor: Visitor, chat: Chat, agentJid: string): Promise<boolean> {
+    const taken = await this.assign(site, visitor, chat, agentJid, { ignoreCap: true });
+    if (taken && chat.state === "queued") await this.announceQueuePositions(site);
+    return taken;
+  }
+
   /** The agent has `answerTimeoutSeconds` to say something before the chat moves on. */
   private async expectAnswer(site: Site, chatId: string, agentJid: string, now: number): Promise<void> {
     const seconds = site.answerTimeoutSeconds ?? DEFAULT_ANSWER_TIMEOUT_SECONDS;

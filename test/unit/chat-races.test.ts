@@ -1,9 +1,12 @@
+import { parse } from "ltx";
 import { pino } from "pino";
 import { describe, expect, it } from "vitest";
+import { AgentMessages } from "../../bridge/agent-messages.js";
 import { ChatService } from "../../bridge/chats.js";
 import { CommandService } from "../../bridge/commands.js";
 import { KeyedQueue } from "../../bridge/keyed-queue.js";
 import { registerLifecycleTimers } from "../../bridge/lifecycle.js";
+import { createMetrics } from "../../bridge/metrics.js";
 import type { PresenceService } from "../../bridge/presence.js";
 import type { Rosters } from "../../bridge/rosters.js";
 import { Scheduler } from "../../bridge/scheduler.js";
@@ -324,5 +327,22 @@ describe("chat lifecycle races", () => {
     await transferring;
     expect(rosters.visitorsOf("a@x")).toEqual([]);
     expect(rosters.visitorsOf("b@x")).toEqual([]);
+  });
+
+  it("lets an agent who said !busy take a queued chat by answering it, and moves those behind up a place", async () => {
+    const store = new MemoryStore();
+    const site = await siteWith(store, ["a@x", "b@x"], 1);
+    const p = process(store, "p1");
+    const agentMessages = new AgentMessages({ store, domain: "chat.localhost", send: () => {}, chats: p.chats, commands: p.commands, lanes: p.lanes, now, newId: () => `id${++visitors}`, logger, metrics: createMetrics(async () => ({})) });
+    await agentMessages.onMessage(parse('<message type="chat" from="b@x/laptop" to="acme@chat.localhost"><body>!busy</body></message>'));
+    expect(await store.isAgentBusy("b@x")).toBe(true);
+    const [, second, third] = await routeNewChats(store, site, p, 3);
+    expect(await store.queuedChats("acme")).toEqual([second!.chat.id, third!.chat.id]);
+
+    await agentMessages.onMessage(parse(`<message type="chat" id="m1" from="b@x/laptop" to="${second!.visitor.jid}"><body>Hello, I can help you.</body></message>`));
+    expect(await store.getChat(second!.chat.id)).toMatchObject({ state: "active", agentJid: "b@x" });
+    expect(p.frames.filter((f) => f.visitorId === second!.visitor.id).map((f) => f.frame)).toContainEqual(expect.objectContaining({ type: "message", from: "agent", text: "Hello, I can help you." }));
+    expect(p.frames.filter((f) => f.visitorId === third!.visitor.id && f.frame.type === "queue").at(-1)?.frame).toEqual({ type: "queue", position: 1 });
+    expect(await store.isAgentBusy("b@x")).toBe(true); // routing still gives them nothing new
   });
 });
