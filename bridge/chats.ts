@@ -423,21 +423,28 @@ export class ChatService {
       if (decision.kind !== "assign") return assignedAny;
       const chatId = await store.dequeue(site.id);
       if (!chatId) return assignedAny; // another process emptied it
-      const chat = await store.getChat(chatId);
-      const visitor = chat && (await store.getVisitor(chat.visitorId));
-      if (!chat || !visitor || chat.state !== "queued") continue;
-      const assigned = await this.deps.lanes.run(visitor.id, async () => {
-        const current = await store.getChat(chatId);
-        return current?.state === "queued" && this.assign(site, visitor, current, decision.agentJid, { ignoreCap: false });
-      });
-      if (assigned) assignedAny = true;
-      if (!assigned) {
-        const current = await store.getChat(chatId);
-        if (current?.state === "queued") await store.enqueue(site.id, chatId, current.startedAt);
-        // The agent chosen on loads read a moment ago filled up: choose again, a few times.
-        if (++failures >= QUEUE_ASSIGN_ATTEMPTS) return assignedAny;
-      }
+      // Out of the queue and still queued until assigned or put back, as in `queueing`.
+      const assigned = await this.queueing(chatId, undefined, () => this.assignDequeued(site, chatId, decision.agentJid));
+      if (assigned === "assigned") assignedAny = true;
+      // The agent chosen on loads read a moment ago filled up: choose again, a few times.
+      if (assigned === "put-back" && ++failures >= QUEUE_ASSIGN_ATTEMPTS) return assignedAny;
     }
+  }
+
+  /** A chat just taken from the queue goes to the agent, or back in line if it cannot. */
+  private async assignDequeued(site: Site, chatId: string, agentJid: string): Promise<"assigned" | "put-back" | "gone"> {
+    const { store } = this.deps;
+    const chat = await store.getChat(chatId);
+    const visitor = chat && (await store.getVisitor(chat.visitorId));
+    if (!chat || !visitor || chat.state !== "queued") return "gone";
+    const assigned = await this.deps.lanes.run(visitor.id, async () => {
+      const current = await store.getChat(chatId);
+      return current?.state === "queued" && this.assign(site, visitor, current, agentJid, { ignoreCap: false });
+    });
+    if (assigned) return "assigned";
+    const current = await store.getChat(chatId);
+    if (current?.state === "queued") await store.enqueue(site.id, chatId, current.startedAt);
+    return "put-back";
   }
 
   /** Tells every queued visitor of the site their position: one read of the queue, whatever the site's history. */
@@ -558,10 +565,12 @@ export class ChatService {
    * different Redis Cluster slots, no transaction), with more between them when the chat
    * leaves an agent. A store error or a death between them would leave the chat `queued`
    * in no queue, which nobody ever assigns: the `finish-queue` timer, naming the agent the
-   * chat leaves, lets another process finish the steps (`finishQueue`).
+   * chat leaves, lets another process finish the steps (`finishQueue`). The queue's drain
+   * takes a chat out before assigning it, and guards that the same way from the moment it
+   * knows which chat it took (one round trip after).
    */
-  private async queueing(chatId: string, fromAgentJid: string | undefined, steps: () => Promise<void>): Promise<void> {
-    await this.guarded("finish-queue", chatId, FINISH_QUEUE_AFTER_MS, steps, fromAgentJid);
+  private async queueing<T>(chatId: string, fromAgentJid: string | undefined, steps: () => Promise<T>): Promise<T> {
+    return this.guarded("finish-queue", chatId, FINISH_QUEUE_AFTER_MS, steps, fromAgentJid);
   }
 
   /**

@@ -89,7 +89,7 @@ class AgentRosters {
 class FlakyStore extends MemoryStore {
   private readonly failing = new Set<string>();
 
-  failNext(method: "enqueue" | "releaseAgent"): void {
+  failNext(method: "enqueue" | "releaseAgent" | "claimAgent"): void {
     this.failing.add(method);
   }
 
@@ -101,6 +101,11 @@ class FlakyStore extends MemoryStore {
   override async releaseAgent(siteId: string, agentJid: string, chatId: string) {
     this.failIfAsked("releaseAgent");
     return super.releaseAgent(siteId, agentJid, chatId);
+  }
+
+  override async claimAgent(siteId: string, agentJid: string, chatId: string, cap: number, at: number) {
+    this.failIfAsked("claimAgent");
+    return super.claimAgent(siteId, agentJid, chatId, cap, at);
   }
 
   private failIfAsked(method: string): void {
@@ -293,6 +298,22 @@ describe("chat lifecycle races", () => {
     expect(rosters.visitorsOf("a@x")).toEqual([]);
     expect(await store.queuedChats("acme")).toEqual([unanswered.id]);
     expect(p2.frames).toContainEqual({ visitorId: first!.visitor.id, frame: { type: "queue", position: 1 } });
+  });
+
+  it("puts back in line, from another process, a chat the queue's drain took out when a store error stopped its assignment", async () => {
+    const store = new FlakyStore();
+    const site = await siteWith(store, ["a@x"], 1);
+    const [p1, p2] = [process(store, "p1"), process(store, "p2")];
+    const [first, second] = await routeNewChats(store, site, p1, 2);
+    expect(await store.queuedChats("acme")).toEqual([second!.chat.id]);
+    store.failNext("claimAgent");
+    // The end frees a@x's slot and drains the queue: the waiting chat is taken out, then its claim fails.
+    await expect(p1.chats.end(site, first!.visitor, (await store.getChat(first!.chat.id))!)).rejects.toThrow(/injected/);
+    expect((await store.getChat(second!.chat.id))?.state).toBe("queued");
+
+    clock += 60_000;
+    await p2.scheduler.tick();
+    await expect.poll(async () => (await store.getChat(second!.chat.id))?.agentJid).toBe("a@x");
   });
 
   it("takes the visitor out of the agent's roster when another process ends the chat while it is being assigned", async () => {
