@@ -118,9 +118,9 @@ export class AgentMessages {
     let chat = current.chat;
     const carriesText = event.kind === "text" || event.kind === "command";
 
-    // An agent of the site who answers a queued or offline chat takes it.
+    // An agent of the site who answers a queued or offline chat takes it (see ChatService.takeOver).
     if (site && chat && agent && chat.agentJid !== sender && carriesText && (chat.state === "queued" || chat.state === "offline" || chat.state === "new")) {
-      if (await chats.assign(site, visitor, chat, sender, { ignoreCap: true })) chat = await store.getChat(chat.id);
+      if (await chats.takeOver(site, visitor, chat, sender)) chat = await store.getChat(chat.id);
     }
     if (!site || !chat || chat.agentJid !== sender || chat.state !== "active") {
       if (carriesText) this.deps.send(stanzaErrorReply(stanza, "forbidden", "You are not the agent of this visitor's chat."));

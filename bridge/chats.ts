@@ -66,11 +66,17 @@ const ANSWERED_CHATS_REMEMBERED = 100_000;
 const QUEUE_ASSIGN_ATTEMPTS = 3;
 /** When another process finishes an end that its process did not (see `end`). */
 const FINISH_END_AFTER_MS = 60_000;
+/**
+ * When another process puts in line a chat whose queueing stopped midway (see `queueing`):
+ * the visitor waits without a place meanwhile, so sooner than an end.
+ */
+const FINISH_QUEUE_AFTER_MS = 10_000;
 
 export class ChatService {
   private readonly log: Logger;
   private readonly answeredChats = new Set<string>();
-  private ends = 0;
+  /** Numbers this process's guarded changes, so that each has its own timer. */
+  private guardedChanges = 0;
 
   constructor(private readonly deps: ChatDeps) {
     this.log = deps.logger.child({ module: "chats" });
@@ -127,7 +133,8 @@ export class ChatService {
   /**
    * Gives the chat to the agent: claim a slot (atomic, at most `maxChatsPerAgent`), move the
    * chat to `active` (compare-and-set, so a chat is never assigned twice), put the visitor
-   * in the agent's roster, then replay what the visitor said so far.
+   * in the agent's roster (and out again if another process ended or moved the chat
+   * meanwhile), then replay what the visitor said so far.
    */
   async assign(site: Site, visitor: Visitor, chat: Chat, agentJid: string, { ignoreCap }: { ignoreCap: boolean }): Promise<boolean> {
     const { store } = this.deps;
@@ -150,7 +157,9 @@ export class ChatService {
     await this.expectAnswer(site, chat.id, agentJid, now);
 
     const jid = visitor.jid;
-    await this.deps.rosters.upsert(agentJid, { jid, name: visitorDisplayName(visitor), group: site.name });
+    await this.deps.rosters.upsert(agentJid, rosterItemOf(site, visitor));
+    // Ended or moved by another process meanwhile: it was assigned, what follows is not ours to do.
+    if (!(await this.keepRosterItemOnlyIfTheirs(site, visitor, chat.id, agentJid))) return true;
     const online = await store.isOnline(site.id, visitor.id, now);
     this.deps.send(presenceToStanza({ from: jid, to: agentJid, ...(online ? { status: pageStatus(visitor.page) } : { type: "unavailable" }) }));
 
@@ -163,6 +172,19 @@ export class ChatService {
     await this.publish(visitor.id, { type: "agent", state: "joined", name: agentName });
     this.deps.onChange?.(site.id);
     return true;
+  }
+
+  /**
+   * An agent of the site wrote to a visitor whose chat waits (queued, offline mode, or not
+   * routed yet): they take it, past their cap and also while `!busy`, away or dnd. Those
+   * keep routing from giving them chats; a message they chose to write is their choice, as
+   * `!transfer` to an agent at the cap is (README, "For agents"). Those behind in the queue
+   * move up a place.
+   */
+  async takeOver(site: Site, visitor: Visitor, chat: Chat, agentJid: string): Promise<boolean> {
+    const taken = await this.assign(site, visitor, chat, agentJid, { ignoreCap: true });
+    if (taken && chat.state === "queued") await this.announceQueuePositions(site);
+    return taken;
   }
 
   /** The agent has `answerTimeoutSeconds` to say something before the chat moves on. */
@@ -211,17 +233,19 @@ export class ChatService {
       notice(`moved to ${moved?.agentName ?? toAgentJid}`);
       return;
     }
-    const queued = await store.updateChat(chat.id, ["active"], { state: "queued", agentJid: undefined, agentName: undefined }, fromAgentJid);
-    if (!queued) return;
-    await store.releaseAgent(site.id, fromAgentJid, chat.id);
-    await this.deps.rosters.remove(fromAgentJid, { jid: visitor.jid, name: visitorDisplayName(visitor), group: site.name });
-    notice("is waiting for the next available agent");
-    await this.publish(visitor.id, { type: "agent", state: "left", name: chat.agentName ?? agentDisplayName(undefined, fromAgentJid) });
-    await store.enqueue(site.id, chat.id, chat.startedAt);
-    // Back in line by its start time, maybe ahead of others: everyone's position may change.
-    await this.announceQueuePositions(site);
-    this.log.info({ chatId: chat.id, from: fromAgentJid }, "chat queued again");
-    this.deps.onChange?.(site.id);
+    await this.queueing(chat.id, fromAgentJid, async () => {
+      const queued = await store.updateChat(chat.id, ["active"], { state: "queued", agentJid: undefined, agentName: undefined }, fromAgentJid);
+      if (!queued) return;
+      await store.releaseAgent(site.id, fromAgentJid, chat.id);
+      await this.deps.rosters.remove(fromAgentJid, { jid: visitor.jid, name: visitorDisplayName(visitor), group: site.name });
+      notice("is waiting for the next available agent");
+      await this.publish(visitor.id, { type: "agent", state: "left", name: chat.agentName ?? agentDisplayName(undefined, fromAgentJid) });
+      await store.enqueue(site.id, chat.id, chat.startedAt);
+      // Back in line by its start time, maybe ahead of others: everyone's position may change.
+      await this.announceQueuePositions(site);
+      this.log.info({ chatId: chat.id, from: fromAgentJid }, "chat queued again");
+      this.deps.onChange?.(site.id);
+    });
   }
 
   /**
@@ -250,9 +274,10 @@ export class ChatService {
     this.drainSoon(site); // the old agent has room again
     await this.deps.scheduler.cancel("unanswered", `${chat.id}|${fromAgentJid}`);
     await this.expectAnswer(site, chat.id, toAgentJid, now);
-    const item = { jid: visitor.jid, name: visitorDisplayName(visitor), group: site.name };
+    const item = rosterItemOf(site, visitor);
     await this.deps.rosters.remove(fromAgentJid, item);
     await this.deps.rosters.upsert(toAgentJid, item);
+    if (!(await this.keepRosterItemOnlyIfTheirs(site, visitor, chat.id, toAgentJid))) return true;
     const online = await store.isOnline(site.id, visitor.id, now);
     this.deps.send(presenceToStanza({ from: visitor.jid, to: toAgentJid, ...(online ? { status: pageStatus(visitor.page) } : { type: "unavailable" }) }));
     await this.replayContext(visitor, chat, toAgentJid);
@@ -323,14 +348,12 @@ export class ChatService {
    * ended and before the rest is done, another process finishes it (`finishEnd`).
    */
   async end(site: Site, visitor: Visitor, chat: Chat): Promise<boolean> {
-    const { store, scheduler } = this.deps;
-    const finishKey = `${chat.id}|${this.deps.local.processId}.${++this.ends}`;
-    await scheduler.schedule("finish-end", finishKey, this.deps.now() + FINISH_END_AFTER_MS);
-    const ended = await store.updateChat(chat.id, ["new", "queued", "active", "offline"], { state: "ended", endedAt: this.deps.now() });
-    if (ended) await this.afterEnd(site, visitor, ended, true);
-    if (ended && chat.state === "queued") await this.announceQueuePositions(site); // those behind move up
-    await scheduler.cancel("finish-end", finishKey);
-    return ended !== null;
+    return this.guarded("finish-end", chat.id, FINISH_END_AFTER_MS, async () => {
+      const ended = await this.deps.store.updateChat(chat.id, ["new", "queued", "active", "offline"], { state: "ended", endedAt: this.deps.now() });
+      if (ended) await this.afterEnd(site, visitor, ended, true);
+      if (ended && chat.state === "queued") await this.announceQueuePositions(site); // those behind move up
+      return ended !== null;
+    });
   }
 
   /**
@@ -341,6 +364,33 @@ export class ChatService {
   async finishEnd(site: Site, visitor: Visitor, chat: Chat): Promise<void> {
     if (chat.state !== "ended") return;
     await this.afterEnd(site, visitor, chat, !visitor.chatId || visitor.chatId === chat.id);
+  }
+
+  /**
+   * The `finish-queue` timer: the chat was marked queued, but its process may have stopped
+   * before putting it in the site's queue (see `queueing`). Every step is safe to repeat:
+   * the agent it left (if any) gets their slot back and loses the roster item unless the
+   * chat is theirs again; a chat still queued is put in line (once, by its start time).
+   */
+  async finishQueue(site: Site, visitor: Visitor, chat: Chat, fromAgentJid?: string): Promise<void> {
+    const { store } = this.deps;
+    if (fromAgentJid) {
+      await this.releaseUnlessHeld(site, fromAgentJid, chat.id);
+      await this.keepRosterItemOnlyIfTheirs(site, visitor, chat.id, fromAgentJid);
+    }
+    if (chat.state !== "queued" || (await store.queuePosition(site.id, chat.id)) !== null) return;
+    await store.enqueue(site.id, chat.id, chat.startedAt);
+    // Assigning and ending take a chat out of the queue after changing its state: if one of
+    // them came after the read above, either it removed what we added or we see it here.
+    if ((await store.getChat(chat.id))?.state !== "queued") {
+      await store.removeFromQueue(site.id, chat.id);
+      return;
+    }
+    // In line by its start time, maybe ahead of chats queued meanwhile: every position may change.
+    await this.announceQueuePositions(site);
+    this.log.info({ chatId: chat.id, siteId: site.id }, "chat put in line after its queueing stopped midway");
+    this.deps.onChange?.(site.id);
+    this.drainSoon(site); // an agent may have had room all along
   }
 
   private async afterEnd(site: Site, visitor: Visitor, ended: Chat, stillTheirs: boolean): Promise<void> {
@@ -376,21 +426,28 @@ export class ChatService {
       if (decision.kind !== "assign") return assignedAny;
       const chatId = await store.dequeue(site.id);
       if (!chatId) return assignedAny; // another process emptied it
-      const chat = await store.getChat(chatId);
-      const visitor = chat && (await store.getVisitor(chat.visitorId));
-      if (!chat || !visitor || chat.state !== "queued") continue;
-      const assigned = await this.deps.lanes.run(visitor.id, async () => {
-        const current = await store.getChat(chatId);
-        return current?.state === "queued" && this.assign(site, visitor, current, decision.agentJid, { ignoreCap: false });
-      });
-      if (assigned) assignedAny = true;
-      if (!assigned) {
-        const current = await store.getChat(chatId);
-        if (current?.state === "queued") await store.enqueue(site.id, chatId, current.startedAt);
-        // The agent chosen on loads read a moment ago filled up: choose again, a few times.
-        if (++failures >= QUEUE_ASSIGN_ATTEMPTS) return assignedAny;
-      }
+      // Out of the queue and still queued until assigned or put back, as in `queueing`.
+      const assigned = await this.queueing(chatId, undefined, () => this.assignDequeued(site, chatId, decision.agentJid));
+      if (assigned === "assigned") assignedAny = true;
+      // The agent chosen on loads read a moment ago filled up: choose again, a few times.
+      if (assigned === "put-back" && ++failures >= QUEUE_ASSIGN_ATTEMPTS) return assignedAny;
     }
+  }
+
+  /** A chat just taken from the queue goes to the agent, or back in line if it cannot. */
+  private async assignDequeued(site: Site, chatId: string, agentJid: string): Promise<"assigned" | "put-back" | "gone"> {
+    const { store } = this.deps;
+    const chat = await store.getChat(chatId);
+    const visitor = chat && (await store.getVisitor(chat.visitorId));
+    if (!chat || !visitor || chat.state !== "queued") return "gone";
+    const assigned = await this.deps.lanes.run(visitor.id, async () => {
+      const current = await store.getChat(chatId);
+      return current?.state === "queued" && this.assign(site, visitor, current, agentJid, { ignoreCap: false });
+    });
+    if (assigned) return "assigned";
+    const current = await store.getChat(chatId);
+    if (current?.state === "queued") await store.enqueue(site.id, chatId, current.startedAt);
+    return "put-back";
   }
 
   /** Tells every queued visitor of the site their position: one read of the queue, whatever the site's history. */
@@ -498,15 +555,45 @@ export class ChatService {
 
   private async enqueue(site: Site, visitor: Visitor, chat: Chat): Promise<void> {
     const { store } = this.deps;
-    const queued = await store.updateChat(chat.id, ["new", "offline"], { state: "queued" });
-    if (!queued && chat.state !== "queued") return;
-    await store.enqueue(site.id, chat.id, chat.startedAt);
-    const position = (await store.queuePosition(site.id, chat.id)) ?? 1;
-    await this.publish(visitor.id, { type: "queue", position });
-    this.log.info({ chatId: chat.id, siteId: site.id, position }, "chat queued");
-    this.deps.onChange?.(site.id);
-    // A slot freed elsewhere between the decision and now found the queue empty.
-    this.drainSoon(site);
+    await this.queueing(chat.id, undefined, async () => {
+      const queued = await store.updateChat(chat.id, ["new", "offline"], { state: "queued" });
+      if (!queued && chat.state !== "queued") return;
+      await store.enqueue(site.id, chat.id, chat.startedAt);
+      const position = (await store.queuePosition(site.id, chat.id)) ?? 1;
+      await this.publish(visitor.id, { type: "queue", position });
+      this.log.info({ chatId: chat.id, siteId: site.id, position }, "chat queued");
+      this.deps.onChange?.(site.id);
+      // A slot freed elsewhere between the decision and now found the queue empty.
+      this.drainSoon(site);
+    });
+  }
+
+  /**
+   * Marking a chat queued and putting it in the site's queue are two writes (two keys, in
+   * different Redis Cluster slots, no transaction), with more between them when the chat
+   * leaves an agent. A store error or a death between them would leave the chat `queued`
+   * in no queue, which nobody ever assigns: the `finish-queue` timer, naming the agent the
+   * chat leaves, lets another process finish the steps (`finishQueue`). The queue's drain
+   * takes a chat out before assigning it, and guards that the same way from the moment it
+   * knows which chat it took (one round trip after).
+   */
+  private async queueing<T>(chatId: string, fromAgentJid: string | undefined, steps: () => Promise<T>): Promise<T> {
+    return this.guarded("finish-queue", chatId, FINISH_QUEUE_AFTER_MS, steps, fromAgentJid);
+  }
+
+  /**
+   * Runs a change of several steps under a durable timer, written first and removed once
+   * every step is done: if a store error or the process's death stops the change midway,
+   * the timer fires on some process, which finishes it (each step is safe to repeat). Its
+   * key is `{chatId}|{attempt}`, then `|{detail}` when the finishing needs more.
+   */
+  private async guarded<T>(kind: "finish-end" | "finish-queue", chatId: string, afterMs: number, steps: () => Promise<T>, detail?: string): Promise<T> {
+    const { scheduler } = this.deps;
+    const key = `${chatId}|${this.deps.local.processId}.${++this.guardedChanges}${detail === undefined ? "" : `|${detail}`}`;
+    await scheduler.schedule(kind, key, this.deps.now() + afterMs);
+    const result = await steps();
+    await scheduler.cancel(kind, key);
+    return result;
   }
 
   /**
@@ -515,6 +602,20 @@ export class ChatService {
    */
   private drainSoon(site: Site): void {
     void this.drainQueue(site).catch((err: unknown) => this.log.warn({ err, siteId: site.id }, "queue drain failed"));
+  }
+
+  /**
+   * Roster items live in ejabberd, where no compare-and-set guards them: an end or a move
+   * on another process, between the chat becoming the agent's and the item reaching their
+   * roster, removed the item before it was there. So once it is there the chat is read
+   * again, and the item goes unless the visitor's current chat (this one, or a newer one) is
+   * with the agent. Returns whether this chat is still the agent's.
+   */
+  private async keepRosterItemOnlyIfTheirs(site: Site, visitor: Visitor, chatId: string, agentJid: string): Promise<boolean> {
+    const current = (await this.deps.store.visitorWithChat(visitor.id))?.chat;
+    const withAgent = current?.state === "active" && current.agentJid === agentJid;
+    if (!withAgent) await this.deps.rosters.remove(agentJid, rosterItemOf(site, visitor));
+    return withAgent && current.id === chatId;
   }
 
   /** A slot claimed for a chat that ended up elsewhere is freed, unless the chat holds it after all. */
@@ -548,4 +649,9 @@ export class ChatService {
   private async sendToEveryAgent(site: Site, visitor: Visitor, message: StoredMessage): Promise<void> {
     for (const agent of await this.deps.store.listAgents(site.id)) this.relay(visitor, agent.jid, message);
   }
+}
+
+/** The visitor as a contact in an agent's roster (CONTRACT §5). */
+function rosterItemOf(site: Site, visitor: Visitor) {
+  return { jid: visitor.jid, name: visitorDisplayName(visitor), group: site.name };
 }

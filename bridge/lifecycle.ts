@@ -18,6 +18,9 @@ import type { Webhooks } from "./webhooks.js";
  * - `chat-idle:{visitor}` — the visitor stayed away past PARLEY_CHAT_IDLE_MS: the chat ends;
  * - `finish-end:{chatId}|{attempt}` — written before a chat ends, removed once everything
  *   that follows is done: a process that died midway leaves it to another;
+ * - `finish-queue:{chatId}|{attempt}[|{agent}]` — written before a chat is marked queued
+ *   (taken from that agent), removed once it is in the site's queue: a chat left queued in
+ *   no queue is put in line by another process, the agent's slot and roster item freed;
  * - `webhook:{event}` — a webhook delivery attempt;
  * - `purge:{chatId}` — an ended chat's transcript is past PARLEY_TRANSCRIPT_RETENTION_DAYS.
  */
@@ -98,6 +101,20 @@ export function registerLifecycleTimers(deps: LifecycleDeps): void {
     await lanes.run(chat.visitorId, async () => {
       const visitor = await store.getVisitor(chat.visitorId);
       if (visitor) await chats.finishEnd(site, visitor, chat);
+    });
+  });
+
+  // The process that queued this chat stopped before putting it in line (see ChatService.queueing).
+  scheduler.on("finish-queue", async (key) => {
+    const [chatId = "", , ...agent] = key.split("|");
+    const fromAgentJid = agent.length > 0 ? agent.join("|") : undefined;
+    const chat = await store.getChat(chatId);
+    // A deleted site's chat waits for nobody: it ends once its visitor is gone (chat-idle).
+    const site = chat && (await store.getSite(chat.siteId));
+    if (!chat || !site) return;
+    await lanes.run(chat.visitorId, async () => {
+      const [visitor, current] = await Promise.all([store.getVisitor(chat.visitorId), store.getChat(chat.id)]);
+      if (visitor && current) await chats.finishQueue(site, visitor, current, fromAgentJid);
     });
   });
 

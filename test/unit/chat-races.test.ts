@@ -1,13 +1,20 @@
+import { parse } from "ltx";
 import { pino } from "pino";
 import { describe, expect, it } from "vitest";
+import { AgentMessages } from "../../bridge/agent-messages.js";
 import { ChatService } from "../../bridge/chats.js";
 import { CommandService } from "../../bridge/commands.js";
 import { KeyedQueue } from "../../bridge/keyed-queue.js";
+import { registerLifecycleTimers } from "../../bridge/lifecycle.js";
+import { createMetrics } from "../../bridge/metrics.js";
+import type { PresenceService } from "../../bridge/presence.js";
 import type { Rosters } from "../../bridge/rosters.js";
 import { Scheduler } from "../../bridge/scheduler.js";
+import type { Webhooks } from "../../bridge/webhooks.js";
 import { newChatId } from "../../bridge/store/ids.js";
 import { MemoryStore } from "../../bridge/store/memory-store.js";
 import type { Chat, Site, Visitor } from "../../bridge/store/types.js";
+import { visitorIdFromBytes } from "../../stanza-mappers/addressing.js";
 import type { ServerFrame } from "../../stanza-mappers/visitor-protocol.js";
 
 // Routing decisions that race: several "processes" (ChatService instances) on one store,
@@ -19,13 +26,91 @@ let clock = 1_700_000_000_000;
 const now = () => clock;
 let visitors = 0;
 
-function process(store: MemoryStore, name: string) {
+/** A dependency the timers of these tests must not touch. */
+const untouched = new Proxy({}, { get: (_target, key) => { throw new Error(`used ${String(key)}`); } });
+
+/**
+ * A Parley process on the store: its chats, commands and durable timers (fired when the test
+ * calls `scheduler.tick()`). Roster changes land in `rosters`, shared by the processes of a
+ * test as the server's rosters are.
+ */
+function process(store: MemoryStore, name: string, rosters = new AgentRosters()) {
   const frames: { visitorId: string; frame: ServerFrame }[] = [];
-  const rosters = { upsert: async () => {}, remove: async () => {} } as unknown as Rosters;
   const scheduler = new Scheduler({ store, now, logger, intervalMs: 1_000_000 });
-  const chats = new ChatService({ store, local: { processId: name, deliver: (visitorId, frame) => void frames.push({ visitorId, frame }) }, scheduler, domain: "chat.localhost", send: () => {}, rosters, lanes: new KeyedQueue(), now, logger });
+  const lanes = new KeyedQueue();
+  const chats = new ChatService({ store, local: { processId: name, deliver: (visitorId, frame) => void frames.push({ visitorId, frame }) }, scheduler, domain: "chat.localhost", send: () => {}, rosters: rosters.changer(), lanes, now, logger });
   const commands = new CommandService({ store, deskJid: (siteId) => `${siteId}@chat.localhost`, send: () => {}, chats, now, newId: () => `id${++visitors}`, logger });
-  return { chats, commands, frames };
+  registerLifecycleTimers({ store, scheduler, chats, lanes, presence: untouched as PresenceService, webhooks: untouched as Webhooks, agentGraceMs: 60_000, chatIdleMs: 600_000, visitorRetentionMs: 0, logger });
+  return { chats, commands, frames, scheduler, lanes };
+}
+
+/** The agents' rosters as the server keeps them: visitor JIDs by agent. */
+class AgentRosters {
+  private readonly items = new Map<string, Set<string>>();
+  private held: { reached(): void; released: Promise<void> } | null = null;
+
+  /** The roster changes of one process (Rosters' two methods, applied here). */
+  changer(): Rosters {
+    return {
+      upsert: async (agentJid: string, item: { jid: string }) => {
+        const held = this.held;
+        this.held = null;
+        if (held) {
+          held.reached();
+          await held.released;
+        }
+        this.of(agentJid).add(item.jid);
+      },
+      remove: async (agentJid: string, item: { jid: string }) => void this.of(agentJid).delete(item.jid),
+    } as unknown as Rosters;
+  }
+
+  /** The next upsert, from any process, waits until `release()`: a roster change still on its way to the server. */
+  holdNextUpsert(): { reached: Promise<void>; release(): void } {
+    let reached!: () => void;
+    let release!: () => void;
+    const reachedPromise = new Promise<void>((resolve) => (reached = resolve));
+    this.held = { reached, released: new Promise<void>((resolve) => (release = resolve)) };
+    return { reached: reachedPromise, release };
+  }
+
+  visitorsOf(agentJid: string): string[] {
+    return [...this.of(agentJid)];
+  }
+
+  private of(agentJid: string): Set<string> {
+    let items = this.items.get(agentJid);
+    if (!items) this.items.set(agentJid, (items = new Set()));
+    return items;
+  }
+}
+
+/** A store whose next call of a chosen method fails, as a Redis command does when Redis is unreachable. */
+class FlakyStore extends MemoryStore {
+  private readonly failing = new Set<string>();
+
+  failNext(method: "enqueue" | "releaseAgent" | "claimAgent"): void {
+    this.failing.add(method);
+  }
+
+  override async enqueue(siteId: string, chatId: string, ts: number) {
+    this.failIfAsked("enqueue");
+    return super.enqueue(siteId, chatId, ts);
+  }
+
+  override async releaseAgent(siteId: string, agentJid: string, chatId: string) {
+    this.failIfAsked("releaseAgent");
+    return super.releaseAgent(siteId, agentJid, chatId);
+  }
+
+  override async claimAgent(siteId: string, agentJid: string, chatId: string, cap: number, at: number) {
+    this.failIfAsked("claimAgent");
+    return super.claimAgent(siteId, agentJid, chatId, cap, at);
+  }
+
+  private failIfAsked(method: string): void {
+    if (this.failing.delete(method)) throw new Error(`injected store error in ${method}`);
+  }
 }
 
 async function siteWith(store: MemoryStore, agents: string[], cap: number): Promise<Site> {
@@ -40,7 +125,8 @@ async function siteWith(store: MemoryStore, agents: string[], cap: number): Prom
 
 /** A visitor whose first message is stored (the chat is `new`). */
 async function newChat(store: MemoryStore, site: Site): Promise<{ visitor: Visitor; chat: Chat }> {
-  const id = String(++visitors).padStart(26, "a").replace(/[^a-z2-7]/g, "b");
+  // Distinct per visitor: the number leads, in the bytes the id keeps whole.
+  const id = visitorIdFromBytes(Buffer.from(String(++visitors).padEnd(17, "-")));
   const visitor: Visitor = { id, siteId: site.id, jid: `acme.${id}@chat.localhost`, tokenHash: "00", number: visitors, createdAt: now() };
   await store.createVisitor(visitor);
   clock += 1;
@@ -169,5 +255,115 @@ describe("routing races", () => {
     await chats.route(site, visitor, chat);
     expect(events.indexOf("schedule unanswered")).toBeGreaterThanOrEqual(0);
     expect(events.indexOf("schedule unanswered")).toBeLessThan(events.findIndex((e) => e.startsWith("send ")));
+  });
+});
+
+describe("chat lifecycle races", () => {
+  it("puts in line, from another process, a chat whose queueing a store error stopped after it was marked queued", async () => {
+    const store = new FlakyStore();
+    const site = await siteWith(store, ["a@x"], 1);
+    const [p1, p2] = [process(store, "p1"), process(store, "p2")];
+    const [first] = await routeNewChats(store, site, p1, 1);
+    const { visitor, chat } = await newChat(store, site);
+    store.failNext("enqueue");
+    await expect(p1.chats.route(site, visitor, chat)).rejects.toThrow(/injected/);
+    expect((await store.getChat(chat.id))?.state).toBe("queued");
+    expect(await store.queuedChats("acme")).toEqual([]);
+
+    clock += 60_000;
+    await p2.scheduler.tick();
+    expect(await store.queuedChats("acme")).toEqual([chat.id]);
+    expect(p2.frames).toContainEqual({ visitorId: visitor.id, frame: { type: "queue", position: 1 } });
+    // And it is served like any waiting chat: the agent's slot goes to it when it frees.
+    await p1.chats.end(site, first!.visitor, (await store.getChat(first!.chat.id))!);
+    await expect.poll(async () => (await store.getChat(chat.id))?.state).toBe("active");
+  });
+
+  it("finishes, from another process, a move to the queue that a store error stopped midway: the agent's slot and roster item go, the chat waits in line", async () => {
+    const store = new FlakyStore();
+    const rosters = new AgentRosters();
+    const site = await siteWith(store, ["a@x", "b@x"], 1);
+    const [p1, p2] = [process(store, "p1", rosters), process(store, "p2", rosters)];
+    const [first, second] = await routeNewChats(store, site, p1, 2);
+    const unanswered = (await store.getChat(first!.chat.id))!;
+    expect(unanswered.agentJid).toBe("a@x");
+    store.failNext("releaseAgent");
+    await expect(p1.chats.reassign(site, first!.visitor, unanswered, "You did not answer.")).rejects.toThrow(/injected/);
+    expect((await store.getChat(unanswered.id))?.state).toBe("queued");
+
+    await store.setAgentResource("a@x", "laptop", "away", now()); // so that nobody has room when it is back in line
+    clock += 60_000;
+    await p2.scheduler.tick();
+    await expectLoadsMatchChats(store, [first!.chat.id, second!.chat.id]);
+    expect(rosters.visitorsOf("a@x")).toEqual([]);
+    expect(await store.queuedChats("acme")).toEqual([unanswered.id]);
+    expect(p2.frames).toContainEqual({ visitorId: first!.visitor.id, frame: { type: "queue", position: 1 } });
+  });
+
+  it("puts back in line, from another process, a chat the queue's drain took out when a store error stopped its assignment", async () => {
+    const store = new FlakyStore();
+    const site = await siteWith(store, ["a@x"], 1);
+    const [p1, p2] = [process(store, "p1"), process(store, "p2")];
+    const [first, second] = await routeNewChats(store, site, p1, 2);
+    expect(await store.queuedChats("acme")).toEqual([second!.chat.id]);
+    store.failNext("claimAgent");
+    // The end frees a@x's slot and drains the queue: the waiting chat is taken out, then its claim fails.
+    await expect(p1.chats.end(site, first!.visitor, (await store.getChat(first!.chat.id))!)).rejects.toThrow(/injected/);
+    expect((await store.getChat(second!.chat.id))?.state).toBe("queued");
+
+    clock += 60_000;
+    await p2.scheduler.tick();
+    await expect.poll(async () => (await store.getChat(second!.chat.id))?.agentJid).toBe("a@x");
+  });
+
+  it("takes the visitor out of the agent's roster when another process ends the chat while it is being assigned", async () => {
+    const store = new MemoryStore();
+    const rosters = new AgentRosters();
+    const site = await siteWith(store, ["a@x"], 3);
+    const [p1, p2] = [process(store, "p1", rosters), process(store, "p2", rosters)];
+    const { visitor, chat } = await newChat(store, site);
+    const upsert = rosters.holdNextUpsert();
+    const assigning = p1.chats.assign(site, visitor, chat, "a@x", { ignoreCap: false });
+    await upsert.reached; // the chat is a@x's; the roster item is on its way to the server
+    expect(await p2.chats.end(site, visitor, (await store.getChat(chat.id))!)).toBe(true);
+    upsert.release();
+    await assigning;
+    expect(rosters.visitorsOf("a@x")).toEqual([]);
+    expect(p1.frames.filter((f) => f.visitorId === visitor.id).map((f) => f.frame.type)).not.toContain("agent");
+    await expectLoadsMatchChats(store, [chat.id]);
+  });
+
+  it("takes the visitor out of the new agent's roster when another process ends the chat while it is being transferred", async () => {
+    const store = new MemoryStore();
+    const rosters = new AgentRosters();
+    const site = await siteWith(store, ["a@x", "b@x"], 3);
+    const [p1, p2] = [process(store, "p1", rosters), process(store, "p2", rosters)];
+    const { visitor, chat } = await newChat(store, site);
+    await p1.chats.assign(site, visitor, chat, "a@x", { ignoreCap: false });
+    const upsert = rosters.holdNextUpsert();
+    const transferring = p1.chats.transfer(site, visitor, (await store.getChat(chat.id))!, "b@x");
+    await upsert.reached;
+    expect(await p2.chats.end(site, visitor, (await store.getChat(chat.id))!)).toBe(true);
+    upsert.release();
+    await transferring;
+    expect(rosters.visitorsOf("a@x")).toEqual([]);
+    expect(rosters.visitorsOf("b@x")).toEqual([]);
+  });
+
+  it("lets an agent who said !busy take a queued chat by answering it, and moves those behind up a place", async () => {
+    const store = new MemoryStore();
+    const site = await siteWith(store, ["a@x", "b@x"], 1);
+    const p = process(store, "p1");
+    const agentMessages = new AgentMessages({ store, domain: "chat.localhost", send: () => {}, chats: p.chats, commands: p.commands, lanes: p.lanes, now, newId: () => `id${++visitors}`, logger, metrics: createMetrics(async () => ({})) });
+    await agentMessages.onMessage(parse('<message type="chat" from="b@x/laptop" to="acme@chat.localhost"><body>!busy</body></message>'));
+    expect(await store.isAgentBusy("b@x")).toBe(true);
+    const [, second, third] = await routeNewChats(store, site, p, 3);
+    expect(await store.queuedChats("acme")).toEqual([second!.chat.id, third!.chat.id]);
+
+    await agentMessages.onMessage(parse(`<message type="chat" id="m1" from="b@x/laptop" to="${second!.visitor.jid}"><body>Hello, I can help you.</body></message>`));
+    expect(await store.getChat(second!.chat.id)).toMatchObject({ state: "active", agentJid: "b@x" });
+    expect(p.frames.filter((f) => f.visitorId === second!.visitor.id).map((f) => f.frame)).toContainEqual(expect.objectContaining({ type: "message", from: "agent", text: "Hello, I can help you." }));
+    expect(p.frames.filter((f) => f.visitorId === third!.visitor.id && f.frame.type === "queue").at(-1)?.frame).toEqual({ type: "queue", position: 1 });
+    expect(await store.isAgentBusy("b@x")).toBe(true); // routing still gives them nothing new
   });
 });
