@@ -71,6 +71,8 @@ const FINISH_END_AFTER_MS = 60_000;
  * the visitor waits without a place meanwhile, so sooner than an end.
  */
 const FINISH_QUEUE_AFTER_MS = 10_000;
+/** When another process routes a chat whose routing stopped midway (see `route`). */
+const FINISH_ROUTE_AFTER_MS = 10_000;
 
 export class ChatService {
   private readonly log: Logger;
@@ -102,8 +104,24 @@ export class ChatService {
     }
   }
 
-  /** Decides where a new (or orphaned) chat goes; runs in the visitor's lane. */
+  /**
+   * Decides where a new (or orphaned) chat goes; runs in the visitor's lane. The visitor's
+   * message is acknowledged by now: a store error or a death before the chat leaves `new`
+   * would leave it unrouted until the visitor writes again, so a `finish-route` timer
+   * routes it from another process (`finishRoute`).
+   */
   async route(site: Site, visitor: Visitor, chat: Chat): Promise<void> {
+    await this.guarded("finish-route", chat.id, FINISH_ROUTE_AFTER_MS, () => this.decideAndRoute(site, visitor, chat));
+  }
+
+  /** The `finish-route` timer: the chat is routed unless something moved it on meanwhile. */
+  async finishRoute(site: Site, visitor: Visitor, chat: Chat): Promise<void> {
+    if (chat.state !== "new") return;
+    this.log.info({ chatId: chat.id, siteId: site.id }, "routing a chat whose routing stopped midway");
+    await this.route(site, visitor, chat);
+  }
+
+  private async decideAndRoute(site: Site, visitor: Visitor, chat: Chat): Promise<void> {
     for (let attempt = 0; attempt < 5; attempt++) {
       const loads = await this.agentLoads(site);
       const decision = chooseAgent(loads, site.maxChatsPerAgent);
@@ -587,7 +605,7 @@ export class ChatService {
    * the timer fires on some process, which finishes it (each step is safe to repeat). Its
    * key is `{chatId}|{attempt}`, then `|{detail}` when the finishing needs more.
    */
-  private async guarded<T>(kind: "finish-end" | "finish-queue", chatId: string, afterMs: number, steps: () => Promise<T>, detail?: string): Promise<T> {
+  private async guarded<T>(kind: "finish-end" | "finish-queue" | "finish-route", chatId: string, afterMs: number, steps: () => Promise<T>, detail?: string): Promise<T> {
     const { scheduler } = this.deps;
     const key = `${chatId}|${this.deps.local.processId}.${++this.guardedChanges}${detail === undefined ? "" : `|${detail}`}`;
     await scheduler.schedule(kind, key, this.deps.now() + afterMs);

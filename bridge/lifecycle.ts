@@ -21,6 +21,8 @@ import type { Webhooks } from "./webhooks.js";
  * - `finish-queue:{chatId}|{attempt}[|{agent}]` — written before a chat is marked queued
  *   (taken from that agent), removed once it is in the site's queue: a chat left queued in
  *   no queue is put in line by another process, the agent's slot and roster item freed;
+ * - `finish-route:{chatId}|{attempt}` — written before a new chat is routed, removed once
+ *   it is assigned, queued or offline: a chat left `new` is routed by another process;
  * - `webhook:{event}` — a webhook delivery attempt;
  * - `purge:{chatId}` — an ended chat's transcript is past PARLEY_TRANSCRIPT_RETENTION_DAYS.
  */
@@ -115,6 +117,18 @@ export function registerLifecycleTimers(deps: LifecycleDeps): void {
     await lanes.run(chat.visitorId, async () => {
       const [visitor, current] = await Promise.all([store.getVisitor(chat.visitorId), store.getChat(chat.id)]);
       if (visitor && current) await chats.finishQueue(site, visitor, current, fromAgentJid);
+    });
+  });
+
+  // The process that was routing this new chat stopped before the chat left `new` (see ChatService.route).
+  scheduler.on("finish-route", async (key) => {
+    const [chatId = ""] = key.split("|");
+    const chat = await store.getChat(chatId);
+    const site = chat && (await store.getSite(chat.siteId));
+    if (!chat || !site || chat.state !== "new") return;
+    await lanes.run(chat.visitorId, async () => {
+      const [visitor, current] = await Promise.all([store.getVisitor(chat.visitorId), store.getChat(chat.id)]);
+      if (visitor && current) await chats.finishRoute(site, visitor, current);
     });
   });
 

@@ -89,7 +89,7 @@ class AgentRosters {
 class FlakyStore extends MemoryStore {
   private readonly failing = new Set<string>();
 
-  failNext(method: "enqueue" | "releaseAgent" | "claimAgent"): void {
+  failNext(method: "enqueue" | "releaseAgent" | "claimAgent" | "claimLeastLoaded"): void {
     this.failing.add(method);
   }
 
@@ -106,6 +106,11 @@ class FlakyStore extends MemoryStore {
   override async claimAgent(siteId: string, agentJid: string, chatId: string, cap: number, at: number) {
     this.failIfAsked("claimAgent");
     return super.claimAgent(siteId, agentJid, chatId, cap, at);
+  }
+
+  override async claimLeastLoaded(siteId: string, candidates: string[], chatId: string, cap: number, at: number) {
+    this.failIfAsked("claimLeastLoaded");
+    return super.claimLeastLoaded(siteId, candidates, chatId, cap, at);
   }
 
   private failIfAsked(method: string): void {
@@ -259,6 +264,21 @@ describe("routing races", () => {
 });
 
 describe("chat lifecycle races", () => {
+  it("routes, from another process, a new chat whose routing a store error stopped before it left new", async () => {
+    const store = new FlakyStore();
+    const site = await siteWith(store, ["a@x"], 1);
+    const [p1, p2] = [process(store, "p1"), process(store, "p2")];
+    const { visitor, chat } = await newChat(store, site);
+    store.failNext("claimLeastLoaded");
+    await expect(p1.chats.route(site, visitor, chat)).rejects.toThrow(/injected/);
+    expect((await store.getChat(chat.id))?.state).toBe("new");
+
+    clock += 60_000;
+    await p2.scheduler.tick();
+    expect(await store.getChat(chat.id)).toMatchObject({ state: "active", agentJid: "a@x" });
+    await expectLoadsMatchChats(store, [chat.id]);
+  });
+
   it("puts in line, from another process, a chat whose queueing a store error stopped after it was marked queued", async () => {
     const store = new FlakyStore();
     const site = await siteWith(store, ["a@x"], 1);
