@@ -47,6 +47,27 @@ const STRICT_SHOP = {
   headers: { "content-security-policy": "default-src 'self'; style-src 'self'; script-src 'self'; connect-src 'self' ws:" },
 };
 
+/**
+ * Counts the page's WebSocket attempts and their closes, so a test can tell how often the
+ * widget tried to connect. Installed before the page's scripts run.
+ */
+async function countSockets(on: Page): Promise<void> {
+  await on.addInitScript(() => {
+    const Native = window.WebSocket;
+    const counts = { opened: 0, closed: 0 };
+    (window as unknown as { __sockets: typeof counts }).__sockets = counts;
+    window.WebSocket = class extends Native {
+      constructor(url: string | URL, protocols?: string | string[]) {
+        super(url, protocols);
+        counts.opened++;
+        this.addEventListener("close", () => counts.closed++);
+      }
+    };
+  });
+}
+
+const sockets = (on: Page) => on.evaluate(() => ({ ...(window as unknown as { __sockets: { opened: number; closed: number } }).__sockets }));
+
 describe("widget in a browser", () => {
   it("greets the visitor, sends with Enter, adds a line with Shift+Enter, and ticks once acknowledged", async () => {
     const w = widgetOn(page);
@@ -242,6 +263,54 @@ describe("widget in a browser", () => {
 
     await expect.poll(() => w.visitorMessages.locator(".meta.delivered").count()).toBe(1);
     expect(await w.visitorMessages.count()).toBe(1);
+  });
+
+  it("stops reconnecting and tells the visitor chat is unavailable when the bridge closes for a deleted site (4404)", async () => {
+    await page.clock.install();
+    await countSockets(page);
+    const w = widgetOn(page);
+    await demo();
+    await w.open();
+    await bridge.waitFor("page");
+    bridge.closeAll(4404, "site deleted");
+
+    await expect.poll(() => w.status.textContent()).toBe("Chat unavailable");
+    expect(await w.linkBanner.textContent()).toBe("Chat is unavailable right now.");
+    expect(await w.input.isVisible()).toBe(false);
+    // Neither the network coming back, nor the visitor returning to the tab, nor an hour brings it back.
+    await page.evaluate(() => {
+      window.dispatchEvent(new Event("online"));
+      document.dispatchEvent(new Event("visibilitychange"));
+    });
+    await page.clock.runFor(60 * 60_000);
+    expect(await sockets(page)).toEqual({ opened: 1, closed: 1 });
+  });
+
+  it("rests after six refused connects in a row, trying again every few minutes and when the page is visible again", async () => {
+    await page.clock.install();
+    await countSockets(page);
+    const w = widgetOn(page);
+    // An unknown site: the upgrade gets 404, which the browser reports only as a failed connection.
+    await demo("ghost");
+    const settled = async () => {
+      const { opened, closed } = await sockets(page);
+      return opened > 0 && opened === closed;
+    };
+    for (;;) {
+      await expect.poll(settled).toBe(true);
+      if ((await sockets(page)).closed >= 6) break;
+      expect(await w.status.textContent()).toBe("Connecting…");
+      await page.clock.runFor(30_000); // the longest step of the normal backoff
+    }
+    await expect.poll(() => w.status.textContent()).toBe("Chat unavailable");
+    await page.clock.runFor(3 * 60_000); // shorter than the shortest rest (4 min)
+    expect(await sockets(page)).toEqual({ opened: 6, closed: 6 });
+
+    await page.evaluate(() => document.dispatchEvent(new Event("visibilitychange")));
+    await expect.poll(() => sockets(page)).toEqual({ opened: 7, closed: 7 });
+    await page.clock.runFor(5 * 60_000);
+    await expect.poll(() => sockets(page)).toEqual({ opened: 8, closed: 8 });
+    expect(await w.status.textContent()).toBe("Chat unavailable");
   });
 
   it("fills a phone screen when opened", async () => {

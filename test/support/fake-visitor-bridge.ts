@@ -97,9 +97,9 @@ export class FakeBridge {
     for (const h of held) this.store(h.visitor, h.frame);
   }
 
-  /** Closes every visitor socket, e.g. with 1012 as the bridge does on restart. */
-  closeAll(code: number): void {
-    for (const v of this.visitors.values()) for (const ws of v.sockets) ws.close(code, "restart");
+  /** Closes every visitor socket, e.g. with 1012 as the bridge does on restart, or 4404 for a deleted site. */
+  closeAll(code: number, reason = "restart"): void {
+    for (const v of this.visitors.values()) for (const ws of v.sockets) ws.close(code, reason);
   }
 
   /** Resolves with the first received frame (past or future) matching `match`. */

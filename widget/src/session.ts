@@ -32,8 +32,11 @@ export interface Identity {
 }
 
 export interface SessionState {
-  /** "online" only between `welcome` and the socket closing: frames may be sent. */
-  link: "connecting" | "online" | "reconnecting";
+  /**
+   * "online" only between `welcome` and the socket closing: frames may be sent.
+   * "unavailable": the bridge keeps refusing the connection or said the site is gone.
+   */
+  link: "connecting" | "online" | "reconnecting" | "unavailable";
   token: string | null;
   /** Unknown (null) until the first `welcome`. */
   agentsOnline: boolean | null;
@@ -66,6 +69,8 @@ export interface Persisted {
 
 export type SessionEvent =
   | { type: "disconnected" }
+  /** The connection rests or stopped (see backoff.ts): chat is not possible for now. */
+  | { type: "unavailable" }
   | { type: "frame"; frame: ServerFrame }
   | { type: "send"; id: string; text: string; ts: number }
   | { type: "identify"; name: string; email: string }
@@ -136,6 +141,8 @@ export function step(s: SessionState, e: SessionEvent): Step {
     case "disconnected":
       // A typing indicator from before the drop would otherwise stay on screen forever.
       return { state: { ...s, link: "reconnecting", agentTyping: null }, out: [] };
+    case "unavailable":
+      return { state: { ...s, link: "unavailable", agentTyping: null }, out: [] };
     case "frame":
       return onFrame(s, e.frame);
     case "send": {

@@ -287,10 +287,10 @@ export function createView(shadow: ShadowRoot, cfg: ViewConfig, actions: ViewAct
       avatar.textContent = "";
       avatar.append(s.agent ? initials(s.agent) : icon("chat"));
     }
-    const available = s.agent !== null || s.agentsOnline === true;
+    const unavailable = s.link === "unavailable";
+    const available = !unavailable && (s.agent !== null || s.agentsOnline === true);
     dot.classList.toggle("off", !available);
-    statusText.textContent =
-      s.agentsOnline === null ? "Connecting…" : s.agent ? cfg.title : s.agentsOnline ? "We typically reply in a few minutes" : "We're away right now";
+    statusText.textContent = statusLine(s, cfg.title);
 
     greetingText.textContent = cfg.greeting ?? s.siteWelcome ?? DEFAULT_GREETING;
     typing.hidden = s.agentTyping === null;
@@ -299,8 +299,10 @@ export function createView(shadow: ShadowRoot, cfg: ViewConfig, actions: ViewAct
     queue.textContent = s.queuePosition === null ? "" : `You're number ${s.queuePosition} in line. Someone will be with you shortly.`;
     // Before the first welcome the header already says "Connecting…".
     const lost = s.link === "reconnecting" && s.agentsOnline !== null;
-    linkBanner.hidden = !lost;
-    linkBanner.textContent = lost ? "Connection lost. Reconnecting…" : "";
+    linkBanner.hidden = !lost && !unavailable;
+    linkBanner.textContent = unavailable ? "Chat is unavailable right now." : lost ? "Connection lost. Reconnecting…" : "";
+    // Nothing typed now could be sent: the composer (or the offline form) waits, hidden, with its text.
+    root.classList.toggle("unavailable", unavailable);
 
     const offlineMode = showsOfflineForm(s);
     if (offline.hidden === offlineMode) {
@@ -321,6 +323,14 @@ export function createView(shadow: ShadowRoot, cfg: ViewConfig, actions: ViewAct
     renderLines(s.lines);
     if (opening) log.scrollTop = log.scrollHeight;
   };
+}
+
+/** The line under the heading: who can answer, or why nobody can. */
+function statusLine(s: SessionState, title: string): string {
+  if (s.link === "unavailable") return "Chat unavailable";
+  if (s.agentsOnline === null) return "Connecting…";
+  if (s.agent) return title;
+  return s.agentsOnline ? "We typically reply in a few minutes" : "We're away right now";
 }
 
 /**

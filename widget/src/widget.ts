@@ -34,7 +34,7 @@ export function startWidget(cfg: WidgetConfig): void {
   const connection = new Connection({
     url: () => cfg.socketUrl + (state.token ? "&token=" + encodeURIComponent(state.token) : ""),
     onFrame: (frame) => dispatch({ type: "frame", frame }),
-    onDown: () => dispatch({ type: "disconnected" }),
+    onDown: (outlook) => dispatch({ type: outlook === "reconnecting" ? "disconnected" : "unavailable" }),
     random: Math.random,
   });
 
@@ -92,6 +92,10 @@ export function startWidget(cfg: WidgetConfig): void {
   render(state);
   watchNavigation(window, (page) => dispatch({ type: "page", url: page.url, title: page.title }));
   window.addEventListener("online", () => connection.retryNow());
+  // A visitor coming back to the tab gets a fresh attempt instead of the rest of a long wait.
+  document.addEventListener("visibilitychange", () => {
+    if (document.visibilityState === "visible") connection.retryNow();
+  });
   connection.start();
 }
 
