@@ -3,6 +3,7 @@ import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from
 import type { Browser, BrowserContext, Page } from "playwright-core";
 import { launchBrowser } from "../support/browser.js";
 import { FakeBridge, readWidgetAssets } from "../support/fake-visitor-bridge.js";
+import { announced, recordAnnouncements } from "../support/screen-reader.js";
 import { widgetOn, HOSTILE_HOST_CSS } from "../support/widget-page.js";
 
 // The built widget in real headless Chromium against a fake of the visitor protocol:
@@ -240,6 +241,31 @@ describe("widget in a browser", () => {
     await w.panel.waitFor({ state: "visible" });
     await expect.poll(() => w.messages.allTextContents()).toEqual(["Is the Huila in stock?", "Yes, roasted yesterday."]);
     expect(await w.visitorMessages.locator(".meta.delivered").count()).toBe(1);
+  });
+
+  it("announces to screen readers only what others write after the history is shown, never the history restored on a reload", async () => {
+    await recordAnnouncements(page);
+    const w = widgetOn(page);
+    await demo();
+    await w.open();
+    await w.send("Is the Huila in stock?");
+    await expect.poll(() => w.visitorMessages.last().locator(".meta").getAttribute("class")).toContain("delivered");
+    bridge.agentSays("Alice", "Yes, roasted yesterday.");
+    await expect.poll(() => announced(page)).toEqual(["Alice: Yes, roasted yesterday."]);
+
+    // Reloaded with the box left open: the history comes back silently.
+    await page.reload();
+    await w.panel.waitFor({ state: "visible" });
+    await expect.poll(() => w.messages.allTextContents()).toEqual(["Is the Huila in stock?", "Yes, roasted yesterday."]);
+    // A status is spoken once, not again at every render that follows while it shows.
+    bridge.toVisitors({ type: "queue", position: 2 });
+    bridge.agentSays("Parley", "All our agents are busy.");
+    bridge.toVisitors({ type: "agent", state: "joined", name: "Alice" });
+    bridge.agentSays("Alice", "Anything else?");
+    await expect
+      .poll(() => announced(page))
+      .toEqual(["You're number 2 in line. Someone will be with you shortly.", "Parley: All our agents are busy.", "Alice joined the chat", "Alice: Anything else?"]);
+    expect(await w.log.getAttribute("aria-live")).toBe("off");
   });
 
   it("reconnects promptly after a 1012 restart and resends the unacknowledged message with the same id", async () => {
