@@ -225,6 +225,24 @@ describe("widget in a browser", () => {
     await expect.poll(() => w.log.locator(".msg:first-child .bubble").textContent()).toBe("Our own words.");
   });
 
+  it.each([
+    ["the Web Locks API", false],
+    ["a claim in localStorage where Web Locks are missing", true],
+  ])("makes one visitor of two tabs opened at the same instant on a first visit, serialised with %s", async (_, withoutLocks) => {
+    if (withoutLocks) await context.addInitScript(() => Object.defineProperty(navigator, "locks", { value: undefined }));
+    bridge.holdWelcomes = true;
+    const [first, second] = [page, await context.newPage()];
+    await Promise.all([first, second].map((p) => p.goto(`${bridge.origin}/demo?site=acme`)));
+    // Both widgets run, and at least one has connected, before the bridge answers anyone.
+    await Promise.all([first, second].map((p) => widgetOn(p).host.waitFor({ state: "attached" })));
+    await expect.poll(() => bridge.connectTokens.length).toBeGreaterThan(0);
+    bridge.releaseWelcomes();
+
+    for (const p of [first, second]) await expect.poll(() => widgetOn(p).status.textContent()).toBe("We typically reply in a few minutes");
+    expect(bridge.connectTokens).toEqual(["", expect.stringMatching(/^tok-/)]);
+    expect(bridge.visitorCount).toBe(1);
+  });
+
   it("restores the conversation after a reload using the stored token", async () => {
     const w = widgetOn(page);
     await demo();

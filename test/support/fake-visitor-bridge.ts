@@ -34,6 +34,9 @@ export class FakeBridge {
   /** When true, messages are stored but not acknowledged until releaseAcks(). */
   holdAcks = false;
   private held: { visitor: Visitor; frame: Extract<ClientFrame, { type: "message" }> }[] = [];
+  /** When true, welcomes wait for releaseWelcomes(): a connection the widget made but the bridge has not answered yet. */
+  holdWelcomes = false;
+  private heldWelcomes: (() => void)[] = [];
   private readonly visitors = new Map<string, Visitor>();
   private seq = 0;
   private waiters: (() => void)[] = [];
@@ -89,6 +92,16 @@ export class FakeBridge {
 
   agentSays(name: string, text: string): void {
     this.toVisitors({ type: "message", messageId: this.nextId("m"), from: "agent", name, text, ts: Date.now() });
+  }
+
+  releaseWelcomes(): void {
+    this.holdWelcomes = false;
+    for (const send of this.heldWelcomes.splice(0)) send();
+  }
+
+  /** How many distinct visitors connected (resumed ones count once). */
+  get visitorCount(): number {
+    return new Set([...this.visitors.values()].map((v) => v.id)).size;
   }
 
   releaseAcks(): void {
@@ -161,7 +174,8 @@ export class FakeBridge {
       history: visitor.history,
       ...(this.opts.sites[siteId]!.welcome ? { welcome: this.opts.sites[siteId]!.welcome } : {}),
     };
-    ws.send(JSON.stringify(welcome));
+    if (this.holdWelcomes) this.heldWelcomes.push(() => ws.send(JSON.stringify(welcome)));
+    else ws.send(JSON.stringify(welcome));
   }
 
   /** Stores once per client id and acks every time, like the bridge (CONTRACT §4). */

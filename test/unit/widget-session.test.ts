@@ -347,4 +347,11 @@ describe("widget session", () => {
     expect(withOtherTabs(persisted(echoed.state), afterB, echoed.state).pending).toEqual([{ id: "b1", text: "from B", ts: 7 }]);
   });
 
+  it("keeps the token another tab stored while this tab has none yet, and its own once it has one", () => {
+    const first = run([frame(welcome({ token: "tok-A" }))]);
+    const waiting = run([{ type: "page", url: "https://shop.example/", title: "Shop" }]);
+    expect(withOtherTabs(persisted(waiting.state), persisted(first.state), waiting.state).token).toBe("tok-A");
+    const welcomed = run([frame(welcome({ token: "tok-B" }))], waiting.state);
+    expect(withOtherTabs(persisted(welcomed.state), persisted(first.state), welcomed.state).token).toBe("tok-B");
+  });
 });

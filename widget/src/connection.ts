@@ -29,6 +29,8 @@ export class Connection {
   private failures = 0;
   /** The bridge said this site is gone: nothing will bring the socket back on this page. */
   private stopped = false;
+  /** Not before the first start: a tab waiting for its turn to connect (first-visit.ts) waits on. */
+  private started = false;
   private retryTimer: ReturnType<typeof setTimeout> | undefined;
   private heartbeat: ReturnType<typeof setInterval> | undefined;
   private awaitingPong = false;
@@ -36,6 +38,7 @@ export class Connection {
   constructor(private readonly deps: ConnectionDeps) {}
 
   start(): void {
+    this.started = true;
     clearTimeout(this.retryTimer);
     const Impl = this.deps.WebSocketImpl || WebSocket;
     let socket: WebSocket;
@@ -75,10 +78,11 @@ export class Connection {
 
   /**
    * Skips the remaining wait, e.g. when the browser reports the network is back or the
-   * page becomes visible again; never after the bridge said the site is gone.
+   * page becomes visible again; never before the first start, nor after the bridge said
+   * the site is gone.
    */
   retryNow(): void {
-    if (!this.socket && !this.stopped) this.start();
+    if (this.started && !this.socket && !this.stopped) this.start();
   }
 
   private beat(): void {

@@ -121,11 +121,15 @@ export function persisted(s: SessionState): Persisted {
  * What to store, given what another tab of the same site stored meanwhile (one record per
  * site, so the last write wins): that tab's unsent messages are kept unless this tab has
  * seen them (stored, they come back to every tab with their id). Otherwise closing a tab
- * right after typing could lose its message to the other tab's next write.
+ * right after typing could lose its message to the other tab's next write. Likewise its
+ * token, while this tab has none yet.
  */
 export function withOtherTabs(own: Persisted, stored: Persisted | null, s: SessionState): Persisted {
+  // A tab still waiting for its first welcome has no token: it must not erase the one
+  // another tab stored, which it is about to resume (see first-visit.ts).
+  const token = own.token ?? stored?.token ?? null;
   const theirs = (stored?.pending ?? []).filter((p) => !s.lines.some((l) => l.id === p.id));
-  return theirs.length === 0 ? own : { ...own, pending: [...own.pending, ...theirs].sort((a, b) => a.ts - b.ts) };
+  return { ...own, token, pending: theirs.length === 0 ? own.pending : [...own.pending, ...theirs].sort((a, b) => a.ts - b.ts) };
 }
 
 /**

@@ -2,6 +2,7 @@
 // place that owns mutable state, timers, the clock and the random source.
 
 import { Connection } from "./connection.js";
+import { connectOneTabAtATime } from "./first-visit.js";
 import { watchNavigation } from "./navigation.js";
 import { cleanText } from "./protocol.js";
 import { initialState, persisted, step, TYPING_STALE_MS, withOtherTabs, type SessionEvent } from "./session.js";
@@ -19,7 +20,8 @@ export interface WidgetConfig extends ViewConfig {
 const PAUSED_AFTER_MS = 5000;
 
 export function startWidget(cfg: WidgetConfig): void {
-  const store = siteStore(localStorageOrNull(), cfg.siteId);
+  const storage = localStorageOrNull();
+  const store = siteStore(storage, cfg.siteId);
   let state = initialState(store.load());
 
   // A custom element name: it can host a shadow root, and no page stylesheet targets it.
@@ -32,7 +34,11 @@ export function startWidget(cfg: WidgetConfig): void {
   document.body.append(host);
 
   const connection = new Connection({
-    url: () => cfg.socketUrl + (state.token ? "&token=" + encodeURIComponent(state.token) : ""),
+    url: () => {
+      // Before its first welcome, a tab resumes the visitor another tab of the site started.
+      const token = state.token ?? store.load()?.token;
+      return cfg.socketUrl + (token ? "&token=" + encodeURIComponent(token) : "");
+    },
     onFrame: (frame) => dispatch({ type: "frame", frame }),
     onDown: (outlook) => dispatch({ type: outlook === "reconnecting" ? "disconnected" : "unavailable" }),
     random: Math.random,
@@ -73,6 +79,8 @@ export function startWidget(cfg: WidgetConfig): void {
     retry: (id) => dispatch({ type: "retry", id }),
   });
 
+  // Called once this tab's first welcome is stored, when it made the site's first connection.
+  let firstConnectionMade = () => {};
   // "… is typing" expires without news: an agent whose client drops never sends "paused".
   let typingStale: ReturnType<typeof setTimeout> | undefined;
   function dispatch(event: SessionEvent): void {
@@ -87,6 +95,8 @@ export function startWidget(cfg: WidgetConfig): void {
     for (const frame of next.out) connection.send(frame);
     store.save(withOtherTabs(persisted(state), store.load(), state));
     render(state);
+    // The token is stored: a tab waiting to make its first connection may go and resume it.
+    if (event.type === "frame" && event.frame.type === "welcome") firstConnectionMade();
   }
 
   render(state);
@@ -96,7 +106,12 @@ export function startWidget(cfg: WidgetConfig): void {
   document.addEventListener("visibilitychange", () => {
     if (document.visibilityState === "visible") connection.retryNow();
   });
-  connection.start();
+  if (state.token === null && storage) {
+    const env = { locks: (navigator as { locks?: LockManager }).locks, storage, win: window, tabId: clientId(), hasToken: () => Boolean(store.load()?.token) };
+    firstConnectionMade = connectOneTabAtATime(cfg.siteId, env, () => connection.start());
+  } else {
+    connection.start();
+  }
 }
 
 function localStorageOrNull(): Storage | null {
