@@ -27,7 +27,7 @@ afterAll(async () => {
 });
 
 beforeEach(async () => {
-  bridge = await FakeBridge.start({ ...readWidgetAssets(ROOT), sites: { acme: { agentsOnline: true }, closed: { agentsOnline: false }, greeted: { agentsOnline: true, welcome: "Welcome to Greeted! Ask us anything." } }, pages: { "/strict-shop": STRICT_SHOP, "/rtl-shop": RTL_SHOP, "/greeted-shop": { html: '<!doctype html><html><body><script src="/widget.js" data-site="greeted" async></script></body></html>' }, "/greeted-own-words": { html: '<!doctype html><html><body><script src="/widget.js" data-site="greeted" data-greeting="Our own words." async></script></body></html>' } } });
+  bridge = await FakeBridge.start({ ...readWidgetAssets(ROOT), sites: { acme: { agentsOnline: true }, closed: { agentsOnline: false }, greeted: { agentsOnline: true, welcome: "Welcome to Greeted! Ask us anything." } }, pages: { "/two-sites-one-corner": TWO_SITES_ONE_CORNER, "/two-sites-two-corners": TWO_SITES_TWO_CORNERS, "/strict-shop": STRICT_SHOP, "/rtl-shop": RTL_SHOP, "/greeted-shop": { html: '<!doctype html><html><body><script src="/widget.js" data-site="greeted" async></script></body></html>' }, "/greeted-own-words": { html: '<!doctype html><html><body><script src="/widget.js" data-site="greeted" data-greeting="Our own words." async></script></body></html>' } } });
   context = await browser.newContext({ viewport: { width: 1200, height: 800 } });
   page = await context.newPage();
 });
@@ -38,6 +38,10 @@ afterEach(async () => {
 });
 
 const demo = (site = "acme") => page.goto(`${bridge.origin}/demo?site=${site}`);
+
+/** Widgets of two sites embedded in one page: in the same corner, and in opposite corners. */
+const TWO_SITES_ONE_CORNER = { html: '<!doctype html><html><body><script src="/widget.js" data-site="acme" async></script><script src="/widget.js" data-site="closed" async></script></body></html>' };
+const TWO_SITES_TWO_CORNERS = { html: '<!doctype html><html><body><script src="/widget.js" data-site="acme" async></script><script src="/widget.js" data-site="closed" data-position="left" async></script></body></html>' };
 
 /** A right-to-left page (Hebrew). */
 const RTL_SHOP = { html: '<!doctype html><html dir="rtl" lang="he"><head><title>חנות</title></head><body><p>חנות</p><script src="/widget.js" data-site="acme" async></script></body></html>' };
@@ -367,5 +371,34 @@ describe("widget in a browser", () => {
     await bridge.waitFor("message", (f) => f.text === "hello from my phone");
     await w.host.locator(".close").click();
     await w.launcher.waitFor({ state: "visible" });
+  });
+
+  it("shows one widget per corner: another site's widget for a taken corner stays out and says why in the console", async () => {
+    const warnings: string[] = [];
+    page.on("console", (m) => void (m.type() === "warning" && warnings.push(m.text())));
+    await page.goto(`${bridge.origin}/two-sites-one-corner`);
+    // Async scripts run in the order they arrive: either site may be first.
+    await expect.poll(() => warnings.length).toBe(1);
+    const hosts = page.locator("parley-widget");
+    expect(await hosts.count()).toBe(1);
+    const shown = (await hosts.getAttribute("data-site")) as string;
+    const refused = shown === "acme" ? "closed" : "acme";
+    expect(warnings[0]).toContain(`the widget of site "${refused}" is not shown: the widget of site "${shown}" already sits in the bottom-right corner`);
+
+    await page.goto(`${bridge.origin}/two-sites-two-corners`);
+    await expect.poll(() => hosts.count()).toBe(2);
+    const launcher = (site: string) => page.locator(`parley-widget[data-site="${site}"] .launcher`);
+    expect(await launcher("acme").boundingBox()).toEqual({ x: 1120, y: 720, width: 60, height: 60 });
+    expect(await launcher("closed").boundingBox()).toEqual({ x: 20, y: 720, width: 60, height: 60 });
+    expect(warnings).toHaveLength(1);
+
+    // On a phone an open box fills the screen: it covers the other corner's launcher, even
+    // that of a widget which comes later in the page (and so would paint on top).
+    await page.setViewportSize({ width: 375, height: 667 });
+    const [earlier, later] = await page.evaluate(() => [...document.querySelectorAll("parley-widget")].map((el) => el.getAttribute("data-site") as string));
+    await launcher(earlier!).click();
+    const covered = (await launcher(later!).boundingBox())!;
+    const center = { x: covered.x + covered.width / 2, y: covered.y + covered.height / 2 };
+    expect(await page.evaluate(({ x, y }) => document.elementFromPoint(x, y)?.getAttribute("data-site"), center)).toBe(earlier);
   });
 });

@@ -21,7 +21,7 @@ export function hostStyle(position: "left" | "right"): string {
     "margin:0",
     "padding:0",
     "border:0",
-    "z-index:2147483647",
+    "z-index:" + hostLayer(false),
     "visibility:visible",
     "opacity:1",
     "transform:none",
@@ -29,6 +29,15 @@ export function hostStyle(position: "left" | "right"): string {
   ]
     .map((d) => d + "!important")
     .join(";");
+}
+
+/**
+ * The host's z-index: the highest there is while the box is open, one below while it is
+ * closed, so that an open box (full screen on a phone) covers the launcher of another
+ * site's widget in the other corner.
+ */
+export function hostLayer(expanded: boolean): string {
+  return expanded ? "2147483647" : "2147483646";
 }
 
 export const CSS = `

@@ -7,7 +7,7 @@ import { watchNavigation } from "./navigation.js";
 import { cleanText } from "./protocol.js";
 import { initialState, persisted, step, TYPING_STALE_MS, withOtherTabs, type SessionEvent } from "./session.js";
 import { siteStore } from "./storage.js";
-import { hostStyle } from "./styles.js";
+import { hostLayer, hostStyle } from "./styles.js";
 import { createView, type ViewConfig } from "./view.js";
 
 export interface WidgetConfig extends ViewConfig {
@@ -27,6 +27,7 @@ export function startWidget(cfg: WidgetConfig): void {
   // A custom element name: it can host a shadow root, and no page stylesheet targets it.
   const host = document.createElement("parley-widget");
   host.setAttribute("data-site", cfg.siteId);
+  host.setAttribute("data-position", cfg.position);
   // Through the CSSOM, not a style attribute: a page whose Content-Security-Policy has no
   // 'unsafe-inline' for styles refuses the attribute, and the box would lose its place.
   host.style.cssText = hostStyle(cfg.position);
@@ -79,6 +80,10 @@ export function startWidget(cfg: WidgetConfig): void {
     retry: (id) => dispatch({ type: "retry", id }),
   });
 
+  const draw = () => {
+    render(state);
+    host.style.setProperty("z-index", hostLayer(state.expanded), "important");
+  };
   // Called once this tab's first welcome is stored, when it made the site's first connection.
   let firstConnectionMade = () => {};
   // "… is typing" expires without news: an agent whose client drops never sends "paused".
@@ -94,12 +99,12 @@ export function startWidget(cfg: WidgetConfig): void {
     // next welcome, so the return value needs no handling here.
     for (const frame of next.out) connection.send(frame);
     store.save(withOtherTabs(persisted(state), store.load(), state));
-    render(state);
+    draw();
     // The token is stored: a tab waiting to make its first connection may go and resume it.
     if (event.type === "frame" && event.frame.type === "welcome") firstConnectionMade();
   }
 
-  render(state);
+  draw();
   watchNavigation(window, (page) => dispatch({ type: "page", url: page.url, title: page.title }));
   window.addEventListener("online", () => connection.retryNow());
   // A visitor coming back to the tab gets a fresh attempt instead of the rest of a long wait.
