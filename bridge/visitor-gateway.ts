@@ -4,7 +4,7 @@ import { setImmediate as nextTurn } from "node:timers/promises";
 import { WebSocketServer, type WebSocket } from "ws";
 import { parseClientFrame } from "../stanza-mappers/parse-client-frame.js";
 import { SITE_ID_PATTERN } from "../stanza-mappers/addressing.js";
-import type { ClientFrame, MessageFrame, ServerFrame } from "../stanza-mappers/visitor-protocol.js";
+import { SITE_GONE_CLOSE_CODE, type ClientFrame, type MessageFrame, type ServerFrame } from "../stanza-mappers/visitor-protocol.js";
 import type { Logger } from "./logger.js";
 import type { Metrics } from "./metrics.js";
 import { TokenBucket, type RateSpec } from "./rate-limit.js";
@@ -306,10 +306,12 @@ export class VisitorGateway {
   private frameFailed(socket: VisitorSocket, frame: ClientFrame, err: unknown): void {
     const id = frame.type === "message" ? { id: frame.id } : {};
     if (err instanceof SiteDeletedError) {
-      // As for an unknown site at the upgrade: nothing more to serve on this socket.
+      // As for an unknown site at the upgrade: nothing more to serve on this socket, and a
+      // close code of its own tells the widget not to come back (a browser never sees the
+      // 404 that its next upgrade would get).
       this.sendTo(socket, { type: "error", code: "invalid", message: "this site no longer exists", ...id });
       socket.closing = true;
-      socket.ws.close(1008, "site deleted");
+      socket.ws.close(SITE_GONE_CLOSE_CODE, "site deleted");
       return;
     }
     if (err instanceof UnknownVisitorError) {

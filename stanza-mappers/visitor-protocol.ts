@@ -49,3 +49,11 @@ export type ServerFrame =
 export const MAX_FRAME_BYTES = 16 * 1024;
 export const MAX_TEXT_CHARS = 4000;
 export const MAX_CLIENT_ID_CHARS = 64;
+
+/**
+ * Close code of a socket whose site was deleted: nothing on it will ever be served again,
+ * so a client should stop reconnecting. An application code (4000–4999, RFC 6455 §7.4.2)
+ * because 1008 also closes a flooding socket, whose visitor may come back. Beyond the
+ * contract, which names no close code for this; the widget keeps its own copy.
+ */
+export const SITE_GONE_CLOSE_CODE = 4404;

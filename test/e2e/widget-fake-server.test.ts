@@ -3,6 +3,7 @@ import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from
 import type { Browser, BrowserContext, Page } from "playwright-core";
 import { launchBrowser } from "../support/browser.js";
 import { FakeBridge, readWidgetAssets } from "../support/fake-visitor-bridge.js";
+import { announced, recordAnnouncements } from "../support/screen-reader.js";
 import { widgetOn, HOSTILE_HOST_CSS } from "../support/widget-page.js";
 
 // The built widget in real headless Chromium against a fake of the visitor protocol:
@@ -26,7 +27,7 @@ afterAll(async () => {
 });
 
 beforeEach(async () => {
-  bridge = await FakeBridge.start({ ...readWidgetAssets(ROOT), sites: { acme: { agentsOnline: true }, closed: { agentsOnline: false }, greeted: { agentsOnline: true, welcome: "Welcome to Greeted! Ask us anything." } }, pages: { "/strict-shop": STRICT_SHOP, "/rtl-shop": RTL_SHOP, "/greeted-shop": { html: '<!doctype html><html><body><script src="/widget.js" data-site="greeted" async></script></body></html>' }, "/greeted-own-words": { html: '<!doctype html><html><body><script src="/widget.js" data-site="greeted" data-greeting="Our own words." async></script></body></html>' } } });
+  bridge = await FakeBridge.start({ ...readWidgetAssets(ROOT), sites: { acme: { agentsOnline: true }, closed: { agentsOnline: false }, greeted: { agentsOnline: true, welcome: "Welcome to Greeted! Ask us anything." } }, pages: { "/two-sites-one-corner": TWO_SITES_ONE_CORNER, "/two-sites-two-corners": TWO_SITES_TWO_CORNERS, "/strict-shop": STRICT_SHOP, "/rtl-shop": RTL_SHOP, "/greeted-shop": { html: '<!doctype html><html><body><script src="/widget.js" data-site="greeted" async></script></body></html>' }, "/greeted-own-words": { html: '<!doctype html><html><body><script src="/widget.js" data-site="greeted" data-greeting="Our own words." async></script></body></html>' } } });
   context = await browser.newContext({ viewport: { width: 1200, height: 800 } });
   page = await context.newPage();
 });
@@ -38,6 +39,10 @@ afterEach(async () => {
 
 const demo = (site = "acme") => page.goto(`${bridge.origin}/demo?site=${site}`);
 
+/** Widgets of two sites embedded in one page: in the same corner, and in opposite corners. */
+const TWO_SITES_ONE_CORNER = { html: '<!doctype html><html><body><script src="/widget.js" data-site="acme" async></script><script src="/widget.js" data-site="closed" async></script></body></html>' };
+const TWO_SITES_TWO_CORNERS = { html: '<!doctype html><html><body><script src="/widget.js" data-site="acme" async></script><script src="/widget.js" data-site="closed" data-position="left" async></script></body></html>' };
+
 /** A right-to-left page (Hebrew). */
 const RTL_SHOP = { html: '<!doctype html><html dir="rtl" lang="he"><head><title>חנות</title></head><body><p>חנות</p><script src="/widget.js" data-site="acme" async></script></body></html>' };
 
@@ -46,6 +51,27 @@ const STRICT_SHOP = {
   html: '<!doctype html><html><head><title>Shop</title></head><body><p>Shop</p><script src="/widget.js" data-site="acme" async></script></body></html>',
   headers: { "content-security-policy": "default-src 'self'; style-src 'self'; script-src 'self'; connect-src 'self' ws:" },
 };
+
+/**
+ * Counts the page's WebSocket attempts and their closes, so a test can tell how often the
+ * widget tried to connect. Installed before the page's scripts run.
+ */
+async function countSockets(on: Page): Promise<void> {
+  await on.addInitScript(() => {
+    const Native = window.WebSocket;
+    const counts = { opened: 0, closed: 0 };
+    (window as unknown as { __sockets: typeof counts }).__sockets = counts;
+    window.WebSocket = class extends Native {
+      constructor(url: string | URL, protocols?: string | string[]) {
+        super(url, protocols);
+        counts.opened++;
+        this.addEventListener("close", () => counts.closed++);
+      }
+    };
+  });
+}
+
+const sockets = (on: Page) => on.evaluate(() => ({ ...(window as unknown as { __sockets: { opened: number; closed: number } }).__sockets }));
 
 describe("widget in a browser", () => {
   it("greets the visitor, sends with Enter, adds a line with Shift+Enter, and ticks once acknowledged", async () => {
@@ -203,6 +229,24 @@ describe("widget in a browser", () => {
     await expect.poll(() => w.log.locator(".msg:first-child .bubble").textContent()).toBe("Our own words.");
   });
 
+  it.each([
+    ["the Web Locks API", false],
+    ["a claim in localStorage where Web Locks are missing", true],
+  ])("makes one visitor of two tabs opened at the same instant on a first visit, serialised with %s", async (_, withoutLocks) => {
+    if (withoutLocks) await context.addInitScript(() => Object.defineProperty(navigator, "locks", { value: undefined }));
+    bridge.holdWelcomes = true;
+    const [first, second] = [page, await context.newPage()];
+    await Promise.all([first, second].map((p) => p.goto(`${bridge.origin}/demo?site=acme`)));
+    // Both widgets run, and at least one has connected, before the bridge answers anyone.
+    await Promise.all([first, second].map((p) => widgetOn(p).host.waitFor({ state: "attached" })));
+    await expect.poll(() => bridge.connectTokens.length).toBeGreaterThan(0);
+    bridge.releaseWelcomes();
+
+    for (const p of [first, second]) await expect.poll(() => widgetOn(p).status.textContent()).toBe("We typically reply in a few minutes");
+    expect(bridge.connectTokens).toEqual(["", expect.stringMatching(/^tok-/)]);
+    expect(bridge.visitorCount).toBe(1);
+  });
+
   it("restores the conversation after a reload using the stored token", async () => {
     const w = widgetOn(page);
     await demo();
@@ -219,6 +263,31 @@ describe("widget in a browser", () => {
     await w.panel.waitFor({ state: "visible" });
     await expect.poll(() => w.messages.allTextContents()).toEqual(["Is the Huila in stock?", "Yes, roasted yesterday."]);
     expect(await w.visitorMessages.locator(".meta.delivered").count()).toBe(1);
+  });
+
+  it("announces to screen readers only what others write after the history is shown, never the history restored on a reload", async () => {
+    await recordAnnouncements(page);
+    const w = widgetOn(page);
+    await demo();
+    await w.open();
+    await w.send("Is the Huila in stock?");
+    await expect.poll(() => w.visitorMessages.last().locator(".meta").getAttribute("class")).toContain("delivered");
+    bridge.agentSays("Alice", "Yes, roasted yesterday.");
+    await expect.poll(() => announced(page)).toEqual(["Alice: Yes, roasted yesterday."]);
+
+    // Reloaded with the box left open: the history comes back silently.
+    await page.reload();
+    await w.panel.waitFor({ state: "visible" });
+    await expect.poll(() => w.messages.allTextContents()).toEqual(["Is the Huila in stock?", "Yes, roasted yesterday."]);
+    // A status is spoken once, not again at every render that follows while it shows.
+    bridge.toVisitors({ type: "queue", position: 2 });
+    bridge.agentSays("Parley", "All our agents are busy.");
+    bridge.toVisitors({ type: "agent", state: "joined", name: "Alice" });
+    bridge.agentSays("Alice", "Anything else?");
+    await expect
+      .poll(() => announced(page))
+      .toEqual(["You're number 2 in line. Someone will be with you shortly.", "Parley: All our agents are busy.", "Alice joined the chat", "Alice: Anything else?"]);
+    expect(await w.log.getAttribute("aria-live")).toBe("off");
   });
 
   it("reconnects promptly after a 1012 restart and resends the unacknowledged message with the same id", async () => {
@@ -244,6 +313,54 @@ describe("widget in a browser", () => {
     expect(await w.visitorMessages.count()).toBe(1);
   });
 
+  it("stops reconnecting and tells the visitor chat is unavailable when the bridge closes for a deleted site (4404)", async () => {
+    await page.clock.install();
+    await countSockets(page);
+    const w = widgetOn(page);
+    await demo();
+    await w.open();
+    await bridge.waitFor("page");
+    bridge.closeAll(4404, "site deleted");
+
+    await expect.poll(() => w.status.textContent()).toBe("Chat unavailable");
+    expect(await w.linkBanner.textContent()).toBe("Chat is unavailable right now.");
+    expect(await w.input.isVisible()).toBe(false);
+    // Neither the network coming back, nor the visitor returning to the tab, nor an hour brings it back.
+    await page.evaluate(() => {
+      window.dispatchEvent(new Event("online"));
+      document.dispatchEvent(new Event("visibilitychange"));
+    });
+    await page.clock.runFor(60 * 60_000);
+    expect(await sockets(page)).toEqual({ opened: 1, closed: 1 });
+  });
+
+  it("rests after six refused connects in a row, trying again every few minutes and when the page is visible again", async () => {
+    await page.clock.install();
+    await countSockets(page);
+    const w = widgetOn(page);
+    // An unknown site: the upgrade gets 404, which the browser reports only as a failed connection.
+    await demo("ghost");
+    const settled = async () => {
+      const { opened, closed } = await sockets(page);
+      return opened > 0 && opened === closed;
+    };
+    for (;;) {
+      await expect.poll(settled).toBe(true);
+      if ((await sockets(page)).closed >= 6) break;
+      expect(await w.status.textContent()).toBe("Connecting…");
+      await page.clock.runFor(30_000); // the longest step of the normal backoff
+    }
+    await expect.poll(() => w.status.textContent()).toBe("Chat unavailable");
+    await page.clock.runFor(3 * 60_000); // shorter than the shortest rest (4 min)
+    expect(await sockets(page)).toEqual({ opened: 6, closed: 6 });
+
+    await page.evaluate(() => document.dispatchEvent(new Event("visibilitychange")));
+    await expect.poll(() => sockets(page)).toEqual({ opened: 7, closed: 7 });
+    await page.clock.runFor(5 * 60_000);
+    await expect.poll(() => sockets(page)).toEqual({ opened: 8, closed: 8 });
+    expect(await w.status.textContent()).toBe("Chat unavailable");
+  });
+
   it("fills a phone screen when opened", async () => {
     await page.setViewportSize({ width: 375, height: 667 });
     const w = widgetOn(page);
@@ -254,5 +371,34 @@ describe("widget in a browser", () => {
     await bridge.waitFor("message", (f) => f.text === "hello from my phone");
     await w.host.locator(".close").click();
     await w.launcher.waitFor({ state: "visible" });
+  });
+
+  it("shows one widget per corner: another site's widget for a taken corner stays out and says why in the console", async () => {
+    const warnings: string[] = [];
+    page.on("console", (m) => void (m.type() === "warning" && warnings.push(m.text())));
+    await page.goto(`${bridge.origin}/two-sites-one-corner`);
+    // Async scripts run in the order they arrive: either site may be first.
+    await expect.poll(() => warnings.length).toBe(1);
+    const hosts = page.locator("parley-widget");
+    expect(await hosts.count()).toBe(1);
+    const shown = (await hosts.getAttribute("data-site")) as string;
+    const refused = shown === "acme" ? "closed" : "acme";
+    expect(warnings[0]).toContain(`the widget of site "${refused}" is not shown: the widget of site "${shown}" already sits in the bottom-right corner`);
+
+    await page.goto(`${bridge.origin}/two-sites-two-corners`);
+    await expect.poll(() => hosts.count()).toBe(2);
+    const launcher = (site: string) => page.locator(`parley-widget[data-site="${site}"] .launcher`);
+    expect(await launcher("acme").boundingBox()).toEqual({ x: 1120, y: 720, width: 60, height: 60 });
+    expect(await launcher("closed").boundingBox()).toEqual({ x: 20, y: 720, width: 60, height: 60 });
+    expect(warnings).toHaveLength(1);
+
+    // On a phone an open box fills the screen: it covers the other corner's launcher, even
+    // that of a widget which comes later in the page (and so would paint on top).
+    await page.setViewportSize({ width: 375, height: 667 });
+    const [earlier, later] = await page.evaluate(() => [...document.querySelectorAll("parley-widget")].map((el) => el.getAttribute("data-site") as string));
+    await launcher(earlier!).click();
+    const covered = (await launcher(later!).boundingBox())!;
+    const center = { x: covered.x + covered.width / 2, y: covered.y + covered.height / 2 };
+    expect(await page.evaluate(({ x, y }) => document.elementFromPoint(x, y)?.getAttribute("data-site"), center)).toBe(earlier);
   });
 });

@@ -152,6 +152,23 @@ describe("widget against the real bridge and ejabberd", () => {
     expect(delivered.getChild("delay", "urn:xmpp:delay")).toBeDefined();
   });
 
+  it("tells the visitor chat is unavailable once the site is deleted", async () => {
+    expect((await stack.api("PUT", "/api/sites/closing", { name: "Closing Soon" })).status).toBe(201);
+    const w = widgetOn(page);
+    await demo("closing");
+    await w.open();
+    await w.offlineForm.waitFor({ state: "visible" });
+    expect((await stack.api("DELETE", "/api/sites/closing")).status).toBe(204);
+
+    // The bridge refuses the socket at its next frame and closes it with 4404: the widget
+    // stops there (that it never reconnects is shown against the fake bridge).
+    await w.offlineForm.locator("input[name=email]").fill("ann@example.com");
+    await w.offlineForm.locator("textarea").fill("Are you still there?");
+    await w.offlineForm.locator("button[type=submit]").click();
+    await expect.poll(() => w.status.textContent()).toBe("Chat unavailable");
+    expect(await w.linkBanner.textContent()).toBe("Chat is unavailable right now.");
+  });
+
   it("stays visible and usable when the host page hides every element", async () => {
     const w = widgetOn(page);
     await demo("northwind");

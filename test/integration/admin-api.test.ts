@@ -88,7 +88,7 @@ describe("admin API", () => {
     // A socket opened before the deletion is closed at its next frame, without starting a chat.
     browsing.send({ type: "message", id: "after", text: "still there?" });
     expect(await browsing.next("error")).toMatchObject({ code: "invalid", id: "after" });
-    expect((await browsing.closed).code).toBe(1008);
+    expect(await browsing.closed).toMatchObject({ code: 4404, reason: "site deleted" });
     await expect(stack.visitor("gone")).rejects.toMatchObject({ status: 404 });
     await agent.stop();
   });

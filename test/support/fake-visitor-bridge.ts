@@ -34,6 +34,9 @@ export class FakeBridge {
   /** When true, messages are stored but not acknowledged until releaseAcks(). */
   holdAcks = false;
   private held: { visitor: Visitor; frame: Extract<ClientFrame, { type: "message" }> }[] = [];
+  /** When true, welcomes wait for releaseWelcomes(): a connection the widget made but the bridge has not answered yet. */
+  holdWelcomes = false;
+  private heldWelcomes: (() => void)[] = [];
   private readonly visitors = new Map<string, Visitor>();
   private seq = 0;
   private waiters: (() => void)[] = [];
@@ -91,15 +94,25 @@ export class FakeBridge {
     this.toVisitors({ type: "message", messageId: this.nextId("m"), from: "agent", name, text, ts: Date.now() });
   }
 
+  releaseWelcomes(): void {
+    this.holdWelcomes = false;
+    for (const send of this.heldWelcomes.splice(0)) send();
+  }
+
+  /** How many distinct visitors connected (resumed ones count once). */
+  get visitorCount(): number {
+    return new Set([...this.visitors.values()].map((v) => v.id)).size;
+  }
+
   releaseAcks(): void {
     const held = this.held;
     this.held = [];
     for (const h of held) this.store(h.visitor, h.frame);
   }
 
-  /** Closes every visitor socket, e.g. with 1012 as the bridge does on restart. */
-  closeAll(code: number): void {
-    for (const v of this.visitors.values()) for (const ws of v.sockets) ws.close(code, "restart");
+  /** Closes every visitor socket, e.g. with 1012 as the bridge does on restart, or 4404 for a deleted site. */
+  closeAll(code: number, reason = "restart"): void {
+    for (const v of this.visitors.values()) for (const ws of v.sockets) ws.close(code, reason);
   }
 
   /** Resolves with the first received frame (past or future) matching `match`. */
@@ -161,7 +174,8 @@ export class FakeBridge {
       history: visitor.history,
       ...(this.opts.sites[siteId]!.welcome ? { welcome: this.opts.sites[siteId]!.welcome } : {}),
     };
-    ws.send(JSON.stringify(welcome));
+    if (this.holdWelcomes) this.heldWelcomes.push(() => ws.send(JSON.stringify(welcome)));
+    else ws.send(JSON.stringify(welcome));
   }
 
   /** Stores once per client id and acks every time, like the bridge (CONTRACT §4). */

@@ -21,6 +21,10 @@ export function widgetOn(page: Page) {
     notices: root.locator(".log .notice"),
     typing: root.locator(".typing"),
     queue: root.locator(".banner:not(.link)"),
+    /** The connection banner: lost, or unavailable. */
+    linkBanner: root.locator(".banner.link"),
+    /** The line under the heading: availability, "Connecting…", "Chat unavailable". */
+    status: root.locator("header .status"),
     offlineForm: root.locator("form.offline"),
 
     async open(): Promise<void> {

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { backoffDelay, DEFAULT_BACKOFF, restartDelay } from "../../widget/src/backoff.js";
+import { backoffDelay, DEFAULT_BACKOFF, planReconnect, REST_AFTER_FAILURES, REST_INTERVAL_MS, restartDelay } from "../../widget/src/backoff.js";
 
 const lowest = () => 0;
 const highest = () => 0.999999;
@@ -31,5 +31,24 @@ describe("widget reconnect backoff", () => {
   it("reconnects within a second after a bridge restart (close 1012)", () => {
     expect(restartDelay(lowest)).toBe(0);
     expect(restartDelay(highest)).toBeLessThan(1000);
+  });
+
+  it("stops for good when the bridge closes for a deleted site (4404), however few the failures", () => {
+    expect(planReconnect(4404, 1, lowest)).toEqual({ kind: "stop" });
+  });
+
+  it("retries with the growing backoff until six closes in a row came without a welcome, then rests for minutes", () => {
+    const plans = [1, 2, 3, 4, 5, 6, 7].map((failures) => planReconnect(1006, failures, lowest));
+    expect(plans.slice(0, REST_AFTER_FAILURES - 1)).toEqual([500, 1000, 2000, 4000, 8000].map((delayMs) => ({ kind: "retry", delayMs })));
+    expect(plans.slice(REST_AFTER_FAILURES - 1)).toEqual([
+      { kind: "rest", delayMs: 0.8 * REST_INTERVAL_MS },
+      { kind: "rest", delayMs: 0.8 * REST_INTERVAL_MS },
+    ]);
+    const longest = planReconnect(1006, REST_AFTER_FAILURES, highest);
+    expect(longest.kind === "rest" && longest.delayMs <= REST_INTERVAL_MS).toBe(true);
+  });
+
+  it("comes back within a second after a restart (1012) even after failures", () => {
+    expect(planReconnect(1012, 0, highest)).toEqual({ kind: "retry", delayMs: restartDelay(highest) });
   });
 });

@@ -1,7 +1,8 @@
 import { describe, expect, expectTypeOf, it } from "vitest";
 import type * as Bridge from "../../stanza-mappers/visitor-protocol.js";
 import { parseClientFrame } from "../../stanza-mappers/parse-client-frame.js";
-import { cleanText, identifyFrame, pageFrame, parseServerFrame, type ClientFrame, type ServerFrame } from "../../widget/src/protocol.js";
+import { SITE_GONE_CLOSE_CODE as BRIDGE_SITE_GONE } from "../../stanza-mappers/visitor-protocol.js";
+import { SITE_GONE_CLOSE_CODE, cleanText, identifyFrame, pageFrame, parseServerFrame, type ClientFrame, type ServerFrame } from "../../widget/src/protocol.js";
 
 describe("widget protocol", () => {
   it("agrees with the bridge's frame types", () => {
@@ -9,6 +10,10 @@ describe("widget protocol", () => {
     // sends, the bridge accepts.
     expectTypeOf<Bridge.ServerFrame>().toExtend<ServerFrame>();
     expectTypeOf<ClientFrame>().toExtend<Bridge.ClientFrame>();
+  });
+
+  it("closes for a deleted site with the code the bridge uses", () => {
+    expect(SITE_GONE_CLOSE_CODE).toBe(BRIDGE_SITE_GONE);
   });
 
   it("parses well-formed server frames", () => {

@@ -248,6 +248,15 @@ describe("widget session", () => {
     expect(state).toMatchObject({ agentTyping: null, link: "reconnecting" });
   });
 
+  it("becomes unavailable when the connection rests or stops, holds what the visitor writes, and sends it once welcomed again", () => {
+    const { state, out } = run([frame(welcome()), frame({ type: "typing", state: "composing", name: "Alice" }), { type: "unavailable" }, { type: "send", id: "c1", text: "hello?", ts: 1 }]);
+    expect(state).toMatchObject({ link: "unavailable", agentTyping: null });
+    expect(out).toEqual([]);
+    const back = run([frame(welcome({ resumed: true }))], state);
+    expect(back.state.link).toBe("online");
+    expect(back.out).toEqual([{ type: "message", id: "c1", text: "hello?" }]);
+  });
+
   it("persists the token and unsent messages, and restores them as pending", () => {
     const { state } = run([
       frame(welcome()),
@@ -336,5 +345,13 @@ describe("widget session", () => {
     // Once B has seen A's message stored (its echo carries the id), it is not kept any more.
     const echoed = run([frame({ type: "message", messageId: "m9", from: "visitor", name: "Visitor 1", text: "from A", ts: 6, id: "a1" })], tabB.state);
     expect(withOtherTabs(persisted(echoed.state), afterB, echoed.state).pending).toEqual([{ id: "b1", text: "from B", ts: 7 }]);
+  });
+
+  it("keeps the token another tab stored while this tab has none yet, and its own once it has one", () => {
+    const first = run([frame(welcome({ token: "tok-A" }))]);
+    const waiting = run([{ type: "page", url: "https://shop.example/", title: "Shop" }]);
+    expect(withOtherTabs(persisted(waiting.state), persisted(first.state), waiting.state).token).toBe("tok-A");
+    const welcomed = run([frame(welcome({ token: "tok-B" }))], waiting.state);
+    expect(withOtherTabs(persisted(welcomed.state), persisted(first.state), welcomed.state).token).toBe("tok-B");
   });
 });

@@ -2,21 +2,22 @@
 // not acknowledged is the session's job (it knows what is pending); this file only
 // reports frames in and the link going down.
 
-import { backoffDelay, restartDelay } from "./backoff.js";
-import { parseServerFrame, type ClientFrame, type ServerFrame } from "./protocol.js";
+import { planReconnect } from "./backoff.js";
+import { parseServerFrame, SERVICE_RESTART_CLOSE_CODE, type ClientFrame, type ServerFrame } from "./protocol.js";
 
 export interface ConnectionDeps {
   /** Called before every attempt: the resume token may have changed since the last one. */
   url: () => string;
   onFrame: (frame: ServerFrame) => void;
-  /** The socket is gone; a reconnect is already scheduled. */
-  onDown: () => void;
+  /**
+   * The socket is gone. "reconnecting": a retry is scheduled soon; "unavailable": the bridge
+   * keeps refusing or said the site is gone, so the retries are rare or over.
+   */
+  onDown: (outlook: "reconnecting" | "unavailable") => void;
   random: () => number;
   WebSocketImpl?: typeof WebSocket;
 }
 
-/** Close code the bridge uses when restarting (CONTRACT §6). */
-const SERVICE_RESTART = 1012;
 // Mobile networks and proxies silently drop idle sockets; a ping every 25 s keeps them
 // open and, left unanswered until the next one, reveals a dead link the browser has
 // not noticed. Counting missed pings (not wall time) tolerates background-tab throttling.
@@ -24,7 +25,12 @@ const HEARTBEAT_MS = 25_000;
 
 export class Connection {
   private socket: WebSocket | null = null;
-  private attempt = 0;
+  /** Closes since the last welcome: how long the bridge has been refusing or unreachable. */
+  private failures = 0;
+  /** The bridge said this site is gone: nothing will bring the socket back on this page. */
+  private stopped = false;
+  /** Not before the first start: a tab waiting for its turn to connect (first-visit.ts) waits on. */
+  private started = false;
   private retryTimer: ReturnType<typeof setTimeout> | undefined;
   private heartbeat: ReturnType<typeof setInterval> | undefined;
   private awaitingPong = false;
@@ -32,6 +38,7 @@ export class Connection {
   constructor(private readonly deps: ConnectionDeps) {}
 
   start(): void {
+    this.started = true;
     clearTimeout(this.retryTimer);
     const Impl = this.deps.WebSocketImpl || WebSocket;
     let socket: WebSocket;
@@ -40,7 +47,7 @@ export class Connection {
     } catch {
       // Only a malformed URL throws here; retrying cannot fix it, but backing off keeps
       // the behaviour uniform and the page responsive.
-      this.scheduleRetry(undefined);
+      this.afterClose(undefined);
       return;
     }
     this.socket = socket;
@@ -51,7 +58,7 @@ export class Connection {
       if (!frame) return;
       // Reset the backoff only once the bridge has accepted us, not on TCP open: a site
       // that refuses the upgrade or closes at once must not cause a tight retry loop.
-      if (frame.type === "welcome") this.attempt = 0;
+      if (frame.type === "welcome") this.failures = 0;
       this.deps.onFrame(frame);
     };
     socket.onopen = () => {
@@ -69,9 +76,13 @@ export class Connection {
     return true;
   }
 
-  /** Skips the remaining backoff, e.g. when the browser reports the network is back. */
+  /**
+   * Skips the remaining wait, e.g. when the browser reports the network is back or the
+   * page becomes visible again; never before the first start, nor after the bridge said
+   * the site is gone.
+   */
   retryNow(): void {
-    if (!this.socket) this.start();
+    if (this.started && !this.socket && !this.stopped) this.start();
   }
 
   private beat(): void {
@@ -92,12 +103,15 @@ export class Connection {
     if (s.readyState < 2 /* CONNECTING or OPEN */) s.close();
     this.socket = null;
     clearInterval(this.heartbeat);
-    this.scheduleRetry(code);
-    this.deps.onDown();
+    this.afterClose(code);
   }
 
-  private scheduleRetry(code: number | undefined): void {
-    const delay = code === SERVICE_RESTART ? restartDelay(this.deps.random) : backoffDelay(this.attempt++, this.deps.random);
-    this.retryTimer = setTimeout(() => this.start(), delay);
+  private afterClose(code: number | undefined): void {
+    // A restart is the bridge's doing, not a sign that it refuses us.
+    if (code !== SERVICE_RESTART_CLOSE_CODE) this.failures++;
+    const plan = planReconnect(code, this.failures, this.deps.random);
+    if (plan.kind === "stop") this.stopped = true;
+    else this.retryTimer = setTimeout(() => this.start(), plan.delayMs);
+    this.deps.onDown(plan.kind === "retry" ? "reconnecting" : "unavailable");
   }
 }

@@ -14,6 +14,18 @@ function boot(script: HTMLScriptElement): void {
   }
   // Loaded twice (e.g. by a tag manager and by hand): keep the first instance.
   if (document.querySelector(`parley-widget[data-site="${siteId}"]`)) return;
+  // Two sites' widgets in one corner would cover each other (same place, same z-index),
+  // and two launchers stacked there would leave the visitor guessing which desk is which:
+  // the first one keeps the corner, and the page's developer is told why.
+  const position = data.position === "left" ? "left" : "right";
+  const occupant = document.querySelector(`parley-widget[data-position="${position}"]`);
+  if (occupant) {
+    console.warn(
+      `[parley] the widget of site "${siteId}" is not shown: the widget of site "${occupant.getAttribute("data-site")}" already sits in the bottom-${position} corner of this page. ` +
+        `Give one of them data-position="${position === "left" ? "right" : "left"}".`,
+    );
+    return;
+  }
 
   // The socket lives next to widget.js, so a bridge behind a path prefix
   // (…/parley/widget.js → …/parley/visitor) works without configuration.
@@ -27,7 +39,7 @@ function boot(script: HTMLScriptElement): void {
     socketUrl: socket.href,
     title: data.title || "Chat with us",
     greeting: data.greeting || null,
-    position: data.position === "left" ? "left" : "right",
+    position,
     color,
   });
 }

@@ -6,6 +6,11 @@ export type Author = "visitor" | "agent" | "system";
 export type ChatState = "composing" | "paused";
 
 export const MAX_TEXT_CHARS = 4000;
+
+/** Close code of a bridge restarting (CONTRACT §6): come back at once, to another process. */
+export const SERVICE_RESTART_CLOSE_CODE = 1012;
+/** Close code of a socket whose site was deleted: never come back (the bridge's SITE_GONE_CLOSE_CODE). */
+export const SITE_GONE_CLOSE_CODE = 4404;
 // The bridge caps page fields at these lengths and rejects longer ones as `invalid`.
 const MAX_URL_CHARS = 2048;
 const MAX_TITLE_CHARS = 512;

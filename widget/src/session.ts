@@ -32,8 +32,11 @@ export interface Identity {
 }
 
 export interface SessionState {
-  /** "online" only between `welcome` and the socket closing: frames may be sent. */
-  link: "connecting" | "online" | "reconnecting";
+  /**
+   * "online" only between `welcome` and the socket closing: frames may be sent.
+   * "unavailable": the bridge keeps refusing the connection or said the site is gone.
+   */
+  link: "connecting" | "online" | "reconnecting" | "unavailable";
   token: string | null;
   /** Unknown (null) until the first `welcome`. */
   agentsOnline: boolean | null;
@@ -66,6 +69,8 @@ export interface Persisted {
 
 export type SessionEvent =
   | { type: "disconnected" }
+  /** The connection rests or stopped (see backoff.ts): chat is not possible for now. */
+  | { type: "unavailable" }
   | { type: "frame"; frame: ServerFrame }
   | { type: "send"; id: string; text: string; ts: number }
   | { type: "identify"; name: string; email: string }
@@ -116,11 +121,15 @@ export function persisted(s: SessionState): Persisted {
  * What to store, given what another tab of the same site stored meanwhile (one record per
  * site, so the last write wins): that tab's unsent messages are kept unless this tab has
  * seen them (stored, they come back to every tab with their id). Otherwise closing a tab
- * right after typing could lose its message to the other tab's next write.
+ * right after typing could lose its message to the other tab's next write. Likewise its
+ * token, while this tab has none yet.
  */
 export function withOtherTabs(own: Persisted, stored: Persisted | null, s: SessionState): Persisted {
+  // A tab still waiting for its first welcome has no token: it must not erase the one
+  // another tab stored, which it is about to resume (see first-visit.ts).
+  const token = own.token ?? stored?.token ?? null;
   const theirs = (stored?.pending ?? []).filter((p) => !s.lines.some((l) => l.id === p.id));
-  return theirs.length === 0 ? own : { ...own, pending: [...own.pending, ...theirs].sort((a, b) => a.ts - b.ts) };
+  return { ...own, token, pending: theirs.length === 0 ? own.pending : [...own.pending, ...theirs].sort((a, b) => a.ts - b.ts) };
 }
 
 /**
@@ -136,6 +145,8 @@ export function step(s: SessionState, e: SessionEvent): Step {
     case "disconnected":
       // A typing indicator from before the drop would otherwise stay on screen forever.
       return { state: { ...s, link: "reconnecting", agentTyping: null }, out: [] };
+    case "unavailable":
+      return { state: { ...s, link: "unavailable", agentTyping: null }, out: [] };
     case "frame":
       return onFrame(s, e.frame);
     case "send": {

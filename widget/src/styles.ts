@@ -21,7 +21,7 @@ export function hostStyle(position: "left" | "right"): string {
     "margin:0",
     "padding:0",
     "border:0",
-    "z-index:2147483647",
+    "z-index:" + hostLayer(false),
     "visibility:visible",
     "opacity:1",
     "transform:none",
@@ -29,6 +29,15 @@ export function hostStyle(position: "left" | "right"): string {
   ]
     .map((d) => d + "!important")
     .join(";");
+}
+
+/**
+ * The host's z-index: the highest there is while the box is open, one below while it is
+ * closed, so that an open box (full screen on a phone) covers the launcher of another
+ * site's widget in the other corner.
+ */
+export function hostLayer(expanded: boolean): string {
+  return expanded ? "2147483647" : "2147483646";
 }
 
 export const CSS = `
@@ -92,6 +101,7 @@ h2{margin:0;font-size:16px;font-weight:650;line-height:1.25;overflow:hidden;text
 @keyframes blink{0%,80%,100%{opacity:.3}40%{opacity:1}}
 .banner{padding:9px 16px;font-size:13px;background:#fff8e6;color:#7a5a00;border-top:1px solid #f3e3b5}
 .banner.link{background:#eef2f7;color:#475467;border-color:#e1e6ee}
+.unavailable .composer,.unavailable .offline{display:none}
 
 .composer{display:flex;align-items:flex-end;gap:8px;padding:12px;border-top:1px solid #e6e9ef;background:#fff}
 .composer textarea{flex:1;min-height:40px;max-height:128px;resize:none;border:1px solid #d5dae2;border-radius:20px;padding:9px 14px;

@@ -6,6 +6,9 @@ import { MAX_TEXT_CHARS } from "./protocol.js";
 import { showsOfflineForm, type Line, type SessionState } from "./session.js";
 import { CSS } from "./styles.js";
 
+/** Announcements kept in the live region; older ones have been spoken and are dropped. */
+const MAX_ANNOUNCED = 5;
+
 /** The first bubble, unless the page's `data-greeting` or the site's `welcome` says otherwise. */
 const DEFAULT_GREETING = "Hi there! How can we help you today?";
 
@@ -119,7 +122,11 @@ export function createView(shadow: ShadowRoot, cfg: ViewConfig, actions: ViewAct
 
   const greetingText = h("div", { class: "bubble", dir: "auto" }, cfg.greeting ?? DEFAULT_GREETING);
   const greeting = h("div", { class: "msg agent" }, greetingText);
-  const log = h("div", { class: "log", role: "log", "aria-live": "polite", "aria-relevant": "additions", tabindex: "0", "aria-label": "Messages" }, greeting);
+  // The log is not a live region itself: a conversation restored on a reload (its history)
+  // lands in it in one go, and a screen reader would read all of it out. New messages from
+  // others are spoken through `announcer` instead, once the history is on screen.
+  const log = h("div", { class: "log", role: "log", "aria-live": "off", tabindex: "0", "aria-label": "Messages" }, greeting);
+  const announcer = h("div", { class: "sr", "aria-live": "polite", "aria-relevant": "additions" });
   const typingName = h("span", {});
   const typing = h("div", { class: "typing", hidden: "" }, h("span", { class: "dots", "aria-hidden": "true" }, h("i", {}), h("i", {}), h("i", {})), typingName);
   const queue = h("div", { class: "banner", role: "status" });
@@ -152,6 +159,7 @@ export function createView(shadow: ShadowRoot, cfg: ViewConfig, actions: ViewAct
     linkBanner,
     offline,
     composer,
+    announcer,
   );
   const root = h("div", { class: "root " + cfg.position }, panel, launcher);
   adoptStyles(shadow, CSS);
@@ -163,6 +171,7 @@ export function createView(shadow: ShadowRoot, cfg: ViewConfig, actions: ViewAct
   }
 
   let expanded = false;
+  let historyShown = false;
   const focusFirst = () => (offline.hidden ? input : offName).focus();
   launcher.onclick = () => {
     actions.toggle(!expanded);
@@ -237,7 +246,16 @@ export function createView(shadow: ShadowRoot, cfg: ViewConfig, actions: ViewAct
     return { el: h("div", { class: "msg " + line.from }, who, h("div", { class: "bubble", dir: "auto" }, textWithLinks(line.text)), m), meta: m };
   }
 
-  function renderLines(lines: Line[]): void {
+  /** Speaks a new message of an agent or a notice; the visitor's own words are not read back. */
+  function announce(line: Line): void {
+    if (line.from === "visitor") return;
+    announcer.append(h("p", {}, line.kind === "message" && line.name ? `${line.name}: ${line.text}` : line.text));
+    // Only additions are spoken: old ones can go, so the region does not grow for ever.
+    while (announcer.childElementCount > MAX_ANNOUNCED) announcer.firstElementChild?.remove();
+  }
+
+  /** `live`: lines new to the screen are announced (false until the first history is shown). */
+  function renderLines(lines: Line[], live: boolean): void {
     const keys = new Set(lines.map((l) => l.key));
     rendered.forEach((r, key) => {
       if (!keys.has(key)) {
@@ -256,6 +274,7 @@ export function createView(shadow: ShadowRoot, cfg: ViewConfig, actions: ViewAct
         r = { ...lineEl(line, showName), line };
         rendered.set(line.key, r);
         if (line.from === "visitor") ownAdded = true;
+        if (live) announce(line);
       } else if (r.line !== line) {
         if (r.meta) meta(line, r.meta);
         r.line = line;
@@ -276,7 +295,7 @@ export function createView(shadow: ShadowRoot, cfg: ViewConfig, actions: ViewAct
     launcher.setAttribute("aria-expanded", String(s.expanded));
     const unread = s.expanded ? 0 : s.unread;
     badge.hidden = unread === 0;
-    badge.textContent = unread > 9 ? "9+" : String(unread);
+    setText(badge, unread > 9 ? "9+" : String(unread));
     launcher.setAttribute(
       "aria-label",
       s.expanded ? "Minimize chat" : unread ? `Open chat, ${unread} unread message${unread > 1 ? "s" : ""}` : "Open chat",
@@ -287,20 +306,22 @@ export function createView(shadow: ShadowRoot, cfg: ViewConfig, actions: ViewAct
       avatar.textContent = "";
       avatar.append(s.agent ? initials(s.agent) : icon("chat"));
     }
-    const available = s.agent !== null || s.agentsOnline === true;
+    const unavailable = s.link === "unavailable";
+    const available = !unavailable && (s.agent !== null || s.agentsOnline === true);
     dot.classList.toggle("off", !available);
-    statusText.textContent =
-      s.agentsOnline === null ? "Connecting…" : s.agent ? cfg.title : s.agentsOnline ? "We typically reply in a few minutes" : "We're away right now";
+    setText(statusText, statusLine(s, cfg.title));
 
-    greetingText.textContent = cfg.greeting ?? s.siteWelcome ?? DEFAULT_GREETING;
+    setText(greetingText, cfg.greeting ?? s.siteWelcome ?? DEFAULT_GREETING);
     typing.hidden = s.agentTyping === null;
-    typingName.textContent = s.agentTyping ? s.agentTyping + " is typing…" : "";
+    setText(typingName, s.agentTyping ? s.agentTyping + " is typing…" : "");
     queue.hidden = s.queuePosition === null;
-    queue.textContent = s.queuePosition === null ? "" : `You're number ${s.queuePosition} in line. Someone will be with you shortly.`;
+    setText(queue, s.queuePosition === null ? "" : `You're number ${s.queuePosition} in line. Someone will be with you shortly.`);
     // Before the first welcome the header already says "Connecting…".
     const lost = s.link === "reconnecting" && s.agentsOnline !== null;
-    linkBanner.hidden = !lost;
-    linkBanner.textContent = lost ? "Connection lost. Reconnecting…" : "";
+    linkBanner.hidden = !lost && !unavailable;
+    setText(linkBanner, unavailable ? "Chat is unavailable right now." : lost ? "Connection lost. Reconnecting…" : "");
+    // Nothing typed now could be sent: the composer (or the offline form) waits, hidden, with its text.
+    root.classList.toggle("unavailable", unavailable);
 
     const offlineMode = showsOfflineForm(s);
     if (offline.hidden === offlineMode) {
@@ -318,9 +339,28 @@ export function createView(shadow: ShadowRoot, cfg: ViewConfig, actions: ViewAct
       if (hadFocus) to.focus();
     }
 
-    renderLines(s.lines);
+    renderLines(s.lines, historyShown);
+    // The first welcome brings the history: what is on screen after it was already there.
+    if (s.link === "online") historyShown = true;
     if (opening) log.scrollTop = log.scrollHeight;
   };
+}
+
+/**
+ * Writes text only when it changed: assigning textContent replaces the text node even when
+ * the text is the same, and inside a live region (the queue and connection banners) a
+ * screen reader would repeat it at every render — every keystroke, every message.
+ */
+function setText(el: HTMLElement, text: string): void {
+  if (el.textContent !== text) el.textContent = text;
+}
+
+/** The line under the heading: who can answer, or why nobody can. */
+function statusLine(s: SessionState, title: string): string {
+  if (s.link === "unavailable") return "Chat unavailable";
+  if (s.agentsOnline === null) return "Connecting…";
+  if (s.agent) return title;
+  return s.agentsOnline ? "We typically reply in a few minutes" : "We're away right now";
 }
 
 /**

@@ -2,11 +2,12 @@
 // place that owns mutable state, timers, the clock and the random source.
 
 import { Connection } from "./connection.js";
+import { connectOneTabAtATime } from "./first-visit.js";
 import { watchNavigation } from "./navigation.js";
 import { cleanText } from "./protocol.js";
 import { initialState, persisted, step, TYPING_STALE_MS, withOtherTabs, type SessionEvent } from "./session.js";
 import { siteStore } from "./storage.js";
-import { hostStyle } from "./styles.js";
+import { hostLayer, hostStyle } from "./styles.js";
 import { createView, type ViewConfig } from "./view.js";
 
 export interface WidgetConfig extends ViewConfig {
@@ -19,12 +20,14 @@ export interface WidgetConfig extends ViewConfig {
 const PAUSED_AFTER_MS = 5000;
 
 export function startWidget(cfg: WidgetConfig): void {
-  const store = siteStore(localStorageOrNull(), cfg.siteId);
+  const storage = localStorageOrNull();
+  const store = siteStore(storage, cfg.siteId);
   let state = initialState(store.load());
 
   // A custom element name: it can host a shadow root, and no page stylesheet targets it.
   const host = document.createElement("parley-widget");
   host.setAttribute("data-site", cfg.siteId);
+  host.setAttribute("data-position", cfg.position);
   // Through the CSSOM, not a style attribute: a page whose Content-Security-Policy has no
   // 'unsafe-inline' for styles refuses the attribute, and the box would lose its place.
   host.style.cssText = hostStyle(cfg.position);
@@ -32,9 +35,13 @@ export function startWidget(cfg: WidgetConfig): void {
   document.body.append(host);
 
   const connection = new Connection({
-    url: () => cfg.socketUrl + (state.token ? "&token=" + encodeURIComponent(state.token) : ""),
+    url: () => {
+      // Before its first welcome, a tab resumes the visitor another tab of the site started.
+      const token = state.token ?? store.load()?.token;
+      return cfg.socketUrl + (token ? "&token=" + encodeURIComponent(token) : "");
+    },
     onFrame: (frame) => dispatch({ type: "frame", frame }),
-    onDown: () => dispatch({ type: "disconnected" }),
+    onDown: (outlook) => dispatch({ type: outlook === "reconnecting" ? "disconnected" : "unavailable" }),
     random: Math.random,
   });
 
@@ -73,6 +80,12 @@ export function startWidget(cfg: WidgetConfig): void {
     retry: (id) => dispatch({ type: "retry", id }),
   });
 
+  const draw = () => {
+    render(state);
+    host.style.setProperty("z-index", hostLayer(state.expanded), "important");
+  };
+  // Called once this tab's first welcome is stored, when it made the site's first connection.
+  let firstConnectionMade = () => {};
   // "… is typing" expires without news: an agent whose client drops never sends "paused".
   let typingStale: ReturnType<typeof setTimeout> | undefined;
   function dispatch(event: SessionEvent): void {
@@ -86,13 +99,24 @@ export function startWidget(cfg: WidgetConfig): void {
     // next welcome, so the return value needs no handling here.
     for (const frame of next.out) connection.send(frame);
     store.save(withOtherTabs(persisted(state), store.load(), state));
-    render(state);
+    draw();
+    // The token is stored: a tab waiting to make its first connection may go and resume it.
+    if (event.type === "frame" && event.frame.type === "welcome") firstConnectionMade();
   }
 
-  render(state);
+  draw();
   watchNavigation(window, (page) => dispatch({ type: "page", url: page.url, title: page.title }));
   window.addEventListener("online", () => connection.retryNow());
-  connection.start();
+  // A visitor coming back to the tab gets a fresh attempt instead of the rest of a long wait.
+  document.addEventListener("visibilitychange", () => {
+    if (document.visibilityState === "visible") connection.retryNow();
+  });
+  if (state.token === null && storage) {
+    const env = { locks: (navigator as { locks?: LockManager }).locks, storage, win: window, tabId: clientId(), hasToken: () => Boolean(store.load()?.token) };
+    firstConnectionMade = connectOneTabAtATime(cfg.siteId, env, () => connection.start());
+  } else {
+    connection.start();
+  }
 }
 
 function localStorageOrNull(): Storage | null {
