@@ -306,12 +306,7 @@ export class VisitorGateway {
   private frameFailed(socket: VisitorSocket, frame: ClientFrame, err: unknown): void {
     const id = frame.type === "message" ? { id: frame.id } : {};
     if (err instanceof SiteDeletedError) {
-      // As for an unknown site at the upgrade: nothing more to serve on this socket, and a
-      // close code of its own tells the widget not to come back (a browser never sees the
-      // 404 that its next upgrade would get).
-      this.sendTo(socket, { type: "error", code: "invalid", message: "this site no longer exists", ...id });
-      socket.closing = true;
-      socket.ws.close(SITE_GONE_CLOSE_CODE, "site deleted");
+      this.closeForDeletedSite(socket, id);
       return;
     }
     if (err instanceof UnknownVisitorError) {
@@ -451,12 +446,33 @@ export class VisitorGateway {
 
   /**
    * Marks, in the same turn as they were collected: a visitor who leaves afterwards gets
-   * their shorter mark (`lastSocketClosed`) written after this one, never before.
+   * their shorter mark (`lastSocketClosed`) written after this one, never before. And a
+   * deleted site's sockets that sent nothing since (an idle tab) learn it here, at the latest
+   * one beat later: one cached site read per site and slice.
    */
   private refreshOnlineMarks(bySite: Map<string, string[]>): void {
     for (const [siteId, visitorIds] of bySite) {
       this.deps.visitors.markManyOnline(siteId, visitorIds).catch((err: unknown) => this.log.warn({ err, siteId }, "heartbeat could not refresh online marks"));
+      this.deps.visitors
+        .siteExists(siteId)
+        .then((exists) => {
+          if (exists) return;
+          for (const visitorId of visitorIds) for (const socket of this.local.get(visitorId)?.sockets ?? []) this.closeForDeletedSite(socket, {});
+        })
+        .catch((err: unknown) => this.log.warn({ err, siteId }, "heartbeat could not read the site"));
     }
+  }
+
+  /**
+   * As for an unknown site at the upgrade: nothing more to serve on this socket, and a close
+   * code of its own tells the widget not to come back (a browser never sees the 404 that its
+   * next upgrade would get).
+   */
+  private closeForDeletedSite(socket: VisitorSocket, id: { id?: string }): void {
+    if (socket.closing) return;
+    this.sendTo(socket, { type: "error", code: "invalid", message: "this site no longer exists", ...id });
+    socket.closing = true;
+    socket.ws.close(SITE_GONE_CLOSE_CODE, "site deleted");
   }
 }
 

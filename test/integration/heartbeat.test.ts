@@ -39,4 +39,14 @@ describe("visitor heartbeat", () => {
     const expected = visitors.map((v) => v.welcome.visitorId).sort();
     await expect.poll(online).toEqual(expected); // the silent one's grace (300 ms) passes too
   });
+
+  it("closes an idle socket of a deleted site (4404) at the next beat, though it sends nothing", async () => {
+    expect((await stack.api("PUT", "/api/sites/closing", { name: "Closing" })).status).toBe(201);
+    const idle = await stack.visitor("closing");
+    const other = await stack.visitor("acme");
+    expect((await stack.api("DELETE", "/api/sites/closing")).status).toBe(204);
+    expect(await idle.next("error")).toMatchObject({ code: "invalid", message: "this site no longer exists" });
+    expect(await idle.closed).toMatchObject({ code: 4404, reason: "site deleted" });
+    expect(other.ws.readyState).toBe(WebSocket.OPEN);
+  });
 });
