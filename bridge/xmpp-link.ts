@@ -46,6 +46,8 @@ export class XmppLink extends EventEmitter {
   private retryTimer: NodeJS.Timeout | undefined;
   private stopped = true;
   private connected = false;
+  /** Whether ejabberd refused the handshake since the last time the stream was up (logged once per streak). */
+  private handshakeRefused = false;
   reconnects = 0;
 
   constructor(private readonly options: XmppLinkOptions) {
@@ -64,7 +66,7 @@ export class XmppLink extends EventEmitter {
     });
     this.entity.on("online", () => this.onOnline());
     this.entity.on("disconnect", () => this.onDisconnect());
-    this.entity.on("error", (err: Error) => this.log.warn({ err }, "xmpp connection error"));
+    this.entity.on("error", (err: Error) => this.onError(err));
     this.entity.on("stanza", (stanza: Element) => {
       if (stanza.name === "message") this.emit("message", stanza);
       else if (stanza.name === "presence") this.emit("presence", stanza);
@@ -167,8 +169,29 @@ export class XmppLink extends EventEmitter {
     }
   }
 
+  /**
+   * A refused handshake is a configuration mistake, not a network hiccup: ejabberd 23.01
+   * answers `not-authorized` both to a wrong password and to a domain its
+   * `ejabberd_service` listener does not list. Said once, naming the variables, instead of
+   * a bare "not-authorized" with a stack trace at every retry.
+   */
+  private onError(err: Error): void {
+    if ((err as { condition?: unknown }).condition !== "not-authorized") {
+      this.log.warn({ err }, "xmpp connection error");
+      return;
+    }
+    if (this.handshakeRefused) return;
+    this.handshakeRefused = true;
+    const { domain, service } = this.options;
+    this.log.error(
+      { xmppService: service, domain, condition: "not-authorized" },
+      `ejabberd refused the component handshake: PARLEY_XMPP_SECRET must be the password of ${domain} (PARLEY_XMPP_DOMAIN) under the hosts of the ejabberd_service listener at ${service}; retrying`,
+    );
+  }
+
   private onOnline(): void {
     this.connected = true;
+    this.handshakeRefused = false;
     if (this.attempt > 0 || this.reconnects > 0) this.reconnects += 1;
     this.attempt = 0;
     this.log.info({ domain: this.options.domain, queued: this.queue.length }, "component online");
