@@ -94,6 +94,10 @@ export function loadConfig(env: Record<string, string | undefined>): Config {
   if (e.PARLEY_REDIS_URL && e.PARLEY_REDIS_CLUSTER) {
     throw new ConfigError("invalid configuration: PARLEY_REDIS_URL and PARLEY_REDIS_CLUSTER are both set; choose one");
   }
+  // Credentials for an API Parley would never call: the admin meant to set the URL too.
+  if (e.PARLEY_EJABBERD_API_AUTH && !e.PARLEY_EJABBERD_API_URL) {
+    throw new ConfigError("invalid configuration: PARLEY_EJABBERD_API_AUTH is set but PARLEY_EJABBERD_API_URL is not; set the URL of ejabberd's mod_http_api too");
+  }
   const config: Config = {
     xmppService: e.PARLEY_XMPP_SERVICE,
     xmppDomain: e.PARLEY_XMPP_DOMAIN,
@@ -131,3 +135,4 @@ export function loadConfig(env: Record<string, string | undefined>): Config {
   if (e.PARLEY_SITES_FILE) config.sitesFile = e.PARLEY_SITES_FILE;
   return config;
 }
+

@@ -60,8 +60,12 @@ describe("loadConfig", () => {
   });
 
   it("reads Redis Cluster nodes and the ejabberd API credentials", () => {
-    const config = loadConfig({ PARLEY_XMPP_SECRET: "x", PARLEY_REDIS_CLUSTER: "10.0.0.1:7000, 10.0.0.2:7001", PARLEY_EJABBERD_API_AUTH: "admin@localhost:p:w" });
+    const config = loadConfig({ PARLEY_XMPP_SECRET: "x", PARLEY_REDIS_CLUSTER: "10.0.0.1:7000, 10.0.0.2:7001", PARLEY_EJABBERD_API_URL: "http://127.0.0.1:5281/api", PARLEY_EJABBERD_API_AUTH: "admin@localhost:p:w" });
     expect(config.redis).toEqual({ kind: "cluster", nodes: [{ host: "10.0.0.1", port: 7000 }, { host: "10.0.0.2", port: 7001 }] });
     expect(config.ejabberdApiAuth).toEqual({ user: "admin@localhost", password: "p:w" });
+  });
+
+  it("refuses ejabberd API credentials without the API's URL, naming both variables", () => {
+    expect(() => loadConfig({ PARLEY_XMPP_SECRET: "x", PARLEY_EJABBERD_API_AUTH: "admin@localhost:pw" })).toThrow(/PARLEY_EJABBERD_API_AUTH is set but PARLEY_EJABBERD_API_URL is not/);
   });
 });
