@@ -1,4 +1,5 @@
 import { z } from "zod";
+import { editDistance } from "./edit-distance.js";
 import { parseRateSpec, type RateSpec } from "./rate-limit.js";
 
 // Configuration from the environment (CONTRACT §2), validated in one place with every
@@ -136,3 +137,21 @@ export function loadConfig(env: Record<string, string | undefined>): Config {
   return config;
 }
 
+/** Variables of the test suite and benchmarks, which share the prefix but are not the bridge's. */
+const TOOLING_VARIABLE = /^PARLEY_(TEST_|FUZZ_|BENCH_|CHROMIUM$)/;
+const KNOWN_VARIABLES = Object.keys(schema.shape);
+
+/**
+ * `PARLEY_*` variables the bridge does not know, each with the known name it most likely
+ * misspells. Not an error (other tools may share the prefix), but a misspelt
+ * `PARLEY_REDIS_URL` silently means the in-memory store, so the start-up log says so.
+ */
+export function unknownVariables(env: Record<string, string | undefined>): { name: string; didYouMean?: string }[] {
+  return Object.keys(env)
+    .filter((name) => name.startsWith("PARLEY_") && !KNOWN_VARIABLES.includes(name) && !TOOLING_VARIABLE.test(name))
+    .sort()
+    .map((name) => {
+      const [closest] = KNOWN_VARIABLES.map((known) => ({ known, distance: editDistance(name, known) })).sort((a, b) => a.distance - b.distance);
+      return closest && closest.distance <= 3 ? { name, didYouMean: closest.known } : { name };
+    });
+}

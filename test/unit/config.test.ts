@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { ConfigError, loadConfig } from "../../bridge/config.js";
+import { ConfigError, loadConfig, unknownVariables } from "../../bridge/config.js";
 
 describe("loadConfig", () => {
   it("applies the contract's defaults", () => {
@@ -67,5 +67,20 @@ describe("loadConfig", () => {
 
   it("refuses ejabberd API credentials without the API's URL, naming both variables", () => {
     expect(() => loadConfig({ PARLEY_XMPP_SECRET: "x", PARLEY_EJABBERD_API_AUTH: "admin@localhost:pw" })).toThrow(/PARLEY_EJABBERD_API_AUTH is set but PARLEY_EJABBERD_API_URL is not/);
+  });
+});
+
+describe("unknownVariables", () => {
+  it("names PARLEY_ variables the bridge does not know, with the one a typo most likely meant", () => {
+    expect(
+      unknownVariables({ PARLEY_XMPP_SECRET: "x", PARLEY_REDIS_ULR: "redis://r:6379", PARLEY_ADMIN_TOKN: "t", PARLEY_SOMETHING_ELSE_ENTIRELY: "1", HOME: "/root" }),
+    ).toEqual([{ name: "PARLEY_ADMIN_TOKN", didYouMean: "PARLEY_ADMIN_TOKEN" }, { name: "PARLEY_REDIS_ULR", didYouMean: "PARLEY_REDIS_URL" }, { name: "PARLEY_SOMETHING_ELSE_ENTIRELY" }]);
+  });
+
+  it("knows every variable of the configuration and leaves the test suite's own alone", () => {
+    const every = Object.fromEntries(
+      ["XMPP_SERVICE", "XMPP_DOMAIN", "XMPP_SECRET", "REDIS_URL", "REDIS_CLUSTER", "VISITOR_RATE", "UPGRADE_RATE", "SOCKET_RATE", "HTTP_HOST", "HTTP_PORT", "ADMIN_TOKEN", "EJABBERD_API_URL", "EJABBERD_API_AUTH", "SITES_FILE", "VISITOR_GRACE_MS", "AGENT_GRACE_MS", "CHAT_IDLE_MS", "HEARTBEAT_MS", "TRANSCRIPT_RETENTION_DAYS", "VISITOR_RETENTION_DAYS", "LOG_LEVEL", "TEST_STORE", "FUZZ_RUNS", "CHROMIUM"].map((name) => [`PARLEY_${name}`, "1"]),
+    );
+    expect(unknownVariables(every)).toEqual([]);
   });
 });
