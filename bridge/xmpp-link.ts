@@ -48,6 +48,8 @@ export class XmppLink extends EventEmitter {
   private connected = false;
   /** Whether ejabberd refused the handshake since the last time the stream was up (logged once per streak). */
   private handshakeRefused = false;
+  /** The last error `onError` logged: a failed connect reports it twice (the `error` event, then the rejection). */
+  private lastLoggedError: unknown;
   reconnects = 0;
 
   constructor(private readonly options: XmppLinkOptions) {
@@ -161,7 +163,7 @@ export class XmppLink extends EventEmitter {
       await this.entity.connect(this.options.service);
       await this.entity.open({ domain: this.options.domain });
     } catch (err) {
-      this.log.warn({ err, xmppService: this.options.service }, "could not open the component stream");
+      if (err !== this.lastLoggedError) this.log.warn({ err, xmppService: this.options.service }, "could not open the component stream (PARLEY_XMPP_SERVICE); retrying");
       // A refused connection ends in a socket close, which schedules the retry; a
       // failure after the socket opened may not, so make sure it is closed.
       if (this.entity.socket) this.entity.socket.destroy();
@@ -177,7 +179,9 @@ export class XmppLink extends EventEmitter {
    */
   private onError(err: Error): void {
     if ((err as { condition?: unknown }).condition !== "not-authorized") {
-      this.log.warn({ err }, "xmpp connection error");
+      this.lastLoggedError = err;
+      if (this.connected) this.log.warn({ err }, "xmpp connection error");
+      else this.log.warn({ err, xmppService: this.options.service }, "could not open the component stream (PARLEY_XMPP_SERVICE); retrying");
       return;
     }
     if (this.handshakeRefused) return;

@@ -72,3 +72,24 @@ describe("a refused component handshake", () => {
     expect(loud[0]!.msg).toContain("ejabberd_service");
   });
 });
+
+describe("an unreachable component listener", () => {
+  it("is logged once per attempt, naming PARLEY_XMPP_SERVICE", async () => {
+    const { logger, lines } = capturedLogger();
+    const closed = await refusingComponentListener();
+    closed.server.close(); // nothing listens on that port any more
+    await once(closed.server, "close");
+    const link = new XmppLink({ service: `xmpp://127.0.0.1:${closed.port}`, domain: "chat.localhost", secret: "s", logger, backoff: { baseMs: 10, maxMs: 20 } });
+    cleanup = () => link.stop();
+    const attempts = () => lines.filter((line) => line.msg === "connecting to ejabberd").length;
+    link.start();
+    await expect.poll(attempts).toBeGreaterThanOrEqual(4);
+    await link.stop();
+
+    // The first three attempts have failed by the time the fourth starts.
+    const starts = lines.flatMap((line, i) => (line.msg === "connecting to ejabberd" ? [i] : []));
+    const warnings = lines.slice(0, starts[3]).filter((line) => line.level === 40);
+    expect(warnings, JSON.stringify(warnings)).toHaveLength(3);
+    for (const warning of warnings) expect(warning.msg).toContain("PARLEY_XMPP_SERVICE");
+  });
+});
