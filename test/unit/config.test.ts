@@ -65,6 +65,21 @@ describe("loadConfig", () => {
     expect(config.ejabberdApiAuth).toEqual({ user: "admin@localhost", password: "p:w" });
   });
 
+  it("says what a number must be, with its unit and range, whatever is wrong with it", () => {
+    const cases: [string, string, string][] = [
+      ["PARLEY_HTTP_PORT", "http", "PARLEY_HTTP_PORT must be a port number from 0 to 65535"],
+      ["PARLEY_HTTP_PORT", "70000", "PARLEY_HTTP_PORT must be a port number from 0 to 65535"],
+      ["PARLEY_VISITOR_GRACE_MS", "15s", "PARLEY_VISITOR_GRACE_MS must be whole milliseconds from 0 to 86400000"],
+      ["PARLEY_AGENT_GRACE_MS", "1.5", "PARLEY_AGENT_GRACE_MS must be whole milliseconds from 0 to 86400000"],
+      ["PARLEY_CHAT_IDLE_MS", "-1.5", "PARLEY_CHAT_IDLE_MS must be whole milliseconds from 0 to 86400000"],
+      ["PARLEY_HEARTBEAT_MS", "500", "PARLEY_HEARTBEAT_MS must be whole milliseconds from 1000 to 3600000"],
+      ["PARLEY_TRANSCRIPT_RETENTION_DAYS", "a year", "PARLEY_TRANSCRIPT_RETENTION_DAYS must be days from 0 to 36500"],
+    ];
+    for (const [name, value, message] of cases) {
+      expect(() => loadConfig({ PARLEY_XMPP_SECRET: "x", [name]: value })).toThrow(new ConfigError(`invalid configuration: ${message}`));
+    }
+  });
+
   it("refuses ejabberd API credentials without the API's URL, naming both variables", () => {
     expect(() => loadConfig({ PARLEY_XMPP_SECRET: "x", PARLEY_EJABBERD_API_AUTH: "admin@localhost:pw" })).toThrow(/PARLEY_EJABBERD_API_AUTH is set but PARLEY_EJABBERD_API_URL is not/);
   });
