@@ -73,9 +73,22 @@ export class AdminApi {
       sendJson(res, status, body);
     } catch (err) {
       if (err instanceof HttpError) return sendError(res, err);
+      // A store that does not answer is an outage the caller can wait out (and /healthz
+      // shows), not a bug of ours: say so, with the status a retrying client understands.
+      if (!(await this.storeAnswers())) {
+        this.log.warn({ err, method: req.method, path: url.pathname }, "admin API request failed: the store is not answering");
+        return sendError(res, new HttpError(503, "unavailable", "the store (Redis) is not answering; try again"));
+      }
       this.log.error({ err, method: req.method, path: url.pathname }, "admin API request failed");
       sendError(res, new HttpError(500, "internal", "internal error; see the bridge's log"));
     }
+  }
+
+  private storeAnswers(): Promise<boolean> {
+    return this.deps.store.ping().then(
+      () => true,
+      () => false,
+    );
   }
 
   private authenticate(req: IncomingMessage): void {

@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-import { ConfigError, loadConfig } from "./config.js";
+import { ConfigError, loadConfig, unknownVariables } from "./config.js";
 import { createLogger } from "./logger.js";
 import { startBridge } from "./main.js";
 
@@ -9,6 +9,9 @@ async function main(): Promise<void> {
   const config = loadConfig(process.env);
   const logger = createLogger(config.logLevel);
   process.on("unhandledRejection", (reason) => logger.error({ err: reason }, "unhandled rejection"));
+  for (const { name, didYouMean } of unknownVariables(process.env)) {
+    logger.warn({ variable: name, didYouMean }, `${name} is not a Parley variable and is ignored${didYouMean ? `; did you mean ${didYouMean}?` : ""}`);
+  }
   const bridge = await startBridge(config, logger);
   let stopping = false;
   const stop = (signal: string) => {

@@ -1,4 +1,5 @@
 import { z } from "zod";
+import { editDistance } from "./edit-distance.js";
 import { parseRateSpec, type RateSpec } from "./rate-limit.js";
 
 // Configuration from the environment (CONTRACT §2), validated in one place with every
@@ -40,8 +41,16 @@ const optional = z
   .string()
   .optional()
   .transform((s) => (s === undefined || s.trim() === "" ? undefined : s.trim()));
-const ms = (fallback: number) =>
-  optional.pipe(z.coerce.number<string | undefined>().int().min(0).max(24 * 3600 * 1000).optional()).transform((n) => n ?? fallback);
+/**
+ * A number in a range, said the same way whatever is wrong with it: zod's own messages
+ * ("expected number, received NaN" for `15s`) leave the admin guessing the unit.
+ */
+const numberIn = (min: number, max: number, what: string, { whole = true } = {}) => {
+  const error = `must be ${what} from ${min} to ${max}`;
+  const number = z.coerce.number<string | undefined>({ error }).min(min, { error }).max(max, { error });
+  return (whole ? number.int({ error }) : number).optional();
+};
+const ms = (fallback: number) => optional.pipe(numberIn(0, 24 * 3600 * 1000, "whole milliseconds")).transform((n) => n ?? fallback);
 const hostPort = /^[^\s:,]+:\d{1,5}$/;
 
 const schema = z.object({
@@ -69,7 +78,7 @@ const schema = z.object({
     .transform((s) => s ?? "30/s burst 200")
     .pipe(z.string().refine((s) => parseRateSpec(s) !== null, 'must look like "30/s burst 200"')),
   PARLEY_HTTP_HOST: optional.transform((s) => s ?? "127.0.0.1"),
-  PARLEY_HTTP_PORT: optional.pipe(z.coerce.number<string | undefined>().int().min(0).max(65535).optional()).transform((n) => n ?? 8080),
+  PARLEY_HTTP_PORT: optional.pipe(numberIn(0, 65535, "a port number")).transform((n) => n ?? 8080),
   // Any token is accepted (main.ts warns about a short one): refusing to start would be worse.
   PARLEY_ADMIN_TOKEN: optional,
   PARLEY_EJABBERD_API_URL: optional.pipe(z.url({ protocol: /^https?$/, error: "must be an http(s) URL" }).optional()),
@@ -78,10 +87,10 @@ const schema = z.object({
   PARLEY_VISITOR_GRACE_MS: ms(15_000),
   PARLEY_AGENT_GRACE_MS: ms(60_000),
   PARLEY_CHAT_IDLE_MS: ms(30 * 60_000),
-  PARLEY_HEARTBEAT_MS: optional.pipe(z.coerce.number<string | undefined>().int().min(1000).max(3600 * 1000).optional()).transform((n) => n ?? 30_000),
-  PARLEY_XMPP_QUEUE_MAX: optional.pipe(z.coerce.number<string | undefined>().int().min(1).max(10_000_000).optional()).transform((n) => n ?? 200_000),
-  PARLEY_TRANSCRIPT_RETENTION_DAYS: optional.pipe(z.coerce.number<string | undefined>().min(0).max(36_500).optional()).transform((n) => n ?? 0),
-  PARLEY_VISITOR_RETENTION_DAYS: optional.pipe(z.coerce.number<string | undefined>().min(0).max(36_500).optional()).transform((n) => n ?? 30),
+  PARLEY_HEARTBEAT_MS: optional.pipe(numberIn(1000, 3600 * 1000, "whole milliseconds")).transform((n) => n ?? 30_000),
+  PARLEY_XMPP_QUEUE_MAX: optional.pipe(numberIn(1, 10_000_000, "a whole number of stanzas")).transform((n) => n ?? 200_000),
+  PARLEY_TRANSCRIPT_RETENTION_DAYS: optional.pipe(numberIn(0, 36_500, "days", { whole: false })).transform((n) => n ?? 0),
+  PARLEY_VISITOR_RETENTION_DAYS: optional.pipe(numberIn(0, 36_500, "days", { whole: false })).transform((n) => n ?? 30),
   PARLEY_LOG_LEVEL: optional
     .transform((s) => s ?? "info")
     .pipe(z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"])),
@@ -90,12 +99,17 @@ const schema = z.object({
 export function loadConfig(env: Record<string, string | undefined>): Config {
   const parsed = schema.safeParse(env);
   if (!parsed.success) {
-    const problems = parsed.error.issues.map((issue) => `${String(issue.path[0])} ${issue.message}`);
-    throw new ConfigError(`invalid configuration: ${problems.join("; ")}`);
+    // A value can break several checks with the same message (`-1.5` ms): say it once.
+    const problems = new Set(parsed.error.issues.map((issue) => `${String(issue.path[0])} ${issue.message}`));
+    throw new ConfigError(`invalid configuration: ${[...problems].join("; ")}`);
   }
   const e = parsed.data;
   if (e.PARLEY_REDIS_URL && e.PARLEY_REDIS_CLUSTER) {
     throw new ConfigError("invalid configuration: PARLEY_REDIS_URL and PARLEY_REDIS_CLUSTER are both set; choose one");
+  }
+  // Credentials for an API Parley would never call: the admin meant to set the URL too.
+  if (e.PARLEY_EJABBERD_API_AUTH && !e.PARLEY_EJABBERD_API_URL) {
+    throw new ConfigError("invalid configuration: PARLEY_EJABBERD_API_AUTH is set but PARLEY_EJABBERD_API_URL is not; set the URL of ejabberd's mod_http_api too");
   }
   const config: Config = {
     xmppService: e.PARLEY_XMPP_SERVICE,
@@ -134,4 +148,23 @@ export function loadConfig(env: Record<string, string | undefined>): Config {
   }
   if (e.PARLEY_SITES_FILE) config.sitesFile = e.PARLEY_SITES_FILE;
   return config;
+}
+
+/** Variables of the test suite and benchmarks, which share the prefix but are not the bridge's. */
+const TOOLING_VARIABLE = /^PARLEY_(TEST_|FUZZ_|BENCH_|CHROMIUM$)/;
+const KNOWN_VARIABLES = Object.keys(schema.shape);
+
+/**
+ * `PARLEY_*` variables the bridge does not know, each with the known name it most likely
+ * misspells. Not an error (other tools may share the prefix), but a misspelt
+ * `PARLEY_REDIS_URL` silently means the in-memory store, so the start-up log says so.
+ */
+export function unknownVariables(env: Record<string, string | undefined>): { name: string; didYouMean?: string }[] {
+  return Object.keys(env)
+    .filter((name) => name.startsWith("PARLEY_") && !KNOWN_VARIABLES.includes(name) && !TOOLING_VARIABLE.test(name))
+    .sort()
+    .map((name) => {
+      const [closest] = KNOWN_VARIABLES.map((known) => ({ known, distance: editDistance(name, known) })).sort((a, b) => a.distance - b.distance);
+      return closest && closest.distance <= 3 ? { name, didYouMean: closest.known } : { name };
+    });
 }

@@ -30,6 +30,12 @@ export function createMetrics(chatStateCounts: () => Promise<Record<string, numb
     }),
     componentReconnects: new Counter({ name: "parley_component_reconnects_total", help: "Times the component stream to ejabberd came back", registers: [registry] }),
     componentOnline: new Gauge({ name: "parley_component_online", help: "1 while the component stream to ejabberd is open", registers: [registry] }),
+    upgradesRefused: new Counter({
+      name: "parley_visitor_upgrades_refused_total",
+      help: "Visitor WebSocket connections refused, by reason (unknown_site, origin, rate_limited, unavailable, shutting_down)",
+      labelNames: ["reason"] as const,
+      registers: [registry],
+    }),
     frameErrors: new Counter({ name: "parley_visitor_frame_errors_total", help: "Visitor frames refused, by error code", labelNames: ["code"] as const, registers: [registry] }),
     eventLoopLag: new Gauge({
       name: "parley_event_loop_lag_seconds",

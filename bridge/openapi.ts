@@ -60,4 +60,4 @@ export function openApiDocument(version: string): object {
   };
 }
 
-const STATUS: Record<number, string> = { 400: "Invalid request; the message names the field", 401: "Missing or wrong token", 404: "Unknown", 409: "Conflict", 503: "Admin API disabled (no PARLEY_ADMIN_TOKEN)" };
+const STATUS: Record<number, string> = { 400: "Invalid request; the message names the field", 401: "Missing or wrong token", 404: "Unknown", 409: "Conflict", 503: "Admin API disabled (no PARLEY_ADMIN_TOKEN), or the store is not answering" };

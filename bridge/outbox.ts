@@ -201,7 +201,11 @@ export class Outbox {
       });
     }
     await store.forgetProcess(dead);
-    this.log.warn({ dead, visitors: visitors.length, redelivered }, "took over the outbox of a process that stopped beating");
+    // Every process stopped cleanly leaves its heartbeat to go stale (see `stop`), so a
+    // takeover with nothing to relay follows each restart: only a relay is worth a warning
+    // (the agent may see those messages twice).
+    if (redelivered > 0) this.log.warn({ dead, visitors: visitors.length, redelivered }, "took over the outbox of a process that stopped beating; relayed its messages");
+    else this.log.info({ dead, visitors: visitors.length }, "forgot a process that stopped beating; it left nothing to relay");
   }
 
   /**

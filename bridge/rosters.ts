@@ -136,8 +136,17 @@ export class Rosters {
         return "unanswered";
       }
       this.privilegedSetBroken.add(host);
-      // Expected once per host and connection on ejabberd 23.01 (bug #3942): not worth more than a line.
-      this.log.info({ host, condition }, "privileged roster set refused; using the next way for this host");
+      if (this.deps.ejabberdApi) {
+        // Expected once per host and connection on ejabberd 23.01 (bug #3942): not worth more than a line.
+        this.log.info({ host, condition }, "privileged roster set refused; using the next way for this host");
+      } else {
+        // Without the admin API the next way is a subscription request each agent must approve:
+        // desks and visitors do not appear by themselves, which the admin should hear about.
+        this.log.warn(
+          { host, condition },
+          `the server refused the XEP-0356 roster set and PARLEY_EJABBERD_API_URL is not set: agents on ${host} get subscription requests to approve instead of contacts in their roster (on ejabberd before 23.10, set PARLEY_EJABBERD_API_URL)`,
+        );
+      }
       return "refused";
     }
   }

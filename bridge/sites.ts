@@ -87,6 +87,8 @@ export class SiteService {
     const agent: Agent = { jid, addedAt: existing?.addedAt ?? this.deps.now() };
     if (name !== undefined) agent.name = name;
     await this.deps.store.putAgent(site.id, agent);
+    // Like "site saved": who can answer a site's visitors is worth a line in the log.
+    this.log.info({ siteId: site.id, agentJid: jid, created: !existing }, "agent saved");
     await this.addDesk(site, jid);
     return { agent, created: !existing };
   }
@@ -94,6 +96,7 @@ export class SiteService {
   async removeAgent(site: Site, jid: string): Promise<boolean> {
     const removed = await this.deps.store.removeAgent(site.id, jid);
     if (!removed) return false;
+    this.log.info({ siteId: site.id, agentJid: jid }, "agent removed");
     await this.removeDesk(site, jid);
     await this.deps.onAgentRemoved?.(site, jid);
     return true;

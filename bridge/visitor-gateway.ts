@@ -49,6 +49,12 @@ const HEARTBEAT_SLICE = 256;
 const MAX_BUFFERED_BYTES = 1024 * 1024;
 /** ws refuses anything larger outright; between 16 KiB and this the client gets `too_large` first. */
 const HARD_MAX_PAYLOAD = 64 * 1024;
+/**
+ * Refused connections logged per process: the first ten, then one a second. Enough for an
+ * admin to see why a widget does not connect (a site's `origins` lacking the page's), too
+ * few for a flood of refusals to flood the log.
+ */
+const REFUSAL_LOG_RATE = { perSecond: 1, burst: 10 };
 
 // Per-socket state is kept small (a process holds hundreds of thousands of idle sockets):
 // listeners are shared by all sockets and find their state through the WebSocket; buckets
@@ -96,10 +102,12 @@ export class VisitorGateway {
   private readonly heartbeat: NodeJS.Timeout;
   private readonly log: Logger;
   private accepting = true;
+  private readonly refusalLogBucket: TokenBucket;
   private beating = false;
 
   constructor(private readonly deps: GatewayDeps) {
     this.log = deps.logger.child({ module: "visitor-gateway" });
+    this.refusalLogBucket = new TokenBucket(REFUSAL_LOG_RATE, deps.now());
     const heartbeatMs = deps.heartbeatMs ?? DEFAULT_HEARTBEAT_MS;
     this.heartbeat = setInterval(() => void this.beat(heartbeatMs), heartbeatMs);
     deps.store.onBusRecovered(() => this.catchUp().catch((err: unknown) => this.log.warn({ err }, "catch-up after a bus outage failed")));
@@ -118,19 +126,21 @@ export class VisitorGateway {
     // A shared function, not a closure: a closure here would keep this call's whole scope
     // (the session, with its token) alive for as long as the socket lives.
     socket.on("error", destroyOnError);
-    if (!this.accepting) return refuse(socket, 503, "shutting down");
-    if (!this.takeUpgradeToken(req.socket.remoteAddress ?? "unknown")) return refuse(socket, 429, "too many connections");
+    if (!this.accepting) return this.refuseUpgrade(socket, 503, "shutting down", "shutting_down");
+    if (!this.takeUpgradeToken(req.socket.remoteAddress ?? "unknown")) return this.refuseUpgrade(socket, 429, "too many connections", "rate_limited");
     const siteId = url.searchParams.get("site") ?? "";
     let site: Site | null;
     try {
       site = SITE_ID_PATTERN.test(siteId) ? await this.deps.store.getSite(siteId) : null;
     } catch (err) {
       this.log.warn({ err }, "store unavailable during upgrade");
-      return refuse(socket, 503, "store unavailable");
+      return this.refuseUpgrade(socket, 503, "store unavailable", "unavailable");
     }
-    if (!site) return refuse(socket, 404, "unknown site");
     const origin = req.headers.origin;
-    if (site.origins.length > 0 && (!origin || !site.origins.includes(origin))) return refuse(socket, 403, "origin not allowed");
+    if (!site) return this.refuseUpgrade(socket, 404, "unknown site", "unknown_site", { siteId: siteId.slice(0, 64), origin: origin?.slice(0, 256) });
+    if (site.origins.length > 0 && (!origin || !site.origins.includes(origin))) {
+      return this.refuseUpgrade(socket, 403, "origin not allowed", "origin", { siteId, origin: origin?.slice(0, 256) ?? null, allowed: site.origins });
+    }
 
     let session: Session;
     try {
@@ -140,9 +150,20 @@ export class VisitorGateway {
       });
     } catch (err) {
       this.log.warn({ err }, "could not start a visitor session");
-      return refuse(socket, 503, "store unavailable");
+      return this.refuseUpgrade(socket, 503, "store unavailable", "unavailable");
     }
     this.wss.handleUpgrade(req, socket, head, (ws) => void this.attach(ws, socket, site, session));
+  }
+
+  /**
+   * Answers an upgrade with an HTTP error, counted by reason. A refusal that comes from the
+   * site's settings (unknown id, origin not listed) is also logged, with what the page sent,
+   * since the widget cannot say more than "failed" in the visitor's console.
+   */
+  private refuseUpgrade(socket: Duplex, status: number, message: string, reason: string, details?: Record<string, unknown>): void {
+    this.deps.metrics.upgradesRefused.inc({ reason });
+    if (details && this.refusalLogBucket.take(this.deps.now())) this.log.info({ reason, ...details }, `visitor connection refused: ${message}`);
+    refuse(socket, status, message);
   }
 
   /** Graceful shutdown: stop accepting and ask every visitor to reconnect elsewhere (1012). */

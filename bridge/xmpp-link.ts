@@ -50,6 +50,10 @@ export class XmppLink extends EventEmitter {
   private retryTimer: NodeJS.Timeout | undefined;
   private stopped = true;
   private connected = false;
+  /** Whether ejabberd refused the handshake since the last time the stream was up (logged once per streak). */
+  private handshakeRefused = false;
+  /** The last error `onError` logged: a failed connect reports it twice (the `error` event, then the rejection). */
+  private lastLoggedError: unknown;
   reconnects = 0;
 
   constructor(private readonly options: XmppLinkOptions) {
@@ -68,7 +72,7 @@ export class XmppLink extends EventEmitter {
     });
     this.entity.on("online", () => this.onOnline());
     this.entity.on("disconnect", () => this.onDisconnect());
-    this.entity.on("error", (err: Error) => this.log.warn({ err }, "xmpp connection error"));
+    this.entity.on("error", (err: Error) => this.onError(err));
     this.entity.on("stanza", (stanza: Element) => {
       if (stanza.name === "message") this.emit("message", stanza);
       else if (stanza.name === "presence") this.emit("presence", stanza);
@@ -164,7 +168,7 @@ export class XmppLink extends EventEmitter {
       await this.entity.connect(this.options.service);
       await this.entity.open({ domain: this.options.domain });
     } catch (err) {
-      this.log.warn({ err, xmppService: this.options.service }, "could not open the component stream");
+      if (err !== this.lastLoggedError) this.log.warn({ err, xmppService: this.options.service }, "could not open the component stream (PARLEY_XMPP_SERVICE); retrying");
       // A refused connection ends in a socket close, which schedules the retry; a
       // failure after the socket opened may not, so make sure it is closed.
       if (this.entity.socket) this.entity.socket.destroy();
@@ -172,8 +176,31 @@ export class XmppLink extends EventEmitter {
     }
   }
 
+  /**
+   * A refused handshake is a configuration mistake, not a network hiccup: ejabberd 23.01
+   * answers `not-authorized` both to a wrong password and to a domain its
+   * `ejabberd_service` listener does not list. Said once, naming the variables, instead of
+   * a bare "not-authorized" with a stack trace at every retry.
+   */
+  private onError(err: Error): void {
+    if ((err as { condition?: unknown }).condition !== "not-authorized") {
+      this.lastLoggedError = err;
+      if (this.connected) this.log.warn({ err }, "xmpp connection error");
+      else this.log.warn({ err, xmppService: this.options.service }, "could not open the component stream (PARLEY_XMPP_SERVICE); retrying");
+      return;
+    }
+    if (this.handshakeRefused) return;
+    this.handshakeRefused = true;
+    const { domain, service } = this.options;
+    this.log.error(
+      { xmppService: service, domain, condition: "not-authorized" },
+      `ejabberd refused the component handshake: PARLEY_XMPP_SECRET must be the password of ${domain} (PARLEY_XMPP_DOMAIN) under the hosts of the ejabberd_service listener at ${service}; retrying`,
+    );
+  }
+
   private onOnline(): void {
     this.connected = true;
+    this.handshakeRefused = false;
     if (this.attempt > 0 || this.reconnects > 0) this.reconnects += 1;
     this.attempt = 0;
     this.log.info({ domain: this.options.domain, queued: this.queue.length }, "component online");

@@ -125,6 +125,7 @@ sites:
   - id: $SITE_ID
     name: Northwind Coffee
     maxChatsPerAgent: 3
+    welcome: "Hi! Questions about beans, brewing or an order? We're happy to help."
     offlineMessage: "Nobody is at the roastery right now. Leave a message and we'll write back."
     agents:
       - {jid: agent1@$xmpp_host, name: Alice}

@@ -78,7 +78,7 @@ describe("widget in a browser", () => {
     const w = widgetOn(page);
     await demo();
     await w.open();
-    await expect.poll(() => w.log.textContent()).toContain("Questions about beans");
+    await expect.poll(() => w.log.textContent()).toContain("Hi there! How can we help you today?");
     await expect.poll(() => w.input.evaluate((el) => el === (el.getRootNode() as ShadowRoot).activeElement)).toBe(true);
 
     bridge.holdAcks = true;
@@ -222,6 +222,9 @@ describe("widget in a browser", () => {
   it("greets with the site's welcome text unless the page sets data-greeting", async () => {
     const w = widgetOn(page);
     await page.goto(`${bridge.origin}/greeted-shop`);
+    await w.open();
+    await expect.poll(() => w.log.locator(".msg:first-child .bubble").textContent()).toBe("Welcome to Greeted! Ask us anything.");
+    await demo("greeted"); // the demo page shows each site's own welcome: an admin tries theirs there
     await w.open();
     await expect.poll(() => w.log.locator(".msg:first-child .bubble").textContent()).toBe("Welcome to Greeted! Ask us anything.");
     await page.goto(`${bridge.origin}/greeted-own-words`);

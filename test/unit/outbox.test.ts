@@ -43,3 +43,21 @@ describe("outbox", () => {
     expect(redelivered).toEqual([[first], [second]]);
   });
 });
+
+describe("outbox takeover logs", () => {
+  it("warn only when the stopped process left messages to relay, not after every clean restart", async () => {
+    let now = 0;
+    const store = new MemoryStore();
+    const levels: number[] = [];
+    const logger = pino({ level: "debug" }, { write: (line: string) => void levels.push((JSON.parse(line) as { level: number }).level) });
+    const outbox = (processId: string) => new Outbox({ store, processId, lanes: new KeyedQueue(), now: () => now, logger, staleMs: 5000, redeliver: async () => {} });
+    const previous = outbox("A");
+    await previous.sweep();
+    await previous.stop(); // a clean restart: A's heartbeat is left to go stale
+
+    now = 10_000;
+    await outbox("B").sweep();
+    expect(await store.lastHeartbeats(["A"])).toEqual([null]); // B did take A over
+    expect(levels.filter((level) => level >= 40)).toEqual([]);
+  });
+});

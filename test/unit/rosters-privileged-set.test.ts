@@ -88,3 +88,25 @@ describe("XEP-0356 privileged roster set", () => {
     expect(adminApiCalls).toHaveLength(1);
   });
 });
+
+describe("a refused privileged roster set without the admin API", () => {
+  it("warns that agents get subscription requests, naming PARLEY_EJABBERD_API_URL", async () => {
+    const lines: { level: number; msg: string }[] = [];
+    const subscriptions: Element[] = [];
+    const rosters = new Rosters({
+      domain: "chat.localhost",
+      send: (stanza) => void subscriptions.push(stanza),
+      request: refused("internal-server-error"),
+      newId: () => "3fa2c01b-1",
+      logger: createLogger("debug", { write: (line: string) => void lines.push(JSON.parse(line) as { level: number; msg: string }) }),
+    });
+    rosters.grant({ host: "localhost", roster: "both", presence: "roster", message: "outgoing" });
+    await rosters.upsert("agent1@localhost", { jid: "shop@chat.localhost", name: "Shop", group: "Shop" });
+
+    expect(subscriptions.map((s) => s.attrs.type)).toEqual(["subscribe"]);
+    const warnings = lines.filter((line) => line.level === 40);
+    expect(warnings).toHaveLength(1);
+    expect(warnings[0]!.msg).toContain("PARLEY_EJABBERD_API_URL");
+    expect(warnings[0]!.msg).toContain("subscription requests");
+  });
+});
