@@ -25,7 +25,7 @@ const schema = z.discriminatedUnion("type", [
     text: text(MAX_TEXT_CHARS).refine((s) => s.trim().length > 0, { message: "must not be empty" }),
   }),
   z.strictObject({ type: z.literal("typing"), state: z.enum(["composing", "paused"]) }),
-  z.strictObject({ type: z.literal("page"), url: text(2048), title: text(512).default("") }),
+  z.strictObject({ type: z.literal("page"), url: text(2048).refine(isWebUrl, { message: "must be an http(s) URL" }), title: text(512).default("") }),
   z.strictObject({
     type: z.literal("identify"),
     name: text(128).optional(),
@@ -36,6 +36,15 @@ const schema = z.discriminatedUnion("type", [
   }),
   z.strictObject({ type: z.literal("ping") }),
 ]);
+
+/**
+ * The page a visitor is on is a web page. Anything else (`javascript:`, `data:`) would only
+ * ever be an attack on whoever shows it as a link: an agent's client, an admin dashboard
+ * reading `page` from the API.
+ */
+export function isWebUrl(url: string): boolean {
+  return URL.canParse(url) && /^https?:$/.test(new URL(url).protocol) && /^https?:\/\//i.test(url.trimStart());
+}
 
 const KNOWN_TYPES = new Set(["message", "typing", "page", "identify", "ping"]);
 const utf8 = new TextDecoder("utf-8", { fatal: true });

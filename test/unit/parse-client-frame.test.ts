@@ -32,6 +32,11 @@ describe("parseClientFrame", () => {
     ["an unknown field", '{"type":"ping","x":1}', "invalid"],
     ["a bad typing state", '{"type":"typing","state":"shouting"}', "invalid"],
     ["a bad email", '{"type":"identify","email":"not-an-email"}', "invalid"],
+    ["a javascript: page URL", '{"type":"page","url":"javascript:alert(1)","title":"x"}', "invalid"],
+    ["a javascript: page URL with a line break inside", '{"type":"page","url":"java\\nscript:alert(1)","title":"x"}', "invalid"],
+    ["a data: page URL", '{"type":"page","url":"data:text/html,<script>alert(1)</script>","title":"x"}', "invalid"],
+    ["a relative page URL", '{"type":"page","url":"/pricing","title":"x"}', "invalid"],
+    ["an http URL that does not start with http://", '{"type":"page","url":"http:evil.example","title":"x"}', "invalid"],
   ])("refuses %s with %s", (_name, frame, code) => {
     expect(parse(frame)).toMatchObject({ ok: false, code });
   });
