@@ -5,6 +5,7 @@ import { WebSocketServer, type WebSocket } from "ws";
 import { parseClientFrame } from "../stanza-mappers/parse-client-frame.js";
 import { SITE_ID_PATTERN } from "../stanza-mappers/addressing.js";
 import type { ClientFrame, MessageFrame, ServerFrame } from "../stanza-mappers/visitor-protocol.js";
+import { clientKey } from "./client-address.js";
 import type { Logger } from "./logger.js";
 import type { Metrics } from "./metrics.js";
 import { TokenBucket, type RateSpec } from "./rate-limit.js";
@@ -27,7 +28,7 @@ export interface GatewayDeps {
   metrics: Metrics;
   now(): number;
   visitorRate: RateSpec;
-  /** New visitor connections per client address (PARLEY_UPGRADE_RATE). */
+  /** New visitor connections per client address, an IPv6 one by its /64 (PARLEY_UPGRADE_RATE). */
   upgradeRate: RateSpec;
   /** All frames of one socket — pings, typing, pages, bad frames (PARLEY_SOCKET_RATE): generous, but bounded. */
   socketRate: RateSpec;
@@ -90,7 +91,7 @@ export class VisitorGateway {
   private readonly wss = new WebSocketServer({ noServer: true, maxPayload: HARD_MAX_PAYLOAD, skipUTF8Validation: true, perMessageDeflate: false });
   private readonly local = new Map<string, LocalVisitor>();
   private readonly sockets = new WeakMap<WebSocket, VisitorSocket>();
-  /** Per client address. Behind a load balancer this is the balancer's address: limit there too. */
+  /** Per client (see clientKey). Behind a load balancer this is the balancer's address: limit there too. */
   private readonly upgradeBuckets = new Map<string, { bucket: TokenBucket; seen: number }>();
   private readonly siteSubscriptions = new Map<string, { count: number; unsubscribe: Promise<() => Promise<void>> }>();
   private readonly heartbeat: NodeJS.Timeout;
@@ -119,7 +120,7 @@ export class VisitorGateway {
     // (the session, with its token) alive for as long as the socket lives.
     socket.on("error", destroyOnError);
     if (!this.accepting) return refuse(socket, 503, "shutting down");
-    if (!this.takeUpgradeToken(req.socket.remoteAddress ?? "unknown")) return refuse(socket, 429, "too many connections");
+    if (!this.takeUpgradeToken(clientKey(req.socket.remoteAddress ?? "unknown"))) return refuse(socket, 429, "too many connections");
     const siteId = url.searchParams.get("site") ?? "";
     let site: Site | null;
     try {
