@@ -59,6 +59,12 @@ interface LocalVisitor {
   siteId: string;
   sockets: Set<VisitorSocket>;
   messageBucket: TokenBucket | null;
+  /**
+   * Typing, page and identify frames of all the visitor's tabs, which reach their agent
+   * (a chat state, a presence, a roster rename): a per-socket limit alone let a visitor
+   * with a hundred tabs send their agent thousands of stanzas a second.
+   */
+  noticeBucket: TokenBucket | null;
   /** Resolves once the store routes the visitor's frames to this process; null once it has. */
   held: Promise<void> | null;
   /**
@@ -219,7 +225,7 @@ export class VisitorGateway {
   /** The first socket of a visitor on this process: store a new visitor and route their frames here. */
   private holdLocally(site: Site, session: Session): LocalVisitor {
     const visitorId = session.visitor.id;
-    const entry: LocalVisitor = { siteId: site.id, sockets: new Set(), messageBucket: null, held: null, recentMessageIds: null };
+    const entry: LocalVisitor = { siteId: site.id, sockets: new Set(), messageBucket: null, noticeBucket: null, held: null, recentMessageIds: null };
     // A new visitor is stored with the hold: both writes leave in one batch.
     const held = Promise.all([this.deps.visitors.persist(session), this.deps.store.holdVisitor(visitorId, this.deps.processId)]).then(([, others]) => {
       if (entry.held === held) entry.held = null; // nothing left to wait for: free it
@@ -294,6 +300,10 @@ export class VisitorGateway {
     const entry = this.local.get(visitorId);
     if (frame.type === "message" && entry && !(entry.messageBucket ??= new TokenBucket(this.deps.visitorRate, now)).take(now)) {
       return this.refuse(socket, { type: "error", code: "rate_limited", message: "too many messages; wait a moment", id: frame.id });
+    }
+    // The same rate as messages, counted apart: typing never costs a visitor a message.
+    if (frame.type !== "message" && frame.type !== "ping" && entry && !(entry.noticeBucket ??= new TokenBucket(this.deps.visitorRate, now)).take(now)) {
+      return this.refuse(socket, { type: "error", code: "rate_limited", message: `too many ${frame.type} frames; slow down` });
     }
     socket.refusals = 0;
     const handled = this.deps.visitors
