@@ -76,7 +76,7 @@ export function parseClientFrame(data: Uint8Array | string, isBinary: boolean): 
   const clientId = typeof (json as { id?: unknown }).id === "string" ? ((json as { id: string }).id.slice(0, MAX_CLIENT_ID_CHARS)) : undefined;
   const type = (json as { type?: unknown }).type;
   if (typeof type !== "string" || !KNOWN_TYPES.has(type)) {
-    return withId({ ok: false, code: "invalid", message: `unknown frame type ${JSON.stringify(type)?.slice(0, 40) ?? "undefined"}` }, clientId);
+    return withId({ ok: false, code: "invalid", message: `unknown frame type ${describeType(type)}` }, clientId);
   }
 
   const parsed = schema.safeParse(json);
@@ -86,6 +86,18 @@ export function parseClientFrame(data: Uint8Array | string, isBinary: boolean): 
     return withId({ ok: false, code: "invalid", message: `${field}: ${issue?.message ?? "invalid"}` }, clientId);
   }
   return { ok: true, frame: parsed.data as ClientFrame };
+}
+
+/**
+ * The frame's `type` as the error names it: a string (cut short), else only what kind of
+ * value it is. Never the value itself: serializing an array nested 8,000 deep, which fits
+ * in a 16 KiB frame, overflows the stack.
+ */
+function describeType(type: unknown): string {
+  if (typeof type === "string") return JSON.stringify(type.slice(0, 40));
+  if (type === undefined) return "undefined";
+  if (type === null) return "null";
+  return Array.isArray(type) ? "(an array)" : typeof type === "object" ? "(an object)" : `(a ${typeof type})`;
 }
 
 function withId(result: Extract<ParseResult, { ok: false }>, id: string | undefined): ParseResult {

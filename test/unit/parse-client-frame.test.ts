@@ -41,6 +41,15 @@ describe("parseClientFrame", () => {
     expect(parse(frame)).toMatchObject({ ok: false, code });
   });
 
+  it("answers a type nested as deep as 16 KiB allows with invalid, instead of throwing", () => {
+    const deep = (depth: number) => "[".repeat(depth) + "]".repeat(depth);
+    expect(parse(`{"type":${deep(8150)}}`)).toEqual({ ok: false, code: "invalid", message: "unknown frame type (an array)" });
+    expect(parse(`{"type":{"a":${deep(8140)}}}`)).toEqual({ ok: false, code: "invalid", message: "unknown frame type (an object)" });
+    expect(parse(`{"type":"${"x".repeat(100)}"}`)).toMatchObject({ message: `unknown frame type "${"x".repeat(40)}"` });
+    expect(parse('{"type":7}')).toMatchObject({ message: "unknown frame type (a number)" });
+    expect(parse("{}")).toMatchObject({ message: "unknown frame type undefined" });
+  });
+
   it("counts text length in characters, not UTF-16 units", () => {
     expect(parse(JSON.stringify({ type: "message", id: "c", text: "😀".repeat(4000) }))).toMatchObject({ ok: true });
     expect(parse(JSON.stringify({ type: "message", id: "c", text: "😀".repeat(4001) }))).toMatchObject({ ok: false, code: "invalid" });
