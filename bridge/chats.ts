@@ -312,7 +312,7 @@ export class ChatService {
     if (recent.length === 0) return;
     this.deps.send(noticeToStanza({ from: visitor.jid, to: agentJid, id: `${chat.id}-ctx-${this.deps.now()}`, text: `[parley] Recent messages in this chat (${recent.length}):` }));
     for (const m of recent) {
-      const author = m.from === "visitor" ? visitorDisplayName(visitor) : m.from === "note" ? `note by ${m.name}` : m.name;
+      const author = m.from === "visitor" ? { role: "visitor" as const, name: visitorDisplayName(visitor) } : { role: m.from === "note" ? ("note" as const) : ("agent" as const), name: m.name };
       this.deps.send(contextMessageToStanza({ from: visitor.jid, to: agentJid, messageId: m.id, text: m.text, ts: m.ts, author }));
     }
   }

@@ -1,5 +1,6 @@
 import type { Element } from "@xmpp/xml";
 import { bareJid } from "../stanza-mappers/addressing.js";
+import { oneLine } from "../stanza-mappers/agent-facing-text.js";
 import { stanzaErrorReply } from "../stanza-mappers/stanza-errors.js";
 import { parseCommand } from "../stanza-mappers/stanza-to-agent-event.js";
 import { noticeToStanza } from "../stanza-mappers/visitor-to-stanza.js";
@@ -142,12 +143,13 @@ export class CommandService {
 
   private info(visitor: Visitor, chat: Chat): string {
     const waited = chat.assignedAt ? Math.round((chat.assignedAt - chat.startedAt) / 1000) : Math.round((this.deps.now() - chat.startedAt) / 1000);
+    // Each field is the visitor's to choose: one line each, or they could write lines of their own here.
     return [
       `[parley] ${visitorDisplayName(visitor)}`,
-      `email: ${visitor.email ?? "—"}`,
-      `page: ${visitor.page ? `${visitor.page.title} ${visitor.page.url}`.trim() : "—"}`,
-      `referrer: ${visitor.referrer ?? "—"}`,
-      `user agent: ${visitor.userAgent ?? "—"}`,
+      `email: ${visitor.email ? oneLine(visitor.email) : "—"}`,
+      `page: ${visitor.page ? oneLine(`${visitor.page.title} ${visitor.page.url}`).trim() : "—"}`,
+      `referrer: ${visitor.referrer ? oneLine(visitor.referrer) : "—"}`,
+      `user agent: ${visitor.userAgent ? oneLine(visitor.userAgent) : "—"}`,
       `pages seen: ${visitor.pagesSeen ?? 0}`,
       `previous chats: ${Math.max(0, (visitor.chatCount ?? 1) - 1)}`,
       `chat: ${chat.id}`,
@@ -218,7 +220,7 @@ export class CommandService {
     const visitors = await Promise.all(ids.slice(0, LISTED_AT_MOST).map((id) => this.deps.store.getVisitor(id)));
     const lines = visitors
       .filter((v): v is Visitor => v !== null)
-      .map((v) => `${visitorDisplayName(v)} (${v.jid}) — ${v.page ? v.page.title || v.page.url : "no page yet"}`);
+      .map((v) => `${visitorDisplayName(v)} (${v.jid}) — ${v.page ? oneLine(v.page.title || v.page.url) : "no page yet"}`);
     return `[parley] ${ids.length} on the site:\n${lines.join("\n")}`;
   }
 

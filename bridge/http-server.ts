@@ -25,7 +25,10 @@ export interface HttpDeps {
 
 export function createHttpServer(deps: HttpDeps): Server {
   const log = deps.logger.child({ module: "http" });
-  const server = createServer((req, res) => {
+  // Node enforces the timeouts below only when it checks, every 30 s by default: a client
+  // trickling its headers (slowloris) held a socket for up to 40 s instead of 10, and no
+  // other limit applies before the headers are complete. Checked every second, they hold.
+  const server = createServer({ connectionsCheckingInterval: 1000 }, (req, res) => {
     handle(req, res).catch((err: unknown) => {
       // An HttpError is an answer (a missing asset is a 404), anything else our fault.
       if (err instanceof HttpError) log.debug({ err, url: req.url }, "request refused");

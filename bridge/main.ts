@@ -146,7 +146,7 @@ export async function startBridge(config: Config, logger: Logger = createLogger(
     else void guarded("message", () => agentMessages.onMessage(stanza));
   });
   // IQ answers that ejabberd balanced to this process but another one asked for.
-  link.on("foreign-iq-answer", (answer: { id: string; type: "result" | "error"; condition?: string }) => {
+  link.on("foreign-iq-answer", (answer: { id: string; type: "result" | "error"; condition?: string; from?: string }) => {
     // An id no process of ours made has nobody to go to (publishing would reach no channel).
     const owner = processOfStanzaId(answer.id);
     if (owner && owner !== idPrefix) void store.publishToProcess(owner, { kind: "iq-result", ...answer }).catch(() => {});

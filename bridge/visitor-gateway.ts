@@ -5,6 +5,7 @@ import { WebSocketServer, type WebSocket } from "ws";
 import { parseClientFrame } from "../stanza-mappers/parse-client-frame.js";
 import { SITE_ID_PATTERN } from "../stanza-mappers/addressing.js";
 import { SITE_GONE_CLOSE_CODE, type ClientFrame, type MessageFrame, type ServerFrame } from "../stanza-mappers/visitor-protocol.js";
+import { clientKey } from "./client-address.js";
 import type { Logger } from "./logger.js";
 import type { Metrics } from "./metrics.js";
 import { TokenBucket, type RateSpec } from "./rate-limit.js";
@@ -27,7 +28,7 @@ export interface GatewayDeps {
   metrics: Metrics;
   now(): number;
   visitorRate: RateSpec;
-  /** New visitor connections per client address (PARLEY_UPGRADE_RATE). */
+  /** New visitor connections per client address, an IPv6 one by its /64 (PARLEY_UPGRADE_RATE). */
   upgradeRate: RateSpec;
   /** All frames of one socket — pings, typing, pages, bad frames (PARLEY_SOCKET_RATE): generous, but bounded. */
   socketRate: RateSpec;
@@ -64,6 +65,12 @@ interface LocalVisitor {
   siteId: string;
   sockets: Set<VisitorSocket>;
   messageBucket: TokenBucket | null;
+  /**
+   * Typing, page and identify frames of all the visitor's tabs, which reach their agent
+   * (a chat state, a presence, a roster rename): a per-socket limit alone let a visitor
+   * with a hundred tabs send their agent thousands of stanzas a second.
+   */
+  noticeBucket: TokenBucket | null;
   /** Resolves once the store routes the visitor's frames to this process; null once it has. */
   held: Promise<void> | null;
   /**
@@ -96,7 +103,7 @@ export class VisitorGateway {
   private readonly wss = new WebSocketServer({ noServer: true, maxPayload: HARD_MAX_PAYLOAD, skipUTF8Validation: true, perMessageDeflate: false });
   private readonly local = new Map<string, LocalVisitor>();
   private readonly sockets = new WeakMap<WebSocket, VisitorSocket>();
-  /** Per client address. Behind a load balancer this is the balancer's address: limit there too. */
+  /** Per client (see clientKey). Behind a load balancer this is the balancer's address: limit there too. */
   private readonly upgradeBuckets = new Map<string, { bucket: TokenBucket; seen: number }>();
   private readonly siteSubscriptions = new Map<string, { count: number; unsubscribe: Promise<() => Promise<void>> }>();
   private readonly heartbeat: NodeJS.Timeout;
@@ -127,7 +134,7 @@ export class VisitorGateway {
     // (the session, with its token) alive for as long as the socket lives.
     socket.on("error", destroyOnError);
     if (!this.accepting) return this.refuseUpgrade(socket, 503, "shutting down", "shutting_down");
-    if (!this.takeUpgradeToken(req.socket.remoteAddress ?? "unknown")) return this.refuseUpgrade(socket, 429, "too many connections", "rate_limited");
+    if (!this.takeUpgradeToken(clientKey(req.socket.remoteAddress ?? "unknown"))) return this.refuseUpgrade(socket, 429, "too many connections", "rate_limited");
     const siteId = url.searchParams.get("site") ?? "";
     let site: Site | null;
     try {
@@ -239,7 +246,7 @@ export class VisitorGateway {
   /** The first socket of a visitor on this process: store a new visitor and route their frames here. */
   private holdLocally(site: Site, session: Session): LocalVisitor {
     const visitorId = session.visitor.id;
-    const entry: LocalVisitor = { siteId: site.id, sockets: new Set(), messageBucket: null, held: null, recentMessageIds: null };
+    const entry: LocalVisitor = { siteId: site.id, sockets: new Set(), messageBucket: null, noticeBucket: null, held: null, recentMessageIds: null };
     // A new visitor is stored with the hold: both writes leave in one batch.
     const held = Promise.all([this.deps.visitors.persist(session), this.deps.store.holdVisitor(visitorId, this.deps.processId)]).then(([, others]) => {
       if (entry.held === held) entry.held = null; // nothing left to wait for: free it
@@ -314,6 +321,10 @@ export class VisitorGateway {
     const entry = this.local.get(visitorId);
     if (frame.type === "message" && entry && !(entry.messageBucket ??= new TokenBucket(this.deps.visitorRate, now)).take(now)) {
       return this.refuse(socket, { type: "error", code: "rate_limited", message: "too many messages; wait a moment", id: frame.id });
+    }
+    // The same rate as messages, counted apart: typing never costs a visitor a message.
+    if (frame.type !== "message" && frame.type !== "ping" && entry && !(entry.noticeBucket ??= new TokenBucket(this.deps.visitorRate, now)).take(now)) {
+      return this.refuse(socket, { type: "error", code: "rate_limited", message: `too many ${frame.type} frames; slow down` });
     }
     socket.refusals = 0;
     const handled = this.deps.visitors

@@ -1,6 +1,7 @@
 import { createHash, timingSafeEqual } from "node:crypto";
 import type { Element } from "@xmpp/xml";
 import { visitorIdFromBytes, visitorJid, VISITOR_ID_PATTERN } from "../stanza-mappers/addressing.js";
+import { isWebUrl } from "../stanza-mappers/parse-client-frame.js";
 import type { ClientFrame, ServerFrame } from "../stanza-mappers/visitor-protocol.js";
 import { pageStatus, presenceToStanza, visitorTypingToStanza } from "../stanza-mappers/visitor-to-stanza.js";
 import type { ChatService } from "./chats.js";
@@ -98,7 +99,8 @@ export class VisitorService {
       createdAt: this.deps.now(),
     };
     if (meta.userAgent) visitor.userAgent = meta.userAgent.slice(0, 512);
-    if (meta.referrer) visitor.referrer = meta.referrer.slice(0, 2048);
+    // The Referer is whatever the client sent: kept only when it is a web page's URL (see isWebUrl).
+    if (meta.referrer && meta.referrer.length <= 2048 && isWebUrl(meta.referrer)) visitor.referrer = meta.referrer;
     return { visitor, token: `${id}.${secret}`, resumed: false };
   }
 

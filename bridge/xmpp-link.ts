@@ -1,6 +1,7 @@
 import { EventEmitter } from "node:events";
 import { component, type Component, type IqContext } from "@xmpp/component";
 import type { Element } from "@xmpp/xml";
+import { isAnswerFrom } from "../stanza-mappers/iq-answers.js";
 import { backoffDelay, type BackoffSpec } from "./backoff.js";
 import type { Logger } from "./logger.js";
 import { corkForThisTurn } from "./write-batching.js";
@@ -43,7 +44,8 @@ export class XmppLink extends EventEmitter {
   private readonly backoff: BackoffSpec;
   private readonly maxQueued: number;
   private readonly queue: Outbound[] = [];
-  private readonly pendingIqs = new Map<string, { resolve(el: Element | null): void; reject(err: Error): void; timer: NodeJS.Timeout }>();
+  /** Requests awaiting their answer, with whom they went to: only that entity (or its server) may answer. */
+  private readonly pendingIqs = new Map<string, { to: string; resolve(el: Element | null): void; reject(err: Error): void; timer: NodeJS.Timeout }>();
   private attempt = 0;
   /** Stanzas dropped from the full queue since the last connection (logged once per outage). */
   private droppedWhileOffline = 0;
@@ -120,22 +122,30 @@ export class XmppLink extends EventEmitter {
    */
   async request(iq: Element, timeoutMs: number): Promise<Element | null> {
     if (!this.connected) throw new Error("xmpp link is offline");
-    const id = iq.attrs.id;
-    if (!id) throw new Error("an IQ request needs an id");
+    const { id, to } = iq.attrs;
+    if (!id || !to) throw new Error("an IQ request needs an id and a to");
     return new Promise<Element | null>((resolve, reject) => {
       const timer = setTimeout(() => {
         this.pendingIqs.delete(id);
         reject(new IqError("remote-server-timeout", `no answer to IQ ${id} within ${timeoutMs} ms`));
       }, timeoutMs);
-      this.pendingIqs.set(id, { resolve, reject, timer });
+      this.pendingIqs.set(id, { to, resolve, reject, timer });
       void this.send(iq); // resolves once written; never rejects
     });
   }
 
-  /** Settles a request of this process from an answer another process received; false if unknown. */
-  settleIq(answer: { id: string; type: "result" | "error"; condition?: string }, stanza: Element | null = null): boolean {
+  /**
+   * Settles a request of this process with an answer received here or by another process;
+   * false if it answers no request of this process. An answer with the right id from
+   * someone other than the entity asked is ignored: ids are guessable, senders are not.
+   */
+  settleIq(answer: { id: string; type: "result" | "error"; condition?: string; from?: string }, stanza: Element | null = null): boolean {
     const pending = this.pendingIqs.get(answer.id);
     if (!pending) return false;
+    if (!isAnswerFrom(pending.to, answer.from)) {
+      this.log.debug({ id: answer.id, from: answer.from, expected: pending.to }, "IQ answer from another sender than the one asked ignored");
+      return false;
+    }
     this.pendingIqs.delete(answer.id);
     clearTimeout(pending.timer);
     if (answer.type === "result") pending.resolve(stanza);
@@ -148,7 +158,7 @@ export class XmppLink extends EventEmitter {
     if (!id) return;
     const type = stanza.attrs.type as "result" | "error";
     const condition = type === "error" ? stanza.getChild("error")?.getChildElements()[0]?.name : undefined;
-    const answer = { id, type, ...(condition ? { condition } : {}) };
+    const answer = { id, type, ...(condition ? { condition } : {}), ...(stanza.attrs.from ? { from: stanza.attrs.from } : {}) };
     // Not ours: ejabberd balanced it here; whoever asked is told (see main.ts).
     if (!this.settleIq(answer, stanza)) this.emit("foreign-iq-answer", answer);
   }

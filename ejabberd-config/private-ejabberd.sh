@@ -207,7 +207,11 @@ ERLANG_NODE=$NODE
 # never share a daemon.
 ERL_DIST_PORT=$DIST_PORT
 # Own cookie per instance; no crash dumps filling the disk during tests.
-ERL_OPTIONS="-setcookie $COOKIE -env ERL_CRASH_DUMP_BYTES 0"
+# +sss 2048: 16 MB scheduler stacks. With the default (1 MB), one stanza nested ~5,000
+# elements deep (35 KB, from any account) overflows a scheduler's stack while it is
+# parsed and the whole node dies with a segfault (ejabberd 23.01, Erlang 25);
+# max_stanza_size 262144 allows ~37,000 levels, which 16 MB holds.
+ERL_OPTIONS="-setcookie $COOKIE -env ERL_CRASH_DUMP_BYTES 0 +sss 2048"
 SPOOL_DIR=$DIR/spool
 LOGS_DIR=$DIR/logs
 EJABBERD_PID_PATH=$DIR/ejabberd.pid

@@ -25,7 +25,7 @@ const schema = z.discriminatedUnion("type", [
     text: text(MAX_TEXT_CHARS).refine((s) => s.trim().length > 0, { message: "must not be empty" }),
   }),
   z.strictObject({ type: z.literal("typing"), state: z.enum(["composing", "paused"]) }),
-  z.strictObject({ type: z.literal("page"), url: text(2048), title: text(512).default("") }),
+  z.strictObject({ type: z.literal("page"), url: text(2048).refine(isWebUrl, { message: "must be an http(s) URL" }), title: text(512).default("") }),
   z.strictObject({
     type: z.literal("identify"),
     name: text(128).optional(),
@@ -36,6 +36,15 @@ const schema = z.discriminatedUnion("type", [
   }),
   z.strictObject({ type: z.literal("ping") }),
 ]);
+
+/**
+ * The page a visitor is on is a web page. Anything else (`javascript:`, `data:`) would only
+ * ever be an attack on whoever shows it as a link: an agent's client, an admin dashboard
+ * reading `page` from the API.
+ */
+export function isWebUrl(url: string): boolean {
+  return URL.canParse(url) && /^https?:$/.test(new URL(url).protocol) && /^https?:\/\//i.test(url.trimStart());
+}
 
 const KNOWN_TYPES = new Set(["message", "typing", "page", "identify", "ping"]);
 const utf8 = new TextDecoder("utf-8", { fatal: true });
@@ -67,7 +76,7 @@ export function parseClientFrame(data: Uint8Array | string, isBinary: boolean): 
   const clientId = typeof (json as { id?: unknown }).id === "string" ? ((json as { id: string }).id.slice(0, MAX_CLIENT_ID_CHARS)) : undefined;
   const type = (json as { type?: unknown }).type;
   if (typeof type !== "string" || !KNOWN_TYPES.has(type)) {
-    return withId({ ok: false, code: "invalid", message: `unknown frame type ${JSON.stringify(type)?.slice(0, 40) ?? "undefined"}` }, clientId);
+    return withId({ ok: false, code: "invalid", message: `unknown frame type ${describeType(type)}` }, clientId);
   }
 
   const parsed = schema.safeParse(json);
@@ -77,6 +86,18 @@ export function parseClientFrame(data: Uint8Array | string, isBinary: boolean): 
     return withId({ ok: false, code: "invalid", message: `${field}: ${issue?.message ?? "invalid"}` }, clientId);
   }
   return { ok: true, frame: parsed.data as ClientFrame };
+}
+
+/**
+ * The frame's `type` as the error names it: a string (cut short), else only what kind of
+ * value it is. Never the value itself: serializing an array nested 8,000 deep, which fits
+ * in a 16 KiB frame, overflows the stack.
+ */
+function describeType(type: unknown): string {
+  if (typeof type === "string") return JSON.stringify(type.slice(0, 40));
+  if (type === undefined) return "undefined";
+  if (type === null) return "null";
+  return Array.isArray(type) ? "(an array)" : typeof type === "object" ? "(an object)" : `(a ${typeof type})`;
 }
 
 function withId(result: Extract<ParseResult, { ok: false }>, id: string | undefined): ParseResult {

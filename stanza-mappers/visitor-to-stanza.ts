@@ -1,4 +1,5 @@
 import xml, { type Element } from "@xmpp/xml";
+import { oneLine, PARLEY_LINE_PREFIX, visitorTextForAgent } from "./agent-facing-text.js";
 import { NS } from "./namespaces.js";
 import type { ChatState } from "./visitor-protocol.js";
 
@@ -11,23 +12,33 @@ export interface VisitorMessage {
   text: string;
 }
 
-/** A visitor's chat message (RFC 6121 §5.2.2) with XEP-0085 `active` and XEP-0359 origin-id. */
+/**
+ * A visitor's chat message (RFC 6121 §5.2.2) with XEP-0085 `active` and XEP-0359 origin-id.
+ * Its text as the agent may read it: no line passes for Parley's (see agent-facing-text.ts).
+ */
 export function visitorMessageToStanza(m: VisitorMessage): Element {
   return xml(
     "message",
     { type: "chat", from: m.from, to: m.to, id: m.messageId },
-    xml("body", {}, m.text),
+    xml("body", {}, visitorTextForAgent(m.text)),
     xml("active", { xmlns: NS.chatStates }),
     xml("origin-id", { xmlns: NS.stanzaId, id: m.messageId }),
   );
 }
 
-/** Replayed context for a new agent (XEP-0203 delay keeps the original time visible). */
-export function contextMessageToStanza(m: VisitorMessage & { ts: number; author: string }): Element {
+/**
+ * Replayed context for a new agent (XEP-0203 delay keeps the original time visible). It is
+ * Parley speaking, so it starts with `[parley]`, then who wrote it, role first (a visitor
+ * named "Ann (agent)" still reads as a visitor), then the text on one line: a line break
+ * in it cannot start a line of its own that passes for another author's.
+ * `[parley] visitor Zoë: hi ↵ anyone?`, `[parley] agent Ann: Hello`, `[parley] note by Ann: VIP`.
+ */
+export function contextMessageToStanza(m: VisitorMessage & { ts: number; author: { role: "visitor" | "agent" | "note"; name: string } }): Element {
+  const who = m.author.role === "note" ? `note by ${m.author.name}` : `${m.author.role} ${m.author.name}`;
   return xml(
     "message",
     { type: "chat", from: m.from, to: m.to, id: `${m.messageId}-ctx` },
-    xml("body", {}, `${m.author}: ${m.text}`),
+    xml("body", {}, `${PARLEY_LINE_PREFIX} ${oneLine(who)}: ${oneLine(m.text, " ↵ ")}`),
     xml("delay", { xmlns: NS.delay, from: m.from.split("@")[1], stamp: new Date(m.ts).toISOString() }),
   );
 }
@@ -73,10 +84,10 @@ export function presenceToStanza(p: PresenceInfo): Element {
   );
 }
 
-/** The visitor's presence status: the page they are looking at. */
+/** The visitor's presence status: the page they are looking at, on one line (both parts are the visitor's to choose). */
 export function pageStatus(page: { url: string; title: string } | undefined): string | undefined {
   if (!page) return undefined;
-  return page.title ? `${page.title} — ${page.url}` : page.url;
+  return oneLine(page.title ? `${page.title} — ${page.url}` : page.url);
 }
 
 export interface RosterItem {

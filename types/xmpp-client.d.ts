@@ -10,7 +10,10 @@ declare module "@xmpp/client" {
     socket: Socket | null;
     reconnect: { stop(): void };
     iqCaller: { get(element: Element, to?: string): Promise<Element>; set(element: Element, to?: string): Promise<Element>; request(stanza: Element, timeout?: number): Promise<Element> };
-    iqCallee: { set(ns: string, name: string, handler: (ctx: { element: Element; stanza: Element }) => Element | true): void };
+    iqCallee: {
+      get(ns: string, name: string, handler: (ctx: { element: Element; stanza: Element }) => Element | true | Promise<Element | true>): void;
+      set(ns: string, name: string, handler: (ctx: { element: Element; stanza: Element }) => Element | true): void;
+    };
     start(): Promise<unknown>;
     stop(): Promise<unknown>;
     send(element: Element): Promise<void>;

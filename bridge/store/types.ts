@@ -327,7 +327,8 @@ export type BusHandler = (frame: ServerFrame) => void;
  * to the requester (whose process id starts the IQ's id).
  */
 export type ProcessMessage =
-  | { kind: "iq-result"; id: string; type: "result" | "error"; condition?: string }
+  /** `from`: the answer's sender, checked against whom the request went to (see XmppLink.settleIq). */
+  | { kind: "iq-result"; id: string; type: "result" | "error"; condition?: string; from?: string }
   /** A frame for the visitor's sockets on that process. */
   | { kind: "visitor-frame"; visitorId: string; frame: ServerFrame };
 

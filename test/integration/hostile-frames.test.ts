@@ -99,6 +99,32 @@ describe("hostile visitor input", () => {
     console.log(`flood: ${acks} acked, ${limited} rate_limited, closed ${closed.code}`);
   });
 
+  it("bounds the typing, page and identify frames of one visitor's tabs together, which reach their agent", async () => {
+    const agent = await stack.agent("agent1", { resource: "typing-flood" });
+    await stack.waitForPresence("acme", "agent1@localhost", "available");
+    const first = await stack.visitor("acme");
+    const jid = `acme.${first.welcome.visitorId}@chat.localhost`;
+    await first.say("hello");
+    await agent.nextBody(jid, (b) => b === "hello");
+
+    // Ten tabs of one visitor, each within its own socket's limit (PARLEY_SOCKET_RATE).
+    const tabs = [first, ...(await Promise.all(Array.from({ length: 9 }, () => stack.visitor("acme", { token: first.welcome.token }))))];
+    tabs.forEach((tab, t) => {
+      for (let i = 0; i < 40; i++) tab.send({ type: "typing", state: i % 2 === 0 ? "composing" : "paused" });
+      tab.send({ type: "message", id: `done-${t}`, text: `done ${t}` });
+    });
+    // Frames of one visitor are handled in order: once every tab's last message is there, so is every typing stanza.
+    for (let t = 0; t < tabs.length; t++) await agent.nextBody(jid, (b) => b === `done ${t}`);
+
+    const chatStates = agent.messages.all.filter((m) => m.attrs.from?.split("/")[0] === jid && m.getChild("body") === undefined && (m.getChild("composing") || m.getChild("paused")));
+    const limited = tabs.reduce((n, tab) => n + tab.frames.all.filter((f) => f.type === "error" && f.code === "rate_limited").length, 0);
+    console.log(`typing flood: 400 frames from 10 tabs, ${chatStates.length} chat states reached the agent, ${limited} rate_limited`);
+    expect(chatStates.length).toBeGreaterThanOrEqual(20); // the burst of PARLEY_VISITOR_RATE
+    expect(chatStates.length).toBeLessThan(60);
+    expect(chatStates.length + limited).toBe(400);
+    await agent.stop();
+  });
+
   it("refuses new connections from one address beyond PARLEY_UPGRADE_RATE with 429", async () => {
     // A bridge of its own (its own store, with the in-memory default): the limit is checked
     // before the site is even looked up, so an unknown site shows it as well.

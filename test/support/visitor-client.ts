@@ -23,11 +23,11 @@ export class VisitorClient {
     this.closed = new Promise((resolve) => ws.on("close", (code, reason) => resolve({ code, reason: String(reason) })));
   }
 
-  static async connect(httpUrl: string, siteId: string, options: { token?: string; origin?: string } = {}): Promise<VisitorClient> {
+  static async connect(httpUrl: string, siteId: string, options: { token?: string; origin?: string; headers?: Record<string, string> } = {}): Promise<VisitorClient> {
     const url = new URL("/visitor", httpUrl.replace(/^http/, "ws"));
     url.searchParams.set("site", siteId);
     if (options.token) url.searchParams.set("token", options.token);
-    const ws = new WebSocket(url, options.origin ? { origin: options.origin } : {});
+    const ws = new WebSocket(url, { ...(options.origin ? { origin: options.origin } : {}), ...(options.headers ? { headers: options.headers } : {}) });
     const client = new VisitorClient(ws);
     await new Promise<void>((resolve, reject) => {
       ws.once("open", () => resolve());

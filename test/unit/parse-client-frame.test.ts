@@ -32,8 +32,22 @@ describe("parseClientFrame", () => {
     ["an unknown field", '{"type":"ping","x":1}', "invalid"],
     ["a bad typing state", '{"type":"typing","state":"shouting"}', "invalid"],
     ["a bad email", '{"type":"identify","email":"not-an-email"}', "invalid"],
+    ["a javascript: page URL", '{"type":"page","url":"javascript:alert(1)","title":"x"}', "invalid"],
+    ["a javascript: page URL with a line break inside", '{"type":"page","url":"java\\nscript:alert(1)","title":"x"}', "invalid"],
+    ["a data: page URL", '{"type":"page","url":"data:text/html,<script>alert(1)</script>","title":"x"}', "invalid"],
+    ["a relative page URL", '{"type":"page","url":"/pricing","title":"x"}', "invalid"],
+    ["an http URL that does not start with http://", '{"type":"page","url":"http:evil.example","title":"x"}', "invalid"],
   ])("refuses %s with %s", (_name, frame, code) => {
     expect(parse(frame)).toMatchObject({ ok: false, code });
+  });
+
+  it("answers a type nested as deep as 16 KiB allows with invalid, instead of throwing", () => {
+    const deep = (depth: number) => "[".repeat(depth) + "]".repeat(depth);
+    expect(parse(`{"type":${deep(8150)}}`)).toEqual({ ok: false, code: "invalid", message: "unknown frame type (an array)" });
+    expect(parse(`{"type":{"a":${deep(8140)}}}`)).toEqual({ ok: false, code: "invalid", message: "unknown frame type (an object)" });
+    expect(parse(`{"type":"${"x".repeat(100)}"}`)).toMatchObject({ message: `unknown frame type "${"x".repeat(40)}"` });
+    expect(parse('{"type":7}')).toMatchObject({ message: "unknown frame type (a number)" });
+    expect(parse("{}")).toMatchObject({ message: "unknown frame type undefined" });
   });
 
   it("counts text length in characters, not UTF-16 units", () => {
