@@ -37,7 +37,7 @@ export const siteBodySchema = z.strictObject({
   answerTimeoutSeconds: z.number().int().min(1).max(86_400).optional(),
   welcome: xmlSafe(z.string().max(1000)).optional(),
   offlineMessage: xmlSafe(z.string().max(1000)).optional(),
-  webhookUrl: z.url({ protocol: /^https?$/ }).max(2048).optional(),
+  webhookUrl: z.url({ protocol: /^https?$/, error: "must be an http:// or https:// URL" }).max(2048).optional(),
   // A site as GET shows it may be PUT back: "[set]" (what GET shows for a secret) keeps the
   // current secret, null means none; the read-only fields are accepted and ignored.
   webhookSecret: z.union([z.string().min(16).max(256), z.literal(KEEP_SECRET), z.null()]).optional(),

@@ -54,4 +54,14 @@ describe("admin text that XML cannot carry", () => {
     expect(prepared("ı@example.com")).toBe("ı@example.com"); // already folded: kept
     for (const bad of ["ann@example.com/phone", "ann", "ann @example.com", "@example.com", "ann@exa mple.com"]) expect(bareJidSchema.safeParse(bad).success, bad).toBe(false);
   });
+
+  it("says a webhook URL must be http(s), whatever else is wrong with it", () => {
+    for (const bad of ["ftp://hooks.example/x", "file:///etc/passwd", "not a url", "javascript:alert(1)"]) {
+      const result = siteBodySchema.safeParse({ name: "Acme", webhookUrl: bad });
+      expect(result.success, bad).toBe(false);
+      expect(result.error?.issues[0]?.message, bad).toBe("must be an http:// or https:// URL");
+    }
+    expect(siteBodySchema.safeParse({ name: "Acme", webhookUrl: "https://hooks.example/parley?x=1" }).success).toBe(true);
+  });
 });
+
