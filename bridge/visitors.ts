@@ -191,12 +191,12 @@ export class VisitorService {
     await this.deps.store.markOnline(siteId, visitorId, this.onlineUntil());
   }
 
-  /** Heartbeat: refreshes the online mark of every visitor of a site that this process holds. */
   /** Whether the site still exists (from the site cache). */
   async siteExists(siteId: string): Promise<boolean> {
     return (await this.deps.store.getSite(siteId)) !== null;
   }
 
+  /** Heartbeat: refreshes the online mark of every visitor of a site that this process holds. */
   async markManyOnline(siteId: string, visitorIds: readonly string[]): Promise<void> {
     await this.deps.store.markManyOnline(siteId, visitorIds, this.onlineUntil());
   }
