@@ -47,6 +47,29 @@ describe("a visitor's message as the agent reads it", () => {
     expect(readsAsParleyLine("a [parley]")).toBe(false);
     expect(readsAsParleyLine("[parlez-vous]")).toBe(false);
   });
+
+  it("judges an ASCII line the same on its fast path as on the general one", () => {
+    // A zero-width space at the end sends a line down the general path without changing what it reads as.
+    const alphabet = ["p", "P", "a", "r", "R", "l", "L", "1", "|", "e", "y", "Y", " ", "\t", "[", "]", "*", "(", "!", "x", "0"];
+    let seed = 7;
+    const random = () => (seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31;
+    const lines = ["[parley] hi", "  * P A R L E Y *", "(par1ey)", "[parlez-vous]", "a [parley]", "PARL|Y", "", "   "];
+    const pick = <T>(list: readonly T[]) => list[Math.floor(random() * list.length)]!;
+    const variants: Record<string, string[]> = { p: ["p", "P"], a: ["a", "A", "@"], r: ["r", "R"], l: ["l", "L", "1", "|", "I"], e: ["e", "E", "3"], y: ["y", "Y"] };
+    const noise = () => (random() < 0.3 ? pick([" ", "\t", "[", "*", "(", "x", "0"]) : "");
+    for (let i = 0; i < 5000; i++) {
+      // Half near-misses and disguises of "parley", half random text.
+      const line = random() < 0.5 ? noise() + noise() + [..."parley"].map((c) => pick(variants[c]!) + noise()).join("") : Array.from({ length: 1 + Math.floor(random() * 14) }, () => pick(alphabet)).join("");
+      lines.push(line);
+    }
+    let parleyLike = 0;
+    for (const line of lines) {
+      expect(readsAsParleyLine(line), JSON.stringify(line)).toBe(readsAsParleyLine(line + "\u200B"));
+      if (readsAsParleyLine(line)) parleyLike++;
+    }
+    expect(parleyLike).toBeGreaterThan(100); // the sample reaches both answers
+    expect(parleyLike).toBeLessThan(lines.length - 100);
+  });
 });
 
 describe("context replayed to a new agent", () => {
