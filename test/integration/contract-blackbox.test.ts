@@ -468,6 +468,18 @@ describe("§5 XMPP behaviour and §4 tabs", () => {
     expect(version.getChildText("name")).toBeTruthy();
     expect(version.getChildText("version")).toBeTruthy();
     await a1.xmpp.iqCaller.request(xml("iq", { type: "get", to: DOMAIN }, xml("ping", { xmlns: "urn:xmpp:ping" })));
+    // The visitor and the desk answer as entities of their own; a JID that is neither does
+    // not exist, whatever is asked of it (as a message to it gets item-not-found).
+    for (const to of [visitorJid, `xs@${DOMAIN}`]) {
+      await a1.xmpp.iqCaller.request(xml("iq", { type: "get", to }, xml("ping", { xmlns: "urn:xmpp:ping" })));
+      await a1.xmpp.iqCaller.get(xml("query", { xmlns: "jabber:iq:version" }), to);
+    }
+    for (const to of [`xs.nobody@${DOMAIN}`, `nosuchsite@${DOMAIN}`]) {
+      for (const query of [xml("ping", { xmlns: "urn:xmpp:ping" }), xml("query", { xmlns: "jabber:iq:version" }), xml("query", { xmlns: "http://jabber.org/protocol/disco#info" })]) {
+        const answer = await a1.xmpp.iqCaller.request(xml("iq", { type: "get", to }, query)).then(() => "result", (err: { condition?: string }) => err.condition);
+        expect(answer, `${query.attrs.xmlns} to ${to}`).toBe("item-not-found");
+      }
+    }
 
     // Desk commands.
     for (const command of ["!help", "!queue", "!visitors"]) {
