@@ -49,7 +49,7 @@ beforeAll(async () => {
   ejabberd = await startEjabberd({ resumeTimeoutSeconds: 1 });
   redis = await startRedis();
   entry = await bundled;
-  for (const user of ["agent1", "agent2", "agent3", "agent4", "agent5"]) await ejabberd.register(user, PASSWORD);
+  for (const user of ["agent1", "agent2", "agent3", "agent4", "agent5", "agent6"]) await ejabberd.register(user, PASSWORD);
   hooks = createServer((req, res) => {
     let body = "";
     req.on("data", (chunk: Buffer) => (body += chunk.toString("utf8")));
@@ -563,6 +563,22 @@ describe("§5 XMPP behaviour and §4 tabs", () => {
     expect(v1.frames.all.indexOf(left)).toBeLessThan(v1.frames.all.indexOf(joined));
     await a5.messages.next((m) => (m.getChildText("body") ?? "").includes("first"), "context replayed to agent5");
   });
+  it("counts an agent available on any resource with no <show/> or chat, and not while every resource is away", async () => {
+    await siteWithAgents("resources", { name: "Resources" }, ["agent6"]);
+    const connect = async (resource: string, show?: string) => {
+      const client = await AgentClient.connect({ port: ejabberd.c2sPort, username: "agent6", password: PASSWORD, resource, ...(show ? { show } : {}) });
+      agents.push(client);
+      return client;
+    };
+    await connect("phone", "away");
+    await waitForPresence("resources", "agent6@localhost", "away");
+    const desktop = await connect("desktop");
+    await waitForPresence("resources", "agent6@localhost", "available");
+    await desktop.stop();
+    await waitForPresence("resources", "agent6@localhost", "away");
+    await connect("chatty", "chat");
+    await waitForPresence("resources", "agent6@localhost", "available");
+  });
 });
 
 describe("§7 widget", () => {
@@ -605,6 +621,30 @@ describe("§7 widget", () => {
     await expect.poll(() => root.locator(".log").innerText()).toContain("line two");
     await page.close();
   });
+  it("offers the offline form with no agent online, then shows queue position, typing and an unread badge", async () => {
+    await siteWithAgents("widget-states", { name: "Widget States", maxChatsPerAgent: 1 }, ["agent4"]);
+    const page = await browser.newPage();
+    await page.goto(`${bridge.httpUrl}/demo?site=widget-states`);
+    const widget = widgetOn(page);
+    await widget.open();
+    await expect.poll(() => widget.offlineForm.isVisible()).toBe(true);
+    const a4 = await agent("agent4");
+    await waitForPresence("widget-states", "agent4@localhost", "available");
+    await expect.poll(() => widget.offlineForm.isVisible()).toBe(false);
+    const first = await visitor("widget-states");
+    await first.say("taking the only seat");
+    const firstJid = bare((await bodyFromVisitor(a4, "taking the only seat")).attrs.from);
+    await widget.send("me too");
+    await expect.poll(() => widget.queue.innerText()).toMatch(/\b1\b/);
+    await a4.sendMessage(firstJid, "!end");
+    const visitorJid = bare((await bodyFromVisitor(a4, "me too")).attrs.from);
+    await a4.sendMessage(visitorJid, null, [xml("composing", { xmlns: CHATSTATES })]);
+    await expect.poll(() => widget.typing.isVisible()).toBe(true);
+    await widget.launcher.click(); // closed: what arrives now is unread
+    await a4.sendMessage(visitorJid, "are you still there?");
+    await expect.poll(() => widget.badge.innerText()).toBe("1");
+    await page.close();
+  });
 });
 
 
@@ -616,7 +656,8 @@ describe("§6 operations", () => {
     expect(metrics.status).toBe(200);
     expect(metrics.headers.get("content-type")).toMatch(/^text\/plain/);
     const text = await metrics.text();
-    for (const name of ["parley_visitors_connected", "parley_chats", "parley_messages_total", "parley_stanza_handling_seconds_bucket", "parley_component_reconnects_total"]) expect(text).toContain(name);
+    for (const name of ["parley_visitors_connected", "parley_chats", "parley_messages_total", "parley_stanza_handling_seconds", "parley_component_reconnects_total"]) expect(text).toContain(`# TYPE ${name} `);
+    expect(text).toContain("# TYPE parley_stanza_handling_seconds histogram");
   });
 
   it("answers 503 on /api without PARLEY_ADMIN_TOKEN; on SIGTERM closes visitors with 1012 and exits 0", async () => {
@@ -635,6 +676,7 @@ describe("§6 operations", () => {
       expect(v.welcome.history.map((m) => m.text)).toContain("from the first process");
       const code = other.stop();
       expect((await v.closed).code).toBe(1012);
+      await expect(VisitorClient.connect(other.httpUrl, "shutdown")).rejects.toThrow(); // no longer accepting
       expect(await code).toBe(0);
     } finally {
       other.kill();
