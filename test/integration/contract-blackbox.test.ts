@@ -1,7 +1,10 @@
 import { execFileSync, spawn } from "node:child_process";
 import { createHmac } from "node:crypto";
+import { mkdtemp, writeFile } from "node:fs/promises";
 import { createServer, type IncomingHttpHeaders, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { xml } from "@xmpp/client";
 import type { Element } from "@xmpp/xml";
@@ -658,6 +661,31 @@ describe("§6 operations", () => {
     const text = await metrics.text();
     for (const name of ["parley_visitors_connected", "parley_chats", "parley_messages_total", "parley_stanza_handling_seconds", "parley_component_reconnects_total"]) expect(text).toContain(`# TYPE ${name} `);
     expect(text).toContain("# TYPE parley_stanza_handling_seconds histogram");
+  });
+
+  it("applies PARLEY_SITES_FILE idempotently; shows through any process what another one just wrote", async () => {
+    const sitesFile = join(await mkdtemp(join(tmpdir(), "parley-blackbox-")), "sites.yaml");
+    await writeFile(sitesFile, "sites:\n  - id: filed\n    name: Filed Site\n    maxChatsPerAgent: 2\n    agents:\n      - jid: agent3@localhost\n        name: Three\n      - agent2@localhost\n");
+    const fileEnv = { ...env, PARLEY_SITES_FILE: sitesFile };
+    const agentsOf = async (base: string) => ((await api("GET", "/api/sites/filed/agents", undefined, TOKEN, base)).body as { jid: string; name: string | null }[]).map((a) => [a.jid, a.name]).sort();
+    for (let start = 0; start < 2; start++) {
+      const other = await startBridgeProcess(entry, fileEnv);
+      try {
+        expect(await agentsOf(bridge.httpUrl)).toEqual([["agent2@localhost", null], ["agent3@localhost", "Three"]]);
+        expect((await api("GET", "/api/sites/filed")).body).toMatchObject({ id: "filed", name: "Filed Site", maxChatsPerAgent: 2 });
+        expect(((await api("GET", "/api/sites")).body as { id: string }[]).filter((x) => x.id === "filed")).toHaveLength(1);
+        // An admin behind a load balancer writes through one process and reads through another.
+        expect((await api("PUT", "/api/sites/filed/agents/agent4@localhost", { name: "Four" }, TOKEN, other.httpUrl)).status).toBe(201);
+        expect(await agentsOf(bridge.httpUrl)).toContainEqual(["agent4@localhost", "Four"]);
+        expect((await api("PUT", "/api/sites/filed", { name: "Filed Renamed" }, TOKEN, other.httpUrl)).status).toBe(200);
+        expect((await api("GET", "/api/sites/filed")).body).toMatchObject({ name: "Filed Renamed", maxChatsPerAgent: 3 });
+        expect((await api("DELETE", "/api/sites/filed/agents/agent4@localhost", undefined, TOKEN, other.httpUrl)).status).toBe(204);
+        expect(await agentsOf(bridge.httpUrl)).not.toContainEqual(["agent4@localhost", "Four"]);
+        expect(await other.stop()).toBe(0);
+      } finally {
+        other.kill();
+      }
+    }
   });
 
   it("answers 503 on /api without PARLEY_ADMIN_TOKEN; on SIGTERM closes visitors with 1012 and exits 0", async () => {
