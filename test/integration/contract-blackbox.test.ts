@@ -491,6 +491,12 @@ describe("§5 XMPP behaviour and §4 tabs", () => {
     }
     await waitUntil("the desk's status", () => a1.presences.all.some((p) => bare(p.attrs.from) === `xs@${DOMAIN}` && /chatting/.test(p.getChildText("status") ?? "")));
 
+    // A tab opened now resumes into the chat: same visitor, the agent named, the history.
+    const tab3 = await visitor("xs", { token: tab1.welcome.token });
+    expect(tab3.welcome).toMatchObject({ resumed: true, visitorId: tab1.welcome.visitorId, agentsOnline: true, agent: { name: "AGENT1" } });
+    expect(tab3.welcome.history.map((m) => [m.from, m.text])).toEqual([["visitor", "Hello there"], ["agent", "<b>Hi</b> Zoë"]]);
+    await tab3.close();
+
     // Transfer: the visitor leaves agent1's roster and joins agent2's, with context.
     const a2 = await agent("agent2");
     await waitForPresence("xs", "agent2@localhost", "available");
@@ -711,14 +717,45 @@ describe("§6 operations", () => {
     }
   });
 
+  it("logs no secret, token or message body at info", async () => {
+    const chatty = await startBridgeProcess(entry, { ...env, PARLEY_LOG_LEVEL: "info" });
+    try {
+      const webhookSecret = "logged-webhook-secret-0123456789";
+      expect((await api("PUT", "/api/sites/logs", { name: "Logs", webhookUrl: hookUrl, webhookSecret }, TOKEN, chatty.httpUrl)).status).toBe(201);
+      expect((await api("PUT", "/api/sites/logs/agents/agent5@localhost", { name: "Five" }, TOKEN, chatty.httpUrl)).status).toBe(201);
+      const a5 = agents.find((a) => a.username === "agent5") ?? (await agent("agent5"));
+      await waitForPresence("logs", "agent5@localhost", "available");
+      const v = await VisitorClient.connect(chatty.httpUrl, "logs");
+      visitors.push(v);
+      v.send({ type: "identify", name: "Secret Name", email: "secret-mail@example.com" });
+      await v.say("visitor-body-never-logged");
+      const visitorJid = bare((await bodyFromVisitor(a5, "visitor-body-never-logged")).attrs.from);
+      await a5.sendMessage(visitorJid, "agent-body-never-logged");
+      await v.next("message", (m) => m.text === "agent-body-never-logged");
+      await a5.sendMessage(visitorJid, "!end");
+      await v.next("ended");
+      await v.close();
+      expect(await chatty.stop()).toBe(0);
+      const output = chatty.output();
+      expect(output).toContain('"level":30'); // info lines were written
+      for (const secret of [TOKEN, ejabberd.secret, webhookSecret, v.welcome.token, "visitor-body-never-logged", "agent-body-never-logged"]) expect(output).not.toContain(secret);
+    } finally {
+      chatty.kill();
+    }
+  });
+
   it("answers 503 naming the store while Redis is down", async () => {
+    const health = async () => {
+      const response = await fetch(`${bridge.httpUrl}/healthz`, { signal: AbortSignal.timeout(10_000) });
+      return { status: response.status, body: (await response.json()) as Record<string, unknown> };
+    };
     await redis.stop();
     try {
-      await waitUntil("healthz 503", async () => (await bridge.health()).status === 503, { timeoutMs: 15_000 });
-      expect(JSON.stringify((await bridge.health()).body)).toContain("store");
+      await waitUntil("healthz 503", async () => (await health()).status === 503, { timeoutMs: 15_000 });
+      expect((await health()).body).toMatchObject({ status: expect.any(String), store: "down" });
     } finally {
       await redis.start();
     }
-    await waitUntil("healthz 200 again", async () => (await bridge.health()).status === 200, { timeoutMs: 15_000 });
+    await waitUntil("healthz 200 again", async () => (await health()).status === 200, { timeoutMs: 15_000 });
   });
 });
