@@ -318,6 +318,7 @@ describe("§4 visitor WebSocket", () => {
       [{ type: "message", id: "long", text: "x".repeat(4001) }, ["invalid"], "long"],
       [{ type: "typing", state: "sleeping" }, ["invalid"]],
       [{ type: "identify", name: 5 }, ["invalid"]],
+      [{ type: "message", id: "extra", text: "hi", replyTo: "m1" }, ["invalid"], "extra"], // README: unknown fields are refused
     ];
     for (const [frame, codes, id] of bad) {
       v.send(frame);
@@ -326,6 +327,8 @@ describe("§4 visitor WebSocket", () => {
       expect(error.message).toEqual(expect.any(String));
       if (id) expect(error.id, JSON.stringify(frame)).toBe(id);
     }
+    v.ws.send(Buffer.from(JSON.stringify({ type: "ping" })), { binary: true }); // JSON *text* frames only
+    expect((await v.next("error")).code).toBe("bad_frame");
     // Invalid UTF-8 in a text frame: an error frame, and the socket stays usable.
     v.ws.send(Buffer.from([0x7b, 0x22, 0xff, 0xfe, 0x22, 0x7d]), { binary: false });
     expect((await v.next("error")).code).toBe("bad_frame");
