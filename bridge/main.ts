@@ -135,7 +135,10 @@ export async function startBridge(config: Config, logger: Logger = createLogger(
   });
   registerLifecycleTimers({ store, scheduler, chats, presence, webhooks, lanes, agentGraceMs: config.agentGraceMs, chatIdleMs: config.chatIdleMs, visitorRetentionMs, logger });
   const gateway = new VisitorGateway({ store, visitors, logger, metrics, now, visitorRate: config.visitorRate, upgradeRate: config.upgradeRate, socketRate: config.socketRate, heartbeatMs: config.heartbeatMs, processId: idPrefix, deadProcesses: (ids) => outbox.deadAmong(ids) });
-  const adminApi = new AdminApi({ store, sites, now, logger, version, ...(config.adminToken ? { adminToken: config.adminToken } : {}) });
+  // The admin API reads past the site cache: an admin who writes through one process and
+  // reads through another (a load balancer) sees what they just wrote, not a cached copy up
+  // to 1 s old. Its writes go through `sites`, which clears this process's cache.
+  const adminApi = new AdminApi({ store: backend, sites, now, logger, version, ...(config.adminToken ? { adminToken: config.adminToken } : {}) });
 
   const xmppLog = logger.child({ module: "xmpp" });
   const guarded = (what: string, task: () => Promise<void>) =>
