@@ -255,7 +255,7 @@ it("loses, duplicates and misroutes nothing while bridges, ejabberd, Redis, agen
     visitors.flatMap((v) => {
       const stored = logs.get(v.visitorId)!.filter((m) => m.from !== "note");
       return v.tabs.flatMap((tab) => {
-        const seen = new Set(tab.connections.at(-1)!.view.map((m) => m.messageId));
+        const seen = new Set(tab.connections.at(-1)!.view().map((m) => m.messageId));
         const connection = tab.connections.at(-1)!;
         const at = (ms: number) => `${((ms - started) / 1000).toFixed(1)}s`;
         return stored
@@ -289,9 +289,9 @@ it("loses, duplicates and misroutes nothing while bridges, ejabberd, Redis, agen
   for (const v of visitors) {
     for (const tab of v.tabs) {
       for (const connection of tab.connections) {
-        const ids = connection.view.map((m) => m.messageId);
+        const ids = connection.view().map((m) => m.messageId);
         expect(ids.length - new Set(ids).size, `${v.tag}: a message shown twice in one connection (seed ${random.seed})`).toBe(0);
-        const foreign = connection.view.filter((m) => m.from !== "system" && !m.text.startsWith(`${v.tag}:`));
+        const foreign = connection.view().filter((m) => m.from !== "system" && !m.text.startsWith(`${v.tag}:`));
         expect(foreign.map((m) => m.text), `${v.tag} saw another visitor's conversation (seed ${random.seed})`).toEqual([]);
       }
     }
@@ -321,10 +321,10 @@ it("loses, duplicates and misroutes nothing while bridges, ejabberd, Redis, agen
       // a copy the client did read comes twice. A survivor's relay after a kill -9 may too.
       if ((undelayed.get(body) ?? 0) <= 1 && agent.sessions > 1) resentByEjabberd += count - 1;
       else if (message && [...message.bridges].some((b) => killed.has(b))) duplicates += count - 1;
-      else unexplainedDuplicates.push(`${agent.name}: ${body} ×${count} (${undelayed.get(body) ?? 0} without delay) via ${message ? [...message.bridges].join(",") : "?"}`);
+      else unexplainedDuplicates.push(`${agent.name}: ${body} ×${count} (${undelayed.get(body) ?? 0} without delay) stored at ${message ? ((storedAt(message) - started) / 1000).toFixed(1) : "?"}s, sent ${message?.attempts ?? "?"} times via ${message ? [...message.bridges].join(",") : "?"}`);
     }
   }
-  expect(unexplainedDuplicates, `duplicates at agents without a kill -9 to explain them (seed ${random.seed})`).toEqual([]);
+  expect(unexplainedDuplicates, `duplicates at agents without a kill -9 to explain them (seed ${random.seed}); faults:\n${faults.join("\n")}`).toEqual([]);
 
   // The store is consistent: each agent's load set is exactly their active chats, and no chat
   // waits (new or queued) while an agent is available.

@@ -15,11 +15,14 @@ export interface AckedMessage {
   messageId: string;
   /** Bridges the message was sent to (a duplicate at the agent is allowed only if one of them was killed). */
   bridges: Set<string>;
+  /** How many times it was sent (the same client id each time). */
+  attempts: number;
 }
 
 export interface TabConnection {
   bridge: string;
-  view: MessageFrame[];
+  /** Welcome history, then every live message frame. */
+  view(): MessageFrame[];
   /** When the welcome arrived. */
   openedAt: number;
   historyLength: number;
@@ -45,12 +48,10 @@ export class ChaosTab {
   async connect(token?: string): Promise<void> {
     const bridge = this.pickBridge();
     const client = await VisitorClient.connect(bridge, this.visitor.siteId, token ? { token } : {});
-    const view: MessageFrame[] = [...client.welcome.history];
-    this.connections.push({ bridge, view, openedAt: Date.now(), historyLength: view.length });
-    client.ws.on("message", (data) => {
-      const frame = JSON.parse(String(data)) as { type: string };
-      if (frame.type === "message") view.push(frame as MessageFrame);
-    });
+    // Read from the client's record of every frame: frames that came in the same read as the
+    // welcome were already handled when `connect` resolved, so a listener added now would miss them.
+    const view = () => [...client.welcome.history, ...client.frames.all.filter((f): f is MessageFrame => f.type === "message")];
+    this.connections.push({ bridge, view, openedAt: Date.now(), historyLength: client.welcome.history.length });
     this.client = client;
     void client.closed.then(() => {
       if (!this.visitor.stopped) this.reconnect().catch((err: Error) => this.visitor.failures.push(`tab could not reconnect: ${err.message}`));
@@ -143,7 +144,7 @@ export class ChaosVisitor {
       client.send({ type: "message", id: clientId, text });
       const outcome = await Promise.race([ack, refused, client.closed.then(() => null)]);
       if (outcome?.type === "ack") {
-        this.acked.push({ clientId, text, messageId: outcome.messageId, bridges });
+        this.acked.push({ clientId, text, messageId: outcome.messageId, bridges, attempts: attempt + 1 });
         return text;
       }
       // Refused (`unavailable` while Redis restarts), unanswered, or the socket closed: the
