@@ -18,6 +18,8 @@ export default defineConfig({
         test: {
           name: "integration",
           include: ["test/integration/**/*.test.ts"],
+          // The chaos scenario has a project of its own, run on demand (`npm run test:chaos`).
+          exclude: ["test/integration/chaos.test.ts"],
           sequence: { groupOrder: 1 },
           testTimeout: 60_000,
           hookTimeout: 60_000,
@@ -27,6 +29,18 @@ export default defineConfig({
           // 2-core machine: each file starts its own ejabberd (Erlang VM), so keep
           // concurrency low to avoid starving the processes under test.
           maxWorkers: 2,
+        },
+      },
+      {
+        test: {
+          // Every failure at once under load, for ~60 s (test/integration/chaos.test.ts): it
+          // finds rare races, so it is not part of `npm test`; PARLEY_TEST_CHAOS_SEED replays one.
+          name: "chaos",
+          include: ["test/integration/chaos.test.ts"],
+          sequence: { groupOrder: 3 },
+          testTimeout: 120_000,
+          hookTimeout: 90_000,
+          maxWorkers: 1,
         },
       },
       {

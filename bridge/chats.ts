@@ -47,6 +47,8 @@ export interface ChatDeps {
    */
   relaySend?(stanza: Element): Promise<boolean>;
   relayed?(visitorId: string, messageId: string): void;
+  /** The stanza was handed to `relaySend` (so that a resend elsewhere does not relay it again). */
+  relaying?(visitorId: string, messageId: string): void;
   relayDropped?(visitorId: string, messageId: string): void;
   rosters: Rosters;
   lanes: KeyedQueue;
@@ -506,6 +508,7 @@ export class ChatService {
       stanza.append(xml("delay", { xmlns: NS.delay, from: this.deps.domain, stamp: new Date(message.ts).toISOString() }));
     }
     const { relaySend, relayed, relayDropped } = this.deps;
+    this.deps.relaying?.(visitor.id, message.id);
     if (relaySend && relayed) void relaySend(stanza).then((written) => (written ? relayed(visitor.id, message.id) : relayDropped?.(visitor.id, message.id)));
     else this.deps.send(stanza);
   }

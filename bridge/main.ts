@@ -104,6 +104,7 @@ export async function startBridge(config: Config, logger: Logger = createLogger(
     send,
     relaySend: (stanza) => link.send(stanza),
     relayed: (visitorId, messageId) => outbox.relayed(visitorId, messageId),
+    relaying: (visitorId, messageId) => outbox.relaying(visitorId, messageId),
     relayDropped: (visitorId, messageId) => outbox.dropped(visitorId, messageId),
     rosters,
     lanes,
@@ -157,6 +158,7 @@ export async function startBridge(config: Config, logger: Logger = createLogger(
   const processSubscription = store.subscribeProcess(idPrefix, (message) => {
     if (message.kind === "visitor-frame") gateway.deliver(message.visitorId, message.frame);
     else if (message.kind === "iq-result") link.settleIq(message);
+    else if (message.kind === "relay-if-stopped") void guarded("relay a message resent elsewhere", () => lanes.run(message.visitorId, () => visitors.relayIfStopped(message.visitorId, message.messageId)));
   });
   link.on("presence", (stanza: Element) => void guarded("presence", () => presence.onPresence(stanza)));
   link.on("online", () => {

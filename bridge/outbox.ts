@@ -59,6 +59,8 @@ export class Outbox {
   private sweeps = 0;
   private readonly staleMs: number;
   private relayedBatch = new Map<string, string[]>();
+  /** Messages handed to the XMPP link and not yet written or dropped, as `visitorId|messageId`. */
+  private readonly inFlight = new Set<string>();
   private relayedFlush: NodeJS.Timeout | null = null;
   /** Visitor messages dropped from the XMPP link's full queue, per visitor, oldest first. */
   private droppedByVisitor = new Map<string, string[]>();
@@ -98,13 +100,22 @@ export class Outbox {
     this.tracked.set(visitorId, this.deps.now());
   }
 
-  /** Whether this process relayed the message and has not written that down yet (see RELAYED_FLUSH_MS). */
-  relayedHere(visitorId: string, messageId: string): boolean {
-    return this.relayedBatch.get(visitorId)?.includes(messageId) ?? false;
+  /**
+   * Whether this process is relaying the message (its stanza waits to be written, e.g. for
+   * ejabberd to come back) or relayed it and has not written that down yet (see RELAYED_FLUSH_MS).
+   */
+  relayingHere(visitorId: string, messageId: string): boolean {
+    return this.inFlight.has(`${visitorId}|${messageId}`) || (this.relayedBatch.get(visitorId)?.includes(messageId) ?? false);
+  }
+
+  /** The stanza of this message was handed to the XMPP link; `relayed` or `dropped` follows. */
+  relaying(visitorId: string, messageId: string): void {
+    this.inFlight.add(`${visitorId}|${messageId}`);
   }
 
   /** The stanza of this message was written to ejabberd's socket. */
   relayed(visitorId: string, messageId: string): void {
+    this.inFlight.delete(`${visitorId}|${messageId}`);
     const ids = this.relayedBatch.get(visitorId);
     if (ids) ids.push(messageId);
     else this.relayedBatch.set(visitorId, [messageId]);
@@ -117,6 +128,7 @@ export class Outbox {
    * looks, so this process sends it again itself (`resendDropped`).
    */
   dropped(visitorId: string, messageId: string): void {
+    this.inFlight.delete(`${visitorId}|${messageId}`);
     const ids = this.droppedByVisitor.get(visitorId);
     if (ids) ids.push(messageId);
     else this.droppedByVisitor.set(visitorId, [messageId]);

@@ -41,7 +41,7 @@ export interface VisitorDeps {
   /** How often the gateway pings sockets and refreshes online marks (PARLEY_HEARTBEAT_MS). */
   heartbeatMs?: number;
   scheduler: Pick<Scheduler, "schedule" | "cancel">;
-  outbox?: Pick<Outbox, "processId" | "track" | "relayedHere">;
+  outbox?: Pick<Outbox, "processId" | "track" | "relayingHere" | "deadAmong">;
   /** How long a visitor who never chats is remembered after their last visit (PARLEY_VISITOR_RETENTION_DAYS); unset: forever. */
   retentionMs?: number;
 }
@@ -282,14 +282,34 @@ export class VisitorService {
     // Stored durably: only now may the visitor be told (CONTRACT §4, §6).
     reply({ type: "ack", id: frame.id, messageId: appended.message.id, ts: appended.message.ts });
     if (appended.duplicate) {
-      // A resend whose original was stored but never relayed: nothing else may ever relay it.
-      if (appended.unrelayed && !outbox?.relayedHere(visitorId, appended.message.id)) await chats.redeliver(visitorId, [appended.message.id]);
+      if (appended.unrelayed) await this.relayIfStopped(visitorId, appended.message.id);
       return;
     }
     chats.deliverStored(visitorId, appended.message); // the visitor's other tabs here
     await chats.onVisitorMessage(site, appended.visitor, appended);
     this.deps.metrics.messages.inc({ direction: "in" });
     this.deps.metrics.stanzaLatency.observe({ direction: "in" }, (performance.now() - started) / 1000);
+  }
+
+  /**
+   * A resend whose original is stored but not marked relayed. Its first attempt may have
+   * stopped after storing it (the store's answer lost and the command resent, or a step
+   * after the store failing), and then nothing else would ever relay it; or the process that
+   * stored it is still relaying it (its stanza waits for ejabberd, or its relayed mark for the
+   * next batch), and relaying it here too would show it to the agent twice. Only the process
+   * that stored it knows which: a resend through another process asks it. Called in the
+   * visitor's lane, so this process's own attempt is over or has reached the link.
+   */
+  async relayIfStopped(visitorId: string, messageId: string): Promise<void> {
+    const { store, outbox, chats } = this.deps;
+    const pending = (await store.unrelayed(visitorId)).find((p) => p.messageId === messageId);
+    if (!pending) return; // relayed meanwhile
+    if (outbox && pending.owner !== outbox.processId) {
+      // A dead owner's messages are relayed by the survivor that takes its outbox over.
+      if ((await outbox.deadAmong([pending.owner])).length === 0) await store.publishToProcess(pending.owner, { kind: "relay-if-stopped", visitorId, messageId });
+      return;
+    }
+    if (!outbox?.relayingHere(visitorId, messageId)) await chats.redeliver(visitorId, [messageId]);
   }
 
   private async onTyping(visitorId: string, state: "composing" | "paused"): Promise<void> {

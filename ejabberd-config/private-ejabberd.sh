@@ -186,6 +186,8 @@ modules:
   mod_carboncopy: {}
   mod_stream_mgmt:
     resume_timeout: $RESUME_TIMEOUT
+    # What reached a dropped agent's waiting session goes to their next one, not back as a bounce.
+    resend_on_timeout: if_offline
   mod_ping: {}
   mod_disco: {}
   mod_privilege:

@@ -330,7 +330,12 @@ export type ProcessMessage =
   /** `from`: the answer's sender, checked against whom the request went to (see XmppLink.settleIq). */
   | { kind: "iq-result"; id: string; type: "result" | "error"; condition?: string; from?: string }
   /** A frame for the visitor's sockets on that process. */
-  | { kind: "visitor-frame"; visitorId: string; frame: ServerFrame };
+  | { kind: "visitor-frame"; visitorId: string; frame: ServerFrame }
+  /**
+   * A visitor resent, through another process, a message that process stored and has not
+   * marked relayed: relay it unless still relaying it (see VisitorService.relayIfStopped).
+   */
+  | { kind: "relay-if-stopped"; visitorId: string; messageId: string };
 
 /**
  * Delivery of frames to whichever processes hold a visitor's (or a site's visitors')

@@ -32,6 +32,9 @@ export async function bundleBridge(): Promise<string> {
   return outfile;
 }
 
+/** Enough for every line a chaos run logs at info, so its invariants can read all of them. */
+const LOG_KEPT_CHARS = 4_000_000;
+
 export interface BridgeProcess {
   readonly httpUrl: string;
   readonly pid: number;
@@ -54,7 +57,7 @@ export async function startBridgeProcess(entry: string, env: Record<string, stri
   });
   let log = "";
   const keep = (chunk: Buffer) => {
-    log = (log + chunk.toString("utf8")).slice(-20_000);
+    log = (log + chunk.toString("utf8")).slice(-LOG_KEPT_CHARS);
   };
   child.stdout!.on("data", keep);
   child.stderr!.on("data", keep);

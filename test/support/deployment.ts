@@ -30,7 +30,13 @@ export interface Deployment {
 
 const ADMIN_TOKEN = "scale-admin-token-0123456789";
 
-export async function startDeployment(options: { store: "redis" | "cluster"; bridges: number; agents: number }): Promise<Deployment> {
+export async function startDeployment(options: {
+  store: "redis" | "cluster";
+  bridges: number;
+  agents: number;
+  /** More bridge configuration (e.g. a short PARLEY_AGENT_GRACE_MS), over the defaults here. */
+  env?: Record<string, string>;
+}): Promise<Deployment> {
   // One after the other: free ports are only free until bound, so parallel starts could pick the same ones.
   const bundled = bundleBridge();
   const ejabberd = await startEjabberd({ resumeTimeoutSeconds: 1 });
@@ -65,6 +71,7 @@ export async function startDeployment(options: { store: "redis" | "cluster"; bri
       PARLEY_LOG_LEVEL: process.env.PARLEY_TEST_LOG_LEVEL ?? "warn",
       ...(redis ? { PARLEY_REDIS_URL: redis.url } : {}),
       ...(cluster ? { PARLEY_REDIS_CLUSTER: cluster.nodes.join(",") } : {}),
+      ...options.env,
     };
     const startBridge = async () => {
       const bridge = await startBridgeProcess(entry, env);
