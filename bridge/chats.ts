@@ -183,10 +183,16 @@ export class ChatService {
     const online = await store.isOnline(site.id, visitor.id, now);
     this.deps.send(presenceToStanza({ from: jid, to: agentJid, ...(online ? { status: pageStatus(visitor.page) } : { type: "unavailable" }) }));
 
-    // Offline chats already reached every agent through ejabberd; others never reached anyone.
+    // Offline chats already reached every agent through ejabberd. A chat back from the queue
+    // reached its previous agent up to `requeuedAt`: that part comes as context (as on a
+    // transfer), the rest as the visitor's messages. Others never reached anyone.
     if (chat.state !== "offline") {
-      for (const message of await store.transcript(chat.id)) {
-        if (message.from === "visitor") this.relay(visitor, agentJid, message);
+      const transcript = await store.transcript(chat.id);
+      const seenUntil = chat.requeuedAt ?? -Infinity;
+      const seen = transcript.filter((m) => m.ts < seenUntil);
+      if (seen.length > 0) this.sendContext(visitor, chat, agentJid, seen);
+      for (const message of transcript) {
+        if (message.from === "visitor" && message.ts >= seenUntil) this.relay(visitor, agentJid, message);
       }
     }
     await this.publish(visitor.id, { type: "agent", state: "joined", name: agentName });
@@ -254,7 +260,7 @@ export class ChatService {
       return;
     }
     await this.queueing(chat.id, fromAgentJid, async () => {
-      const queued = await store.updateChat(chat.id, ["active"], { state: "queued", agentJid: undefined, agentName: undefined }, fromAgentJid);
+      const queued = await store.updateChat(chat.id, ["active"], { state: "queued", agentJid: undefined, agentName: undefined, requeuedAt: this.deps.now() }, fromAgentJid);
       if (!queued) return;
       await store.releaseAgent(site.id, fromAgentJid, chat.id);
       await this.deps.rosters.remove(fromAgentJid, { jid: visitor.jid, name: visitorDisplayName(visitor), group: site.name });
@@ -310,7 +316,12 @@ export class ChatService {
 
   /** The last messages of the chat, labelled by author, for an agent taking over. */
   private async replayContext(visitor: Visitor, chat: Chat, agentJid: string): Promise<void> {
-    const recent = (await this.deps.store.transcript(chat.id)).filter((m) => m.from !== "system").slice(-CONTEXT_MESSAGES);
+    this.sendContext(visitor, chat, agentJid, await this.deps.store.transcript(chat.id));
+  }
+
+  /** The last CONTEXT_MESSAGES of `messages` (system notices aside), as `[parley]` lines. */
+  private sendContext(visitor: Visitor, chat: Chat, agentJid: string, messages: readonly StoredMessage[]): void {
+    const recent = messages.filter((m) => m.from !== "system").slice(-CONTEXT_MESSAGES);
     if (recent.length === 0) return;
     this.deps.send(noticeToStanza({ from: visitor.jid, to: agentJid, id: `${chat.id}-ctx-${this.deps.now()}`, text: `[parley] Recent messages in this chat (${recent.length}):` }));
     for (const m of recent) {

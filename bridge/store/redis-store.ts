@@ -639,6 +639,7 @@ function decodeChat(h: Record<string, string>): Chat | null {
   if (h.agentJid) chat.agentJid = h.agentJid;
   if (h.agentName) chat.agentName = h.agentName;
   if (h.assignedAt) chat.assignedAt = Number(h.assignedAt);
+  if (h.requeuedAt) chat.requeuedAt = Number(h.requeuedAt);
   if (h.endedAt) chat.endedAt = Number(h.endedAt);
   return chat;
 }

@@ -56,6 +56,11 @@ export interface Chat {
   agentName?: string;
   startedAt: number;
   assignedAt?: number;
+  /**
+   * When the chat last went back to the queue from an agent: its visitor messages before
+   * then reached that agent, those after reached nobody yet.
+   */
+  requeuedAt?: number;
   endedAt?: number;
 }
 

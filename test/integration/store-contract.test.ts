@@ -200,6 +200,12 @@ describe.each([
     // A move decided on the chat as read with one agent does not apply once it is with another.
     expect(await store.updateChat(chat.id, ["active"], { agentJid: "ben@localhost" }, "cy@localhost")).toBeNull();
     expect(await store.updateChat(chat.id, ["active"], { agentJid: "ben@localhost" }, "ann@localhost")).toMatchObject({ agentJid: "ben@localhost" });
+    // Back to the queue, saying when: what the visitor wrote before reached that agent.
+    const requeued = await store.updateChat(chat.id, ["active"], { state: "queued", agentJid: undefined, agentName: undefined, requeuedAt: 7500 }, "ben@localhost");
+    expect(requeued).toMatchObject({ state: "queued", requeuedAt: 7500 });
+    expect(requeued?.agentJid).toBeUndefined();
+    expect(await store.getChat(chat.id)).toMatchObject({ requeuedAt: 7500 });
+    expect(await store.updateChat(chat.id, ["queued"], { state: "active", agentJid: "ben@localhost" })).toMatchObject({ state: "active", requeuedAt: 7500 });
     expect(await store.updateChat(chat.id, ["active"], { state: "ended", endedAt: 8000 })).toMatchObject({ state: "ended", endedAt: 8000 });
     expect((await store.getVisitor(v.id))?.chatId).toBeUndefined();
     expect((await store.listChats(siteId, "ended")).map((c) => c.id)).toEqual([chat.id]);
