@@ -29,8 +29,14 @@ export interface AgentMessageDeps {
   metrics: Metrics;
 }
 
+/** Bounces that say the recipient will never take it: sending again would bounce again. */
+const PERMANENT_BOUNCES = new Set(["item-not-found", "remote-server-not-found", "forbidden", "not-allowed", "policy-violation", "not-acceptable", "bad-request"]);
+/** Bounced visitor messages this process remembers having sent again (each is sent again once). */
+const REDELIVERED_BOUNCES_REMEMBERED = 10_000;
+
 export class AgentMessages {
   private readonly log: Logger;
+  private readonly redeliveredBounces = new Set<string>();
 
   constructor(private readonly deps: AgentMessageDeps) {
     this.log = deps.logger.child({ module: "agent-messages" });
@@ -40,7 +46,7 @@ export class AgentMessages {
     const { from, to } = stanza.attrs;
     if (!from || !to) return;
     if (stanza.attrs.type === "error") {
-      this.onBounce(stanza, from, to);
+      await this.onBounce(stanza, from, to);
       return;
     }
     const address = parseAddress(to, this.deps.domain);
@@ -158,10 +164,21 @@ export class AgentMessages {
    * but an operator must see it, e.g. an agent whose account does not exist. The body it
    * may carry back is the visitor's text and is not logged.
    */
-  private onBounce(stanza: Element, from: string, to: string): void {
+  private async onBounce(stanza: Element, from: string, to: string): Promise<void> {
     const condition = stanzaErrorCondition(stanza);
     this.log.warn({ from, to, condition }, "message bounced");
     this.deps.metrics.messageBounces.inc({ condition });
+    // A visitor's message (acknowledged: CONTRACT §6) that reached an agent's session which
+    // then went away: ejabberd's stream management bounces what it held when the agent logs
+    // in anew before the old session's resume wait ends. Sent once more, to wherever the
+    // chat is now; once per message, so that a bounce that would repeat cannot loop.
+    const address = parseAddress(to, this.deps.domain);
+    const messageId = stanza.attrs.id;
+    if (address.kind !== "visitor" || !messageId || !stanza.getChild("body") || PERMANENT_BOUNCES.has(condition)) return;
+    if (this.redeliveredBounces.has(messageId)) return;
+    this.redeliveredBounces.add(messageId);
+    if (this.redeliveredBounces.size > REDELIVERED_BOUNCES_REMEMBERED) this.redeliveredBounces.delete(this.redeliveredBounces.values().next().value!);
+    await this.deps.lanes.run(address.visitorId, () => this.deps.chats.redeliver(address.visitorId, [messageId]));
   }
 
   private answerReceipt(stanza: Element, visitorJid: string, requested: boolean): void {
