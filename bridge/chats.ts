@@ -7,6 +7,7 @@ import { NS } from "../stanza-mappers/namespaces.js";
 import xml from "@xmpp/xml";
 import type { KeyedQueue } from "./keyed-queue.js";
 import type { Logger } from "./logger.js";
+import type { Outbox } from "./outbox.js";
 import { agentDisplayName, visitorDisplayName } from "./names.js";
 import type { Rosters } from "./rosters.js";
 import type { Scheduler } from "./scheduler.js";
@@ -42,14 +43,12 @@ export interface ChatDeps {
   send(stanza: Element): void;
   /**
    * Relaying visitor messages: sends, and resolves `true` once the stanza is written to
-   * ejabberd's socket, when it leaves the durable outbox (`relayed`, see outbox.ts), or
-   * `false` when it was dropped from the link's full queue (`relayDropped`: sent again later).
+   * ejabberd's socket, `false` when it was dropped from the link's full queue. The durable
+   * outbox (outbox.ts) is told each step: handed over, written (it leaves the outbox), or
+   * dropped (sent again once ejabberd is back).
    */
   relaySend?(stanza: Element): Promise<boolean>;
-  relayed?(visitorId: string, messageId: string): void;
-  /** The stanza was handed to `relaySend` (so that a resend elsewhere does not relay it again). */
-  relaying?(visitorId: string, messageId: string): void;
-  relayDropped?(visitorId: string, messageId: string): void;
+  outbox?: Pick<Outbox, "relaying" | "relayed" | "dropped">;
   rosters: Rosters;
   lanes: KeyedQueue;
   now(): number;
@@ -518,10 +517,10 @@ export class ChatService {
       // XEP-0203: the agent's client shows when the visitor really wrote it.
       stanza.append(xml("delay", { xmlns: NS.delay, from: this.deps.domain, stamp: new Date(message.ts).toISOString() }));
     }
-    const { relaySend, relayed, relayDropped } = this.deps;
-    this.deps.relaying?.(visitor.id, message.id);
-    if (relaySend && relayed) void relaySend(stanza).then((written) => (written ? relayed(visitor.id, message.id) : relayDropped?.(visitor.id, message.id)));
-    else this.deps.send(stanza);
+    const { relaySend, outbox } = this.deps;
+    if (!relaySend || !outbox) return this.deps.send(stanza);
+    outbox.relaying(visitor.id, message.id);
+    void relaySend(stanza).then((written) => (written ? outbox.relayed(visitor.id, message.id) : outbox.dropped(visitor.id, message.id)));
   }
 
   /**

@@ -94,7 +94,7 @@ export async function startBridge(config: Config, logger: Logger = createLogger(
   const scheduler = new Scheduler({ store, now, logger });
   const webhooks = new Webhooks({ store, scheduler, now, logger });
   // Visitor messages not yet written to ejabberd survive this process (see outbox.ts).
-  const outbox = new Outbox({ store, processId: idPrefix, lanes, now, logger, redeliver: (visitorId, ids) => chats.redeliver(visitorId, ids) });
+  const outbox = new Outbox({ store, processId: idPrefix, lanes, now, logger, redeliver: (visitorId, ids): Promise<void> => chats.redeliver(visitorId, ids) });
   // Frames for visitors whose sockets are here go straight to them (the gateway is built below).
   const local: LocalDelivery = { processId: idPrefix, deliver: (visitorId, frame) => gateway.deliver(visitorId, frame) };
   const chats = new ChatService({
@@ -103,9 +103,7 @@ export async function startBridge(config: Config, logger: Logger = createLogger(
     domain,
     send,
     relaySend: (stanza) => link.send(stanza),
-    relayed: (visitorId, messageId) => outbox.relayed(visitorId, messageId),
-    relaying: (visitorId, messageId) => outbox.relaying(visitorId, messageId),
-    relayDropped: (visitorId, messageId) => outbox.dropped(visitorId, messageId),
+    outbox,
     rosters,
     lanes,
     now,
