@@ -188,8 +188,10 @@ export class CommandService {
     const { site, visitor, chat } = command;
     const target = bareJid(command.args);
     const agents = await store.listAgents(site.id);
+    const agentList = `Agents: ${agents.map((a) => a.jid).join(", ")}`;
+    if (!target) return `[parley] Usage: !transfer <agent jid>. ${agentList}`;
     const targetAgent = agents.find((a) => a.jid === target);
-    if (!target || !targetAgent) return `[parley] ${target || "(nobody)"} is not an agent of ${site.name}. Agents: ${agents.map((a) => a.jid).join(", ")}`;
+    if (!targetAgent) return `[parley] ${target} is not an agent of ${site.name}. ${agentList}`;
     if (target === command.agentJid) return "[parley] This chat is already yours.";
     // Only to someone who can answer now: an agent away, busy or offline would leave the visitor waiting.
     const presence = await chats.routingPresence(target);

@@ -16,6 +16,8 @@ const LOG_MAX_LENGTH = 10_000;
 const CHAT_LIST_LIMIT = 1000;
 /** How long `close` waits for Redis to acknowledge QUIT before dropping the connections. */
 const CLOSE_TIMEOUT_MS = 2000;
+/** A health check waits no longer than this for Redis (a balancer's own timeout is often 2 s). */
+const PING_TIMEOUT_MS = 1000;
 
 const SCRIPTS = {
   appendVisitorMessage: { numberOfKeys: 6, lua: APPEND_VISITOR_MESSAGE },
@@ -76,6 +78,7 @@ export class RedisStore implements Store {
   private readonly sub: Client;
   private readonly handlers = new Map<string, Set<(message: never) => void>>();
   private readonly recoveryHandlers: (() => void)[] = [];
+  private pendingPing: Promise<unknown> | undefined;
 
   constructor(
     target: RedisTarget,
@@ -115,9 +118,25 @@ export class RedisStore implements Store {
     });
   }
 
+  /**
+   * Answers a health check at once: while ioredis reconnects a PING waits through its retries
+   * (seconds), and a hung Redis with its socket open would never answer it at all.
+   */
   async ping(): Promise<void> {
-    await this.redis.ping();
-    if (this.sub.status !== "ready") throw new Error(`Redis subscriber connection is ${this.sub.status}`);
+    for (const [name, connection] of [["", this.redis], [" subscriber", this.sub]] as const) {
+      if (connection.status !== "ready") throw new Error(`Redis${name} connection is ${connection.status}`);
+    }
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new Error(`Redis did not answer PING within ${PING_TIMEOUT_MS} ms`)), PING_TIMEOUT_MS);
+    });
+    // One PING at a time: a balancer polling a hung Redis would otherwise queue one per poll.
+    this.pendingPing ??= this.redis.ping().finally(() => (this.pendingPing = undefined));
+    try {
+      await Promise.race([this.pendingPing, timeout]);
+    } finally {
+      clearTimeout(timer);
+    }
   }
 
   async close(): Promise<void> {

@@ -33,6 +33,12 @@ async function listSites(): Promise<{ status: number; body: { error?: { code: st
   return { status: response.status, body: (await response.json()) as { error?: { code: string; message: string } } };
 }
 
+/** What /healthz says of the store (its status is 503 throughout: there is no ejabberd here). */
+async function storeHealth(): Promise<string> {
+  const response = await fetch(`${bridge.httpUrl}/healthz`);
+  return ((await response.json()) as { store: string }).store;
+}
+
 describe("the admin API while the store is down", () => {
   it("answers 503 unavailable naming the store, and serves again once Redis is back", async () => {
     expect((await listSites()).status).toBe(200);
@@ -43,5 +49,21 @@ describe("the admin API while the store is down", () => {
     expect(down.body.error?.message).toMatch(/Redis/);
     await redis.start();
     await expect.poll(async () => (await listSites()).status).toBe(200);
+  });
+
+  it("/healthz says the store is down at once, also while Redis hangs with its connection open", async () => {
+    expect(await storeHealth()).toBe("up");
+    // A hung Redis (stopped, its socket open) answers nothing: a PING would wait for ever.
+    process.kill(redis.pid!, "SIGSTOP");
+    try {
+      expect(await storeHealth()).toBe("down");
+    } finally {
+      process.kill(redis.pid!, "SIGCONT");
+    }
+    await expect.poll(storeHealth).toBe("up");
+    await redis.stop();
+    expect(await storeHealth()).toBe("down");
+    await redis.start();
+    await expect.poll(storeHealth).toBe("up");
   });
 });

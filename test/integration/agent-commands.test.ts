@@ -57,6 +57,7 @@ describe("agent commands", () => {
     expect(info).toMatch(/chat: [a-z2-7]{26}-/);
     expect(await command(ann, visitor, "!note VIP customer")).toBe("[parley] Note saved to the transcript.");
     expect(await command(ann, visitor, "!frobnicate")).toContain("Unknown command !frobnicate");
+    expect(await command(ann, visitor, "!transfer")).toMatch(/^\[parley\] Usage: !transfer <agent jid>\. Agents: .*ann@localhost/);
     // the roster item follows the new name
     await ann.rosterPushes.next((item) => item.attrs.jid === jidOf(visitor) && item.attrs.name === "Zoë Ångström", "renamed roster item");
     await ann.sendMessage(jidOf(visitor), "plain reply");
