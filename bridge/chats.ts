@@ -451,13 +451,16 @@ export class ChatService {
     let assignedAny = false;
     let failures = 0;
     for (;;) {
-      if ((await store.queueLength(site.id)) === 0) return assignedAny;
+      const chatId = await store.firstInQueue(site.id);
+      if (!chatId) return assignedAny;
       const decision = chooseAgent(await this.agentLoads(site), site.maxChatsPerAgent);
       if (decision.kind !== "assign") return assignedAny;
-      const chatId = await store.dequeue(site.id);
-      if (!chatId) return assignedAny; // another process emptied it
-      // Out of the queue and still queued until assigned or put back, as in `queueing`.
-      const assigned = await this.queueing(chatId, undefined, () => this.assignDequeued(site, chatId, decision.agentJid));
+      // Guarded before it leaves the queue, as in `queueing`: out of the queue and still queued
+      // until assigned or put back. Of processes draining at once, the one whose removal takes
+      // the chat out assigns it; the others go on with the next.
+      const assigned = await this.queueing(chatId, undefined, async () =>
+        (await store.removeFromQueue(site.id, chatId)) ? this.assignDequeued(site, chatId, decision.agentJid) : "taken",
+      );
       if (assigned === "assigned") assignedAny = true;
       // The agent chosen on loads read a moment ago filled up: choose again, a few times.
       if (assigned === "put-back" && ++failures >= QUEUE_ASSIGN_ATTEMPTS) return assignedAny;
@@ -605,8 +608,8 @@ export class ChatService {
    * leaves an agent. A store error or a death between them would leave the chat `queued`
    * in no queue, which nobody ever assigns: the `finish-queue` timer, naming the agent the
    * chat leaves, lets another process finish the steps (`finishQueue`). The queue's drain
-   * takes a chat out before assigning it, and guards that the same way from the moment it
-   * knows which chat it took (one round trip after).
+   * takes a chat out before assigning it, and guards that the same way: the timer names the
+   * chat at the head of the queue before it is taken out.
    */
   private async queueing<T>(chatId: string, fromAgentJid: string | undefined, steps: () => Promise<T>): Promise<T> {
     return this.guarded("finish-queue", chatId, FINISH_QUEUE_AFTER_MS, steps, fromAgentJid);

@@ -319,16 +319,18 @@ export class MemoryStore implements Store {
     queue.sort((a, b) => a.ts - b.ts);
     this.queues.set(siteId, queue);
   }
-  async dequeue(siteId: string) {
-    return this.queues.get(siteId)?.shift()?.chatId ?? null;
+  async firstInQueue(siteId: string) {
+    return this.queues.get(siteId)?.[0]?.chatId ?? null;
   }
   async queuePosition(siteId: string, chatId: string) {
     const index = this.queues.get(siteId)?.findIndex((q) => q.chatId === chatId) ?? -1;
     return index === -1 ? null : index + 1;
   }
   async removeFromQueue(siteId: string, chatId: string) {
-    const queue = this.queues.get(siteId);
-    if (queue) this.queues.set(siteId, queue.filter((q) => q.chatId !== chatId));
+    const queue = this.queues.get(siteId) ?? [];
+    const index = queue.findIndex((q) => q.chatId === chatId);
+    if (index !== -1) queue.splice(index, 1);
+    return index !== -1;
   }
   async queueLength(siteId: string) {
     return this.queues.get(siteId)?.length ?? 0;

@@ -470,16 +470,16 @@ export class RedisStore implements Store {
   async enqueue(siteId: string, chatId: string, ts: number) {
     await this.redis.zadd(keys.queue(siteId), "NX", ts, chatId);
   }
-  async dequeue(siteId: string) {
-    const popped = await this.redis.zpopmin(keys.queue(siteId));
-    return popped[0] ?? null;
+  async firstInQueue(siteId: string) {
+    const [first] = await this.redis.zrange(keys.queue(siteId), "0", "0");
+    return first ?? null;
   }
   async queuePosition(siteId: string, chatId: string) {
     const rank = await this.redis.zrank(keys.queue(siteId), chatId);
     return rank === null ? null : rank + 1;
   }
   async removeFromQueue(siteId: string, chatId: string) {
-    await this.redis.zrem(keys.queue(siteId), chatId);
+    return (await this.redis.zrem(keys.queue(siteId), chatId)) === 1;
   }
   async queueLength(siteId: string) {
     return this.redis.zcard(keys.queue(siteId));

@@ -257,10 +257,11 @@ export interface RoutingStore {
   /** Active chat ids and last assignment time of each agent of the site with any. */
   agentLoads(siteId: string): Promise<Map<string, { chatIds: string[]; lastAssignedAt: number }>>;
   enqueue(siteId: string, chatId: string, ts: number): Promise<void>;
-  /** Removes and returns the oldest queued chat; exactly one caller gets each. */
-  dequeue(siteId: string): Promise<string | null>;
+  /** The oldest queued chat, left in the queue. */
+  firstInQueue(siteId: string): Promise<string | null>;
   queuePosition(siteId: string, chatId: string): Promise<number | null>;
-  removeFromQueue(siteId: string, chatId: string): Promise<void>;
+  /** Whether this call took the chat out of the queue: of callers at once, exactly one gets true. */
+  removeFromQueue(siteId: string, chatId: string): Promise<boolean>;
   queueLength(siteId: string): Promise<number>;
   /** The queued chat ids of the site, oldest first (position = index + 1). */
   queuedChats(siteId: string): Promise<string[]>;

@@ -113,6 +113,16 @@ class FlakyStore extends MemoryStore {
     return super.claimLeastLoaded(siteId, candidates, chatId, cap, at);
   }
 
+  /** The next durable timer of this kind (`finish-queue`, …) is not written. */
+  failNextTimer(kind: string): void {
+    this.failing.add(`timer:${kind}`);
+  }
+
+  override async setTimer(id: string, at: number) {
+    this.failIfAsked(`timer:${id.slice(0, id.indexOf(":"))}`);
+    return super.setTimer(id, at);
+  }
+
   private failIfAsked(method: string): void {
     if (this.failing.delete(method)) throw new Error(`injected store error in ${method}`);
   }
@@ -334,6 +344,21 @@ describe("chat lifecycle races", () => {
     clock += 60_000;
     await p2.scheduler.tick();
     await expect.poll(async () => (await store.getChat(second!.chat.id))?.agentJid).toBe("a@x");
+  });
+
+  it("keeps in line a chat the queue's drain chose when a store error stopped the drain before it took the chat out", async () => {
+    const store = new FlakyStore();
+    const site = await siteWith(store, ["a@x"], 1);
+    const [p1, p2] = [process(store, "p1"), process(store, "p2")];
+    const [first, second] = await routeNewChats(store, site, p1, 2);
+    // The end frees a@x's slot and drains the queue: the guard of the waiting chat's assignment is not written.
+    store.failNextTimer("finish-queue");
+    await expect(p1.chats.end(site, first!.visitor, (await store.getChat(first!.chat.id))!)).rejects.toThrow(/injected/);
+    expect(await store.queuedChats("acme")).toEqual([second!.chat.id]);
+
+    // Still in line, so the next drain (here another process's) serves it.
+    await p2.chats.drainQueue(site);
+    expect(await store.getChat(second!.chat.id)).toMatchObject({ state: "active", agentJid: "a@x" });
   });
 
   it("takes the visitor out of the agent's roster when another process ends the chat while it is being assigned", async () => {
