@@ -19,8 +19,7 @@ export class ResilientVisitor {
   visitorId = "";
   token = "";
   agentName = "";
-  /** Every connection's view: welcome history plus live message frames. */
-  readonly views: MessageFrame[][] = [];
+  private readonly clients: VisitorClient[] = [];
   readonly resumeTimesMs: number[] = [];
   private bridgeIndex: number;
   private reconnecting: Promise<void> | null = null;
@@ -45,12 +44,16 @@ export class ResilientVisitor {
     this.visitorId = client.welcome.visitorId;
     this.token = client.welcome.token;
     if (client.welcome.agent) this.agentName = client.welcome.agent.name;
-    const view: MessageFrame[] = [...client.welcome.history];
-    this.views.push(view);
-    client.ws.on("message", (data) => {
-      const frame = JSON.parse(String(data)) as { type: string };
-      if (frame.type === "message") view.push(frame as MessageFrame);
-    });
+    this.clients.push(client);
+  }
+
+  /**
+   * Every connection's view: welcome history plus live message frames, read from what the
+   * client recorded since its socket opened (a listener added after the welcome would miss
+   * frames that arrived together with it).
+   */
+  get views(): MessageFrame[][] {
+    return this.clients.map((client) => [...client.welcome.history, ...client.frames.all.filter((f): f is MessageFrame => f.type === "message")]);
   }
 
   /** Called when the socket closed unexpectedly: reconnect to another bridge with the token. */
