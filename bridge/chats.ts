@@ -44,11 +44,11 @@ export interface ChatDeps {
   /**
    * Relaying visitor messages: sends, and resolves `true` once the stanza is written to
    * ejabberd's socket, `false` when it was dropped from the link's full queue. The durable
-   * outbox (outbox.ts) is told each step: handed over, written (it leaves the outbox), or
-   * dropped (sent again once ejabberd is back).
+   * outbox (outbox.ts) is told each step: handed over, written (it leaves the outbox once
+   * ejabberd confirms it routed it), or dropped (sent again once ejabberd is back).
    */
   relaySend?(stanza: Element): Promise<boolean>;
-  outbox?: Pick<Outbox, "relaying" | "relayed" | "dropped">;
+  outbox?: Pick<Outbox, "relaying" | "written" | "dropped">;
   rosters: Rosters;
   lanes: KeyedQueue;
   now(): number;
@@ -523,7 +523,7 @@ export class ChatService {
     const { relaySend, outbox } = this.deps;
     if (!relaySend || !outbox) return this.deps.send(stanza);
     outbox.relaying(visitor.id, message.id);
-    void relaySend(stanza).then((written) => (written ? outbox.relayed(visitor.id, message.id) : outbox.dropped(visitor.id, message.id)));
+    void relaySend(stanza).then((written) => (written ? outbox.written(visitor.id, message.id, agentJid) : outbox.dropped(visitor.id, message.id)));
   }
 
   /**

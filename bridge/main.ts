@@ -2,6 +2,7 @@ import { monitorEventLoopDelay } from "node:perf_hooks";
 import type { AddressInfo } from "node:net";
 import type { Element } from "@xmpp/xml";
 import { deskJid } from "../stanza-mappers/addressing.js";
+import { pingToStanza } from "../stanza-mappers/ping.js";
 import { stanzaToPrivilegeGrant } from "../stanza-mappers/privileges.js";
 import { AdminApi } from "./admin-api.js";
 import { registerAdhocCommands } from "./adhoc-commands.js";
@@ -28,7 +29,7 @@ import type { Store } from "./store/types.js";
 import { VisitorGateway } from "./visitor-gateway.js";
 import { packageRoot } from "./package-root.js";
 import { VisitorService } from "./visitors.js";
-import { XmppLink } from "./xmpp-link.js";
+import { IqError, XmppLink } from "./xmpp-link.js";
 import { registerServiceIqs } from "./xmpp-service.js";
 
 /**
@@ -46,6 +47,8 @@ export interface Bridge {
 }
 
 const DAY_MS = 24 * 3600 * 1000;
+/** How long ejabberd may take to answer the ping that confirms written visitor messages (see outbox.ts). */
+const ROUTING_CONFIRMATION_TIMEOUT_MS = 5000;
 
 export async function startBridge(config: Config, logger: Logger = createLogger(config.logLevel)): Promise<Bridge> {
   const { version } = packageRoot;
@@ -94,7 +97,19 @@ export async function startBridge(config: Config, logger: Logger = createLogger(
   const scheduler = new Scheduler({ store, now, logger });
   const webhooks = new Webhooks({ store, scheduler, now, logger });
   // Visitor messages not yet written to ejabberd survive this process (see outbox.ts).
-  const outbox = new Outbox({ store, processId: idPrefix, lanes, now, logger, redeliver: (visitorId, ids): Promise<void> => chats.redeliver(visitorId, ids) });
+  const outbox = new Outbox({
+    store,
+    processId: idPrefix,
+    lanes,
+    now,
+    logger,
+    redeliver: (visitorId, ids): Promise<void> => chats.redeliver(visitorId, ids),
+    confirmRouted: (jid) =>
+      link.request(pingToStanza({ from: domain, to: jid, id: newId() }), ROUTING_CONFIRMATION_TIMEOUT_MS).then(
+        () => true,
+        (err: unknown) => err instanceof IqError && err.answered,
+      ),
+  });
   // Frames for visitors whose sockets are here go straight to them (the gateway is built below).
   const local: LocalDelivery = { processId: idPrefix, deliver: (visitorId, frame) => gateway.deliver(visitorId, frame) };
   const chats = new ChatService({
@@ -168,6 +183,7 @@ export async function startBridge(config: Config, logger: Logger = createLogger(
   link.on("offline", () => {
     metrics.componentOnline.set(0);
     rosters.clearGrants();
+    outbox.linkLost();
   });
   registerServiceIqs(link, { domain, version, store });
   registerAdhocCommands(link, { domain, store, commands, lanes });

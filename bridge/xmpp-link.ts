@@ -127,7 +127,7 @@ export class XmppLink extends EventEmitter {
     return new Promise<Element | null>((resolve, reject) => {
       const timer = setTimeout(() => {
         this.pendingIqs.delete(id);
-        reject(new IqError("remote-server-timeout", `no answer to IQ ${id} within ${timeoutMs} ms`));
+        reject(new IqError("remote-server-timeout", `no answer to IQ ${id} within ${timeoutMs} ms`, false));
       }, timeoutMs);
       this.pendingIqs.set(id, { to, resolve, reject, timer });
       void this.send(iq); // resolves once written; never rejects
@@ -279,12 +279,13 @@ export class XmppLink extends EventEmitter {
   }
 }
 
-/** An IQ request that got an error answer, or none in time. */
+/** An IQ request that got an error answer (`answered`), or none in time. */
 export class IqError extends Error {
   override name = "IqError";
   constructor(
     readonly condition: string,
     message: string,
+    readonly answered = true,
   ) {
     super(message);
   }

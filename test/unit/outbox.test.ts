@@ -61,3 +61,64 @@ describe("outbox takeover logs", () => {
     expect(levels.filter((level) => level >= 40)).toEqual([]);
   });
 });
+
+describe("outbox routing confirmation", () => {
+  /** An outbox whose pings ejabberd answers when the test says so. */
+  async function confirmedOutbox() {
+    const store = new MemoryStore();
+    const visitorId = visitorIdFromBytes(randomBytes(17));
+    await store.putSite({ id: "shop", name: "Shop", origins: [], maxChatsPerAgent: 2, createdAt: 0, updatedAt: 0 });
+    await store.createVisitor({ id: visitorId, siteId: "shop", jid: `shop.${visitorId}@chat.localhost`, tokenHash: "ab".repeat(32), number: 1, createdAt: 0 });
+    const pings: { jid: string; answer(routed: boolean): void }[] = [];
+    const redelivered: string[][] = [];
+    const outbox = new Outbox({
+      store,
+      processId: "A",
+      lanes: new KeyedQueue(),
+      now: () => 0,
+      logger: pino({ level: "silent" }),
+      redeliver: async (_visitor, ids) => void redelivered.push(ids),
+      confirmRouted: (jid) => new Promise<boolean>((answer) => pings.push({ jid, answer })),
+    });
+    await outbox.track(visitorId);
+    const append = async (text: string) => {
+      const { message } = await store.appendVisitorMessage({ visitorId, siteId: "shop", clientId: text, fallbackName: "V", text, ts: 0, newChatId: newChatId(visitorId, 0), owner: "A" });
+      outbox.relaying(visitorId, message.id);
+      return message.id;
+    };
+    const unrelayed = async () => {
+      await outbox.stop(); // flushes the relayed marks
+      return (await store.unrelayed(visitorId)).map((p) => p.messageId);
+    };
+    return { outbox, visitorId, pings, redelivered, append, unrelayed };
+  }
+
+  it("counts a written message relayed once a ping sent after it is answered, one ping for all written meanwhile", async () => {
+    const { outbox, visitorId, pings, append, unrelayed } = await confirmedOutbox();
+    const [first, second] = [await append("first"), await append("second")];
+    outbox.written(visitorId, first, "ann@localhost");
+    outbox.written(visitorId, second, "ben@localhost");
+    await expect.poll(() => pings.length).toBe(1);
+    expect(pings[0]!.jid).toBe("ben@localhost"); // the last one written
+    expect(outbox.relayingHere(visitorId, first)).toBe(true);
+    pings[0]!.answer(true);
+    await expect.poll(() => outbox.relayingHere(visitorId, second)).toBe(false);
+    expect(await unrelayed()).toEqual([]);
+  });
+
+  it("pings again while unanswered, and sends again what was unconfirmed when the stream broke", async () => {
+    const { outbox, visitorId, pings, redelivered, append, unrelayed } = await confirmedOutbox();
+    const first = await append("first");
+    outbox.written(visitorId, first, "ann@localhost");
+    await expect.poll(() => pings.length).toBe(1);
+    pings[0]!.answer(false); // no answer in time
+    await expect.poll(() => pings.length).toBe(2);
+    const second = await append("second");
+    outbox.written(visitorId, second, "ann@localhost");
+    outbox.linkLost(); // while the second ping is out: its answer, if any, confirms nothing
+    pings[1]!.answer(true);
+    await outbox.resendDropped();
+    expect(redelivered).toEqual([[first, second]]);
+    expect(await unrelayed()).toEqual([first, second]);
+  });
+});
