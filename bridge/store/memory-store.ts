@@ -172,10 +172,14 @@ export class MemoryStore implements Store {
     mapOf(this.online, siteId).set(visitorId, until);
   }
   async onlineVisitors(siteId: string, now: number) {
+    await this.forgetExpiredOnlineMarks(siteId, now);
+    return [...(this.online.get(siteId)?.keys() ?? [])];
+  }
+  async forgetExpiredOnlineMarks(siteId: string, now: number) {
     const online = this.online.get(siteId);
-    if (!online) return [];
+    if (!online) return;
     for (const [id, until] of online) if (until <= now) online.delete(id);
-    return [...online.keys()];
+    if (online.size === 0) this.online.delete(siteId);
   }
   async isOnline(siteId: string, visitorId: string, now: number) {
     return (this.online.get(siteId)?.get(visitorId) ?? 0) > now;
