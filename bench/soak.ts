@@ -11,7 +11,7 @@ import { startEjabberd, type PrivateEjabberd } from "../test/support/ejabberd.js
 import { startRedis } from "../test/support/redis.js";
 import { VisitorClient } from "../test/support/visitor-client.js";
 import { BridgeChild, within } from "./bridge-child.js";
-import { countHeapObjects, grownMost } from "./heap-snapshot-diff.js";
+import { countHeapObjects, grownMost, totalBytes } from "./heap-snapshot-diff.js";
 import { grownPatterns, redisBreakdown, type RedisBreakdown } from "./redis-breakdown.js";
 import { rssBytes, round } from "./measure.js";
 
@@ -426,7 +426,7 @@ async function main(): Promise<void> {
     const snapshotFiles = [join(ROOT, "bench", "results", `soak-${stamp}-after-warm-up.heapsnapshot`), join(ROOT, "bench", "results", `soak-${stamp}-settled.heapsnapshot`)] as const;
     while (running()) {
       await sleep(Math.min(INTERVAL_S * 1000, Math.max(0, endAt - Date.now())));
-      const s = await sample(bridge, redis, startedAt, s0Phase(startedAt));
+      const s = await sample(bridge, redis, startedAt, Date.now() - startedAt < WARMUP_S * 1000 ? "warm-up" : "churn");
       if (s.phase === "churn" && samples.every((earlier) => earlier.phase === "warm-up")) {
         redisAfterWarmUp = await redisBreakdown(redis);
         if (HEAP_SNAPSHOTS) await bridge.request("snapshot", snapshotFiles[0]);
@@ -442,9 +442,12 @@ async function main(): Promise<void> {
     samples.push(await sample(bridge, redis, startedAt, "settled"));
     const redisGrown = grownPatterns(redisAfterWarmUp, await redisBreakdown(redis));
     let heapGrown: ReturnType<typeof grownMost> = [];
+    let heapTotals: { before: ReturnType<typeof totalBytes>; after: ReturnType<typeof totalBytes> } | null = null;
     if (HEAP_SNAPSHOTS) {
       await bridge.request("snapshot", snapshotFiles[1]);
-      heapGrown = grownMost(await countHeapObjects(snapshotFiles[0]), await countHeapObjects(snapshotFiles[1]));
+      const [before, after] = [await countHeapObjects(snapshotFiles[0]), await countHeapObjects(snapshotFiles[1])];
+      heapGrown = grownMost(before, after);
+      heapTotals = { before: totalBytes(before), after: totalBytes(after) };
     }
 
     const churned = samples.filter((s) => s.phase !== "warm-up");
@@ -468,23 +471,20 @@ async function main(): Promise<void> {
         redisGrown.map((g) => `  ${g.pattern}: ${signed(g.keys)} keys, ${signed(g.members)} members`).join("\n") +
         "\n" +
         (HEAP_SNAPSHOTS
-          ? `bridge heap, same interval (live objects by kind: count, bytes):\n${heapGrown.map((g) => `  ${g.kind}: ${signed(g.count)}, ${signed(g.bytes)} B`).join("\n")}\n`
+          ? `bridge heap, same interval: compiled code ${signed(heapTotals!.after.code - heapTotals!.before.code)} B, everything else ${signed(heapTotals!.after.other - heapTotals!.before.other)} B; ` +
+            `grown most (kind: count, bytes):\n${heapGrown.map((g) => `  ${g.kind}: ${signed(g.count)}, ${signed(g.bytes)} B`).join("\n")}\n`
           : ""),
     );
     const file = join(ROOT, "bench", "results", `soak-${stamp}.json`);
     await writeFile(
       file,
       JSON.stringify(
-        { startedAt: startedAtIso, machine: { nproc: cpus().length, node: process.version }, settings: { minutes: MINUTES, intervalSeconds: INTERVAL_S, concurrency: CONCURRENCY, warmUpSeconds: WARMUP_S, ejabberdRestart: EJABBERD_RESTART, heapSnapshots: HEAP_SNAPSHOTS }, churn: done, failures, summary, redisGrown, heapGrown, samples },
+        { startedAt: startedAtIso, machine: { nproc: cpus().length, node: process.version }, settings: { minutes: MINUTES, intervalSeconds: INTERVAL_S, concurrency: CONCURRENCY, warmUpSeconds: WARMUP_S, ejabberdRestart: EJABBERD_RESTART, heapSnapshots: HEAP_SNAPSHOTS }, churn: done, failures, summary, redisGrown, heapGrown, heapTotals, samples },
         null,
         2,
       ),
     );
     log(`written ${file}`);
-
-    function s0Phase(t0: number): Sample["phase"] {
-      return Date.now() - t0 < WARMUP_S * 1000 ? "warm-up" : "churn";
-    }
   } finally {
     await stopAll();
   }
