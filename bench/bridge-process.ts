@@ -1,7 +1,7 @@
 import { monitorEventLoopDelay, performance } from "node:perf_hooks";
 import { writeFileSync } from "node:fs";
 import { Session } from "node:inspector/promises";
-import { getHeapStatistics } from "node:v8";
+import { getHeapStatistics, writeHeapSnapshot } from "node:v8";
 import { pino } from "pino";
 import { loadConfig } from "../bridge/config.js";
 import { startBridge } from "../bridge/main.js";
@@ -10,9 +10,10 @@ import { startBridge } from "../bridge/main.js";
  * The bridge under test, as its own process (so its RSS and CPU are its own): the built
  * `dist/bridge` code (bench/build.mjs points these imports at dist/), configured from the
  * environment like `parley`, plus an IPC channel for the bench to read memory, event-loop
- * lag and utilization, and to force a GC (node --expose-gc) before memory readings.
+ * lag and utilization, active resources (handles and timers), and to force a GC (node
+ * --expose-gc) before memory readings.
  */
-type Request = { id: number; kind: "stats" | "gc" | "reset" };
+type Request = { id: number; kind: "stats" | "gc" | "reset" | "snapshot"; file?: string };
 
 async function main(): Promise<void> {
   const config = loadConfig(process.env);
@@ -35,6 +36,9 @@ async function main(): Promise<void> {
     if (req.kind === "gc") {
       for (let i = 0; i < 3; i++) (globalThis as { gc?: () => void }).gc?.();
       process.send!({ id: req.id });
+    } else if (req.kind === "snapshot") {
+      writeHeapSnapshot(req.file);
+      process.send!({ id: req.id });
     } else if (req.kind === "reset") {
       if (process.env.BENCH_ALLOC_PROFILE) allocations ??= sampleAllocations();
       lag.reset();
@@ -55,6 +59,7 @@ async function main(): Promise<void> {
         mem,
         lagMs: { p50: lag.percentile(50) / 1e6, p99: lag.percentile(99) / 1e6, max: lag.max / 1e6, mean: lag.mean / 1e6 },
         eventLoopUtilization: now.utilization,
+        activeResources: countByType(process.getActiveResourcesInfo()),
       });
     }
   });
@@ -66,6 +71,13 @@ async function main(): Promise<void> {
   };
   process.on("SIGTERM", stop);
   process.on("disconnect", stop);
+}
+
+/** What keeps the event loop alive (sockets, timers, …), counted by kind: a leaked timer or socket shows here. */
+function countByType(resources: string[]): Record<string, number> {
+  const counts: Record<string, number> = {};
+  for (const type of resources) counts[type] = (counts[type] ?? 0) + 1;
+  return counts;
 }
 
 /**

@@ -26,3 +26,4 @@ const noVitest = {
 const common = { bundle: true, platform: "node", format: "esm", target: "node20", packages: "external", sourcemap: true, logLevel: "warning" };
 await build({ ...common, entryPoints: [join(root, "bench", "bridge-process.ts")], outfile: join(out, "bridge-process.mjs"), plugins: [useDistBridge] });
 await build({ ...common, entryPoints: [join(root, "bench", "main.ts")], outfile: join(out, "main.mjs"), plugins: [noVitest] });
+await build({ ...common, entryPoints: [join(root, "bench", "soak.ts")], outfile: join(out, "soak.mjs"), plugins: [noVitest] });

@@ -1,4 +1,4 @@
-import { fork, spawn, type ChildProcess } from "node:child_process";
+import { fork, spawn } from "node:child_process";
 import { once } from "node:events";
 import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises";
 import { cpus, totalmem, tmpdir } from "node:os";
@@ -17,6 +17,7 @@ import { freePort } from "../test/support/ports.js";
 import { startRedis, type PrivateRedis } from "../test/support/redis.js";
 import { cpuMs, percentiles, rssBytes, round, runQueueWaitMs } from "./measure.js";
 import { RawVisitor } from "./raw-visitor.js";
+import { BridgeChild, within } from "./bridge-child.js";
 
 /**
  * Parley benchmarks (issue 6): idle capacity, open-loop latency and durable throughput,
@@ -99,105 +100,7 @@ const FIRST_SOURCE_PORT = 10_000;
 const MULTIBYTE = "café ☕ 𝄞 日本語のテキスト — Ünïcødé ✓ 🙂 ".repeat(3);
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-/**
- * `promise`, or what `onTimeout` gives after `ms`; the timer is cleared once either settles
- * (a bare `sleep` in a race would keep the bench alive for its whole length after the end).
- */
-function within<T>(promise: Promise<T>, ms: number, onTimeout: () => T): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  const expired = new Promise<T>((resolve, reject) => {
-    timer = setTimeout(() => {
-      try {
-        resolve(onTimeout());
-      } catch (err) {
-        reject(err);
-      }
-    }, ms);
-  });
-  return Promise.race([promise, expired]).finally(() => clearTimeout(timer));
-}
 const log = (...args: unknown[]) => process.stderr.write(`[bench ${new Date().toISOString().slice(11, 19)}] ${args.join(" ")}\n`);
-
-// ---------------------------------------------------------------- the bridge child
-
-class BridgeChild {
-  private nextId = 0;
-  private readonly waiting = new Map<number, (v: any) => void>();
-  private exited: Promise<unknown>;
-
-  private constructor(
-    readonly proc: ChildProcess,
-    readonly httpUrl: string,
-  ) {
-    this.exited = once(proc, "exit");
-    proc.on("message", (m: { id?: number }) => {
-      if (m.id !== undefined) this.waiting.get(m.id)?.(m);
-      this.waiting.delete(m.id!);
-    });
-  }
-
-  get pid(): number {
-    return this.proc.pid!;
-  }
-  get port(): number {
-    return Number(new URL(this.httpUrl).port);
-  }
-
-  static async start(env: Record<string, string>, opts: { cpuProfDir?: string; maxOldSpaceMb: number; logFd: number }): Promise<BridgeChild> {
-    const execArgv = ["--expose-gc", `--max-old-space-size=${opts.maxOldSpaceMb}`];
-    if (opts.cpuProfDir) execArgv.push("--cpu-prof", `--cpu-prof-dir=${opts.cpuProfDir}`);
-    // e.g. "--perf-basic-prof-only-functions" (symbols for `perf record`) or "--trace-deopt"
-    if (process.env.BENCH_BRIDGE_NODE_ARGS) execArgv.push(...process.env.BENCH_BRIDGE_NODE_ARGS.split(" ").filter(Boolean));
-    const proc = fork(join(ROOT, ".tmp", "bench", "bridge-process.mjs"), [], {
-      execArgv,
-      env: { ...process.env, ...env },
-      stdio: ["ignore", opts.logFd, opts.logFd, "ipc"],
-    });
-    const started = Promise.race([
-      once(proc, "message").then(([m]) => m as { kind: string; httpUrl: string }),
-      once(proc, "exit").then(() => {
-        throw new Error("bridge process exited during start");
-      }),
-    ]);
-    const ready = await within(started, 30_000, () => {
-      throw new Error("bridge process not ready after 30 s");
-    }).catch((err: unknown) => {
-      proc.kill("SIGKILL");
-      throw err;
-    });
-    return new BridgeChild(proc, ready.httpUrl);
-  }
-
-  request(kind: "stats" | "gc" | "reset"): Promise<any> {
-    const id = ++this.nextId;
-    const answered = Promise.race([
-      new Promise((resolve) => {
-        this.waiting.set(id, resolve);
-        this.proc.send({ id, kind });
-      }),
-      this.exited.then(() => {
-        throw new Error(`the bridge process exited (see bench/results/bridge.log)`);
-      }),
-    ]);
-    return within(answered, 30_000, () => {
-      throw new Error(`the bridge process did not answer "${kind}" within 30 s`);
-    });
-  }
-
-  async stop(): Promise<void> {
-    if (this.proc.exitCode !== null || this.proc.signalCode !== null) return;
-    this.proc.kill("SIGTERM");
-    const timer = setTimeout(() => this.proc.kill("SIGKILL"), 30_000);
-    await this.exited;
-    clearTimeout(timer);
-  }
-
-  async kill(): Promise<void> {
-    if (this.proc.exitCode !== null || this.proc.signalCode !== null) return;
-    this.proc.kill("SIGKILL");
-    await this.exited;
-  }
-}
 
 // ---------------------------------------------------------------- XMPP peers
 

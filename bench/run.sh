@@ -8,4 +8,9 @@ cd "$(dirname "$0")/.."
 ulimit -n 1048576 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 npm run --silent build >&2
 node bench/build.mjs
+# `npm run bench -- --soak [--minutes N]` (or `npm run bench:soak`): the memory soak instead.
+if [[ "${1:-}" == "--soak" ]]; then
+  shift
+  exec node .tmp/bench/soak.mjs "$@"
+fi
 exec node --max-old-space-size=8192 .tmp/bench/main.mjs "$@"

@@ -229,11 +229,21 @@ export class ChatService {
    */
   async agentAnswered(chat: Chat): Promise<void> {
     if (!chat.agentJid) return;
-    const key = `${chat.id}|${chat.agentJid}|${chat.assignedAt ?? 0}`;
+    const key = answeredKey(chat, chat.agentJid);
     if (this.answeredChats.has(key)) return;
     await this.deps.scheduler.cancel("unanswered", `${chat.id}|${chat.agentJid}`);
     this.answeredChats.add(key);
     if (this.answeredChats.size > ANSWERED_CHATS_REMEMBERED) this.answeredChats.delete(this.answeredChats.values().next().value!);
+  }
+
+  /**
+   * The chat's assignment to `agentJid` is over (moved, transferred, ended): its answer timer
+   * goes, and so does what `agentAnswered` remembered of it. Otherwise every chat answered
+   * here stayed in memory until a hundred thousand more had been answered.
+   */
+  private async assignmentOver(chat: Chat, agentJid: string): Promise<void> {
+    this.answeredChats.delete(answeredKey(chat, agentJid));
+    await this.deps.scheduler.cancel("unanswered", `${chat.id}|${agentJid}`);
   }
 
   /**
@@ -245,7 +255,7 @@ export class ChatService {
     const { store } = this.deps;
     const fromAgentJid = chat.agentJid;
     if (chat.state !== "active" || !fromAgentJid) return;
-    await this.deps.scheduler.cancel("unanswered", `${chat.id}|${fromAgentJid}`);
+    await this.assignmentOver(chat, fromAgentJid);
     const others = (await this.agentLoads(site)).filter((a) => a.jid !== fromAgentJid);
     const notice = (to: string) =>
       this.deps.send(noticeToStanza({ from: visitor.jid, to: fromAgentJid, id: `${chat.id}-moved-${this.deps.now()}`, text: `[parley] ${why} The chat with ${visitorDisplayName(visitor)} ${to}.` }));
@@ -297,7 +307,7 @@ export class ChatService {
     }
     await store.releaseAgent(site.id, fromAgentJid, chat.id);
     this.drainSoon(site); // the old agent has room again
-    await this.deps.scheduler.cancel("unanswered", `${chat.id}|${fromAgentJid}`);
+    await this.assignmentOver(chat, fromAgentJid);
     await this.expectAnswer(site, chat.id, toAgentJid, now);
     const item = rosterItemOf(site, visitor);
     await this.deps.rosters.remove(fromAgentJid, item);
@@ -428,7 +438,7 @@ export class ChatService {
     await store.removeFromQueue(site.id, ended.id);
     if (stillTheirs) await scheduler.cancel("chat-idle", visitor.id);
     if (ended.agentJid) {
-      await scheduler.cancel("unanswered", `${ended.id}|${ended.agentJid}`);
+      await this.assignmentOver(ended, ended.agentJid);
       await store.releaseAgent(site.id, ended.agentJid, ended.id);
       if (stillTheirs) await this.deps.rosters.remove(ended.agentJid, { jid: visitor.jid, name: visitorDisplayName(visitor), group: site.name });
     }
@@ -688,4 +698,9 @@ export class ChatService {
 /** The visitor as a contact in an agent's roster (CONTRACT §5). */
 function rosterItemOf(site: Site, visitor: Visitor) {
   return { jid: visitor.jid, name: visitorDisplayName(visitor), group: site.name };
+}
+
+/** One assignment of a chat: the same agent given the chat again is a new one (`assignedAt`). */
+function answeredKey(chat: Chat, agentJid: string): string {
+  return `${chat.id}|${agentJid}|${chat.assignedAt ?? 0}`;
 }

@@ -77,6 +77,9 @@ export function registerLifecycleTimers(deps: LifecycleDeps): void {
   scheduler.on("visitor-left", async (visitorId, now) => {
     const visitor = await store.getVisitor(visitorId);
     if (!visitor || (await store.isOnline(visitor.siteId, visitorId, now))) return;
+    // Their mark (and any other expired one of the site, e.g. of a process that stopped)
+    // goes now: nothing else removes marks but listing the site's visitors.
+    await store.forgetExpiredOnlineMarks(visitor.siteId, now);
     const chat = visitor.chatId ? await store.getChat(visitor.chatId) : null;
     if (!chat || chat.state === "ended") return;
     if (chat.state === "active" && chat.agentJid) await deps.presence.sendVisitorPresence(visitorId, chat.agentJid);

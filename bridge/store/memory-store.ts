@@ -140,8 +140,13 @@ export class MemoryStore implements Store {
   private visitor(visitorId: string): Visitor | undefined {
     const forgetAt = this.visitorForgetAt.get(visitorId);
     if (forgetAt !== undefined && forgetAt <= Date.now()) {
+      // Everything kept per visitor goes with them, as their Redis keys expire: a process
+      // running for weeks otherwise kept an entry per visitor ever forgotten.
       this.visitors.delete(visitorId);
       this.visitorForgetAt.delete(visitorId);
+      this.clientIds.delete(visitorId);
+      this.messages.delete(visitorId);
+      this.unrelayedMessages.delete(visitorId);
     }
     return this.visitors.get(visitorId);
   }
@@ -172,10 +177,14 @@ export class MemoryStore implements Store {
     mapOf(this.online, siteId).set(visitorId, until);
   }
   async onlineVisitors(siteId: string, now: number) {
+    await this.forgetExpiredOnlineMarks(siteId, now);
+    return [...(this.online.get(siteId)?.keys() ?? [])];
+  }
+  async forgetExpiredOnlineMarks(siteId: string, now: number) {
     const online = this.online.get(siteId);
-    if (!online) return [];
+    if (!online) return;
     for (const [id, until] of online) if (until <= now) online.delete(id);
-    return [...online.keys()];
+    if (online.size === 0) this.online.delete(siteId);
   }
   async isOnline(siteId: string, visitorId: string, now: number) {
     return (this.online.get(siteId)?.get(visitorId) ?? 0) > now;
@@ -376,7 +385,10 @@ export class MemoryStore implements Store {
     for (const [visitorId, ids] of batch) await this.markRelayed(visitorId, [...ids]);
   }
   async markRelayed(visitorId: string, messageIds: string[]) {
-    for (const id of messageIds) this.unrelayedMessages.get(visitorId)?.delete(id);
+    const unrelayed = this.unrelayedMessages.get(visitorId);
+    if (!unrelayed) return;
+    for (const id of messageIds) unrelayed.delete(id);
+    if (unrelayed.size === 0) this.unrelayedMessages.delete(visitorId); // not an empty map per visitor who ever wrote
   }
   async addToOutbox(processId: string, visitorId: string) {
     const set = this.outboxes.get(processId) ?? new Set();

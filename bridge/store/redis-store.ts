@@ -270,9 +270,11 @@ export class RedisStore implements Store {
     await this.redis.zadd(keys.online(siteId), until, visitorId);
   }
   async onlineVisitors(siteId: string, now: number) {
-    const key = keys.online(siteId);
-    await this.redis.zremrangebyscore(key, "-inf", now);
-    return this.redis.zrange(key, "0", "-1");
+    await this.forgetExpiredOnlineMarks(siteId, now);
+    return this.redis.zrange(keys.online(siteId), "0", "-1");
+  }
+  async forgetExpiredOnlineMarks(siteId: string, now: number) {
+    await this.redis.zremrangebyscore(keys.online(siteId), "-inf", now);
   }
   async isOnline(siteId: string, visitorId: string, now: number) {
     const until = await this.redis.zscore(keys.online(siteId), visitorId);

@@ -133,6 +133,11 @@ export interface VisitorStore {
   markManyOnline(siteId: string, visitorIds: readonly string[], until: number): Promise<void>;
   /** Visitors whose online mark has not expired at `now`. */
   onlineVisitors(siteId: string, now: number): Promise<string[]>;
+  /**
+   * Drops the marks expired at `now`. Marks are kept per site, one per visitor ever seen:
+   * without this (called whenever a visitor leaves) they would grow without bound.
+   */
+  forgetExpiredOnlineMarks(siteId: string, now: number): Promise<void>;
   isOnline(siteId: string, visitorId: string, now: number): Promise<boolean>;
 }
 

@@ -120,6 +120,17 @@ describe.each([
     expect((await store.onlineVisitors(siteId, 2600)).sort()).toEqual(["a", "b", "c"]);
   });
 
+  it("forgets expired online marks and keeps the others", async () => {
+    await store.markOnline(siteId, "gone", 2000);
+    await store.markOnline(siteId, "here", 4000);
+    await store.forgetExpiredOnlineMarks(siteId, 3000);
+    // Asked about an earlier time, a mark still kept would answer true: it is gone.
+    expect(await store.isOnline(siteId, "gone", 1000)).toBe(false);
+    expect(await store.isOnline(siteId, "here", 1000)).toBe(true);
+    await store.forgetExpiredOnlineMarks(siteId, 5000);
+    expect(await store.isOnline(siteId, "here", 1000)).toBe(false);
+  });
+
   it("forgets a visitor who never chatted at their time, unless they came back; keeps one who chatted", async () => {
     const forgetAt = Date.now() + 300;
     const [forgotten, returning, chatting, unbounded] = [visitor(siteId), visitor(siteId), visitor(siteId), visitor(siteId)];
