@@ -3,6 +3,7 @@ import { contextMessageToStanza, noticeToStanza, pageStatus, presenceToStanza, v
 import type { ServerFrame } from "../stanza-mappers/visitor-protocol.js";
 import { visitorIdOfChat } from "./store/ids.js";
 import { messageFrame } from "./store/message-frame.js";
+import { compareMessageIds } from "./store/message-ids.js";
 import { NS } from "../stanza-mappers/namespaces.js";
 import xml from "@xmpp/xml";
 import type { KeyedQueue } from "./keyed-queue.js";
@@ -184,14 +185,17 @@ export class ChatService {
 
     // Offline chats already reached every agent through ejabberd. A chat back from the queue
     // reached its previous agent up to `requeuedAt`: that part comes as context (as on a
-    // transfer), the rest as the visitor's messages. Others never reached anyone.
+    // transfer), the rest as the visitor's messages. Others never reached anyone. Messages
+    // stored once the chat was active (the roster change above can take a second) were
+    // relayed by whichever process stored them: only those up to `activatedAfter` are ours.
     if (chat.state !== "offline") {
       const transcript = await store.transcript(chat.id);
       const seenUntil = chat.requeuedAt ?? -Infinity;
+      const storedBeforeActive = (m: StoredMessage) => !active.activatedAfter || compareMessageIds(m.id, active.activatedAfter) <= 0;
       const seen = transcript.filter((m) => m.ts < seenUntil);
       if (seen.length > 0) this.sendContext(visitor, chat, agentJid, seen);
       for (const message of transcript) {
-        if (message.from === "visitor" && message.ts >= seenUntil) this.relay(visitor, agentJid, message);
+        if (message.from === "visitor" && message.ts >= seenUntil && storedBeforeActive(message)) this.relay(visitor, agentJid, message);
       }
     }
     await this.publish(visitor.id, { type: "agent", state: "joined", name: agentName });

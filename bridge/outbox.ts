@@ -82,7 +82,10 @@ export class Outbox {
   /** Visitors this process is recorded as a possible owner for, with when it last stored one of their messages. */
   private readonly tracked = new Map<string, number>();
   private readonly log: Logger;
+  /** The heartbeat, on a loop of its own (see the constructor). */
   private readonly beating: RepeatingTask;
+  /** Takeovers of dead processes, and now and then a cleanup of our own index. */
+  private readonly sweeping: RepeatingTask;
   private sweeps = 0;
   private readonly staleMs: number;
   private relayedBatch = new Map<string, string[]>();
@@ -102,11 +105,17 @@ export class Outbox {
     this.processId = deps.processId;
     this.staleMs = deps.staleMs ?? 5000;
     this.log = deps.logger.child({ module: "outbox" });
-    this.beating = new RepeatingTask(() => this.sweep(), deps.heartbeatMs ?? 1000);
+    // Two loops: a takeover can take seconds (it routes the dead process's chats and waits
+    // for their roster changes, which wait for ejabberd's answers), and a heartbeat waiting
+    // behind it would make this live process look dead: a survivor would relay again what
+    // it had just relayed, and the agents would see it twice.
+    this.beating = new RepeatingTask(() => this.beat(), deps.heartbeatMs ?? 1000);
+    this.sweeping = new RepeatingTask(() => this.takeOverDead(), deps.heartbeatMs ?? 1000);
   }
 
   start(): void {
     this.beating.start({ immediately: true });
+    this.sweeping.start({ immediately: true });
   }
 
   /**
@@ -114,7 +123,7 @@ export class Outbox {
    * still unrelayed (ejabberd down at shutdown), a survivor relays it.
    */
   async stop(): Promise<void> {
-    await this.beating.stop();
+    await Promise.all([this.beating.stop(), this.sweeping.stop()]);
     if (this.confirmTimer) clearTimeout(this.confirmTimer);
     await this.flushRelayed();
   }
@@ -232,14 +241,26 @@ export class Outbox {
   }
 
 
-  /** One round: heartbeat, take over dead processes, now and then tidy our own index. */
+  /** One round of both loops: heartbeat, then take over dead processes (and now and then tidy our own index). */
   async sweep(): Promise<void> {
+    await this.beat();
+    await this.takeOverDead();
+  }
+
+  private async beat(): Promise<void> {
+    try {
+      const known = await this.deps.store.heartbeat(this.processId, this.deps.now());
+      if (!known && this.registered) await this.reindex();
+      this.registered = true;
+    } catch (err) {
+      this.log.warn({ err }, "outbox heartbeat failed; retrying");
+    }
+  }
+
+  private async takeOverDead(): Promise<void> {
     const { store } = this.deps;
     const { staleMs } = this;
     try {
-      const known = await store.heartbeat(this.processId, this.deps.now());
-      if (!known && this.registered) await this.reindex();
-      this.registered = true;
       for (;;) {
         const now = this.deps.now();
         const dead = await store.claimStaleProcess(now - staleMs, now);

@@ -4,6 +4,7 @@ import type { ServerFrame } from "../../stanza-mappers/visitor-protocol.js";
 import { visitorIdOfChat } from "./ids.js";
 import { chatMatchesListState } from "./chat-list-state.js";
 import { messageFrame } from "./message-frame.js";
+import { BEFORE_ANY_MESSAGE } from "./message-ids.js";
 import { UnknownVisitorError, VisitorBlockedError, type Agent, type AppendAgentMessage, type AppendAgentOutcome, type AppendResult, type AppendVisitorMessage, type BusHandler, type Chat, type ProcessMessage, type ChatState, type Site, type Store, type StoredMessage, type Visitor, type WebhookEvent } from "./types.js";
 
 /** Expired visitors are swept after this many new ones (and dropped whenever read). */
@@ -256,7 +257,9 @@ export class MemoryStore implements Store {
   async updateChat(chatId: string, from: readonly ChatState[], patch: Partial<Omit<Chat, "id" | "siteId" | "visitorId">>, withAgent?: string) {
     const chat = this.chats.get(chatId);
     if (!chat || !from.includes(chat.state) || (withAgent !== undefined && chat.agentJid !== withAgent)) return null;
+    const before = chat.state;
     Object.assign(chat, clone(patch));
+    if (before !== "active" && chat.state === "active") chat.activatedAfter = this.messages.get(chat.visitorId)?.at(-1)?.id ?? BEFORE_ANY_MESSAGE;
     if (chat.state === "ended") {
       const visitor = this.visitor(chat.visitorId);
       if (visitor?.chatId === chatId) delete visitor.chatId;

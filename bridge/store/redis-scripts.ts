@@ -1,5 +1,7 @@
 // Lua scripts: each runs atomically on the one node that owns its keys' hash slot.
 
+import { BEFORE_ANY_MESSAGE } from "./message-ids.js";
+
 /**
  * Lua helpers shared by the scripts that store and publish a message in one step.
  * `messageFrameJson` must build what `messageFrame` (message-frame.ts) builds: the store
@@ -130,7 +132,7 @@ return 1
 
 /** Compare-and-set on a chat's state; an ended chat stops being the visitor's current one. Returns the previous state and the chat. */
 export const UPDATE_CHAT = `
--- KEYS: 1 chat hash, 2 visitor hash
+-- KEYS: 1 chat hash, 2 visitor hash, 3 the visitor's log stream
 -- ARGV: 1 allowed states (comma separated), 2 the agent the chat must be with ('' = any),
 --       then field/value pairs ('' deletes the field)
 local state = redis.call('HGET', KEYS[1], 'state')
@@ -143,6 +145,12 @@ if not allowed then return nil end
 if ARGV[2] ~= '' and redis.call('HGET', KEYS[1], 'agentJid') ~= ARGV[2] then return nil end
 for i = 3, #ARGV, 2 do
   if ARGV[i + 1] == '' then redis.call('HDEL', KEYS[1], ARGV[i]) else redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+end
+-- Becoming active: the visitor's messages stored from now on find it active and are relayed
+-- by whoever stores them; the assignment relays those up to here (Chat.activatedAfter).
+if state ~= 'active' and redis.call('HGET', KEYS[1], 'state') == 'active' then
+  local last = redis.call('XREVRANGE', KEYS[3], '+', '-', 'COUNT', 1)[1]
+  redis.call('HSET', KEYS[1], 'activatedAfter', last and last[1] or '${BEFORE_ANY_MESSAGE}')
 end
 if redis.call('HGET', KEYS[1], 'state') == 'ended' and redis.call('HGET', KEYS[2], 'chatId') == redis.call('HGET', KEYS[1], 'id') then
   redis.call('HDEL', KEYS[2], 'chatId')

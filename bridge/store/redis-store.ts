@@ -6,6 +6,7 @@ import { decodeAgent, decodeSite, encodeAgent, encodeSite, StoredValueError } fr
 import { chatMatchesListState } from "./chat-list-state.js";
 import { visitorIdOfChat } from "./ids.js";
 import { channels, keys } from "./keys.js";
+import { compareMessageIds } from "./message-ids.js";
 import { APPEND_AGENT_MESSAGE, APPEND_VISITOR_MESSAGE, CHANGE_HOLDER, CLAIM_AGENT, CLAIM_LEAST_LOADED, CLAIM_STALE_PROCESS, CREATE_VISITOR, DROP_RESOURCES_UNHEARD_SINCE, FINISH_TIMER, FORGET_IF_NOTHING_LEFT, KEEP_VISITOR, MARK_MANY_RELAYED, PUBLISH_TO_HOLDERS, SET_AGENT_RESOURCE, TAKE_DUE_TIMERS, UPDATE_CHAT, VISITOR_WITH_CHAT } from "./redis-scripts.js";
 import { UnknownVisitorError, VisitorBlockedError, type Agent, type AppendAgentMessage, type AppendAgentOutcome, type AppendResult, type AppendVisitorMessage, type BusHandler, type Chat, type ProcessMessage, type ChatState, type Site, type Store, type StoredMessage, type Visitor, type WebhookEvent } from "./types.js";
 
@@ -25,7 +26,7 @@ const SCRIPTS = {
   publishToHolders: { numberOfKeys: 1, lua: PUBLISH_TO_HOLDERS },
   changeHolder: { numberOfKeys: 1, lua: CHANGE_HOLDER },
   claimStaleProcess: { numberOfKeys: 1, lua: CLAIM_STALE_PROCESS },
-  updateChat: { numberOfKeys: 2, lua: UPDATE_CHAT },
+  updateChat: { numberOfKeys: 3, lua: UPDATE_CHAT },
   claimAgent: { numberOfKeys: 3, lua: CLAIM_AGENT },
   takeDueTimers: { numberOfKeys: 1, lua: TAKE_DUE_TIMERS },
   visitorWithChat: { numberOfKeys: 1, lua: VISITOR_WITH_CHAT },
@@ -401,7 +402,7 @@ export class RedisStore implements Store {
     if (!visitorId) return null;
     const args: string[] = [from.join(","), withAgent ?? ""];
     for (const [field, value] of Object.entries(patch)) args.push(field, value === undefined || value === null ? "" : String(value));
-    const reply = await this.redis.updateChat(keys.chat(visitorId, chatId), keys.visitor(visitorId), ...args);
+    const reply = await this.redis.updateChat(keys.chat(visitorId, chatId), keys.visitor(visitorId), keys.log(visitorId), ...args);
     if (!reply) return null;
     const chat = decodeChat(pairsToObject(reply[1]));
     if (chat && chat.state !== reply[0]) {
@@ -520,7 +521,7 @@ export class RedisStore implements Store {
     const owners = await this.redis.hgetall(keys.unrelayed(visitorId));
     return Object.entries(owners)
       .map(([messageId, owner]) => ({ messageId, owner }))
-      .sort((a, b) => compareStreamIds(a.messageId, b.messageId));
+      .sort((a, b) => compareMessageIds(a.messageId, b.messageId));
   }
   async markRelayed(visitorId: string, messageIds: string[]) {
     if (messageIds.length > 0) await this.redis.hdel(keys.unrelayed(visitorId), ...messageIds);
@@ -661,6 +662,7 @@ function decodeChat(h: Record<string, string>): Chat | null {
   if (h.agentName) chat.agentName = h.agentName;
   if (h.assignedAt) chat.assignedAt = Number(h.assignedAt);
   if (h.requeuedAt) chat.requeuedAt = Number(h.requeuedAt);
+  if (h.activatedAfter) chat.activatedAfter = h.activatedAfter;
   if (h.endedAt) chat.endedAt = Number(h.endedAt);
   return chat;
 }
@@ -673,13 +675,6 @@ function decodeMessage(id: string, fields: string[]): StoredMessage {
   const message: StoredMessage = { id, chatId: f.chatId, from: f.from as StoredMessage["from"], name: f.name ?? "", text: f.text, ts: Number(f.ts) };
   if (f.cid) message.clientId = f.cid;
   return message;
-}
-
-/** Orders Redis stream ids (`ms-seq`) numerically. */
-export function compareStreamIds(a: string, b: string): number {
-  const [am = 0, as = 0] = a.split("-").map(Number);
-  const [bm = 0, bs = 0] = b.split("-").map(Number);
-  return am - bm || as - bs;
 }
 
 /** The show of a stored resource value, `show|round`. */

@@ -61,6 +61,12 @@ export interface Chat {
    * then reached that agent, those after reached nobody yet.
    */
   requeuedAt?: number;
+  /**
+   * The id of the visitor's last stored message when the chat last became active (set by
+   * the store in the same step). Visitor messages stored after it found the chat active and
+   * were relayed by whoever stored them; the assignment relays only those up to it.
+   */
+  activatedAfter?: string;
   endedAt?: number;
 }
 
@@ -234,7 +240,8 @@ export interface ChatStore {
   /**
    * Compare-and-set on the chat's state: applies `patch` only if the state is one of `from`
    * (and, with `withAgent`, the chat is with that agent: a move decided on a chat read
-   * earlier must not apply to one that another process has moved since).
+   * earlier must not apply to one that another process has moved since). A chat it makes
+   * active gets `activatedAfter` in the same step.
    */
   updateChat(chatId: string, from: readonly ChatState[], patch: Partial<Omit<Chat, "id" | "siteId" | "visitorId">>, withAgent?: string): Promise<Chat | null>;
   listChats(siteId: string, state: "active" | "queued" | "ended"): Promise<Chat[]>;

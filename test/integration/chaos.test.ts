@@ -4,7 +4,7 @@ import { afterAll, beforeAll, expect, it } from "vitest";
 import { RedisStore } from "../../bridge/store/redis-store.js";
 import type { StoredMessage } from "../../bridge/store/types.js";
 import type { BridgeProcess } from "../support/bridge-process.js";
-import { ChaosAgent } from "../support/chaos-agent.js";
+import { ChaosAgent, type ReceivedBody } from "../support/chaos-agent.js";
 import { ChaosVisitor, type AckedMessage } from "../support/chaos-visitor.js";
 import { startDeployment, type Deployment } from "../support/deployment.js";
 import { SeededRandom } from "../support/seeded-random.js";
@@ -304,25 +304,31 @@ it("loses, duplicates and misroutes nothing while bridges, ejabberd, Redis, agen
   let delayed = 0;
   const unexplainedDuplicates: string[] = [];
   const ackedByText = new Map(visitors.flatMap((v) => v.acked.map((m) => [m.text, m] as const)));
+  const at = (ms: number) => `${((ms - started) / 1000).toFixed(1)}s`;
   for (const agent of agents) {
-    const counts = new Map<string, number>();
-    const undelayed = new Map<string, number>();
+    const copies = new Map<string, ReceivedBody[]>();
     for (const r of agent.received) {
       expect(r.body.startsWith(`${tagOf.get(r.from)}:`), `${agent.name} got "${r.body}" from ${tagOf.get(r.from)} (seed ${random.seed})`).toBe(true);
-      counts.set(r.body, (counts.get(r.body) ?? 0) + 1);
+      copies.set(r.body, [...(copies.get(r.body) ?? []), r]);
       if (r.delayed) delayed++;
-      else undelayed.set(r.body, (undelayed.get(r.body) ?? 0) + 1);
     }
-    for (const [body, count] of counts) {
+    for (const [body, received] of copies) {
+      const count = received.length;
       if (count === 1) continue;
       const message = ackedByText.get(body);
       // ejabberd hands what a session had not acknowledged (XEP-0198) to the next one or to
       // offline storage when it ends (resend_on_timeout: if_offline): a copy the client did
-      // read comes twice. A survivor's relay after a kill -9 may too.
+      // read comes twice, the second with a XEP-0203 delay (ejabberd's "Resent" or offline
+      // stamp). Two copies without one are not that. A survivor's relay after a kill -9 may
+      // come twice either way.
+      const undelayed = received.filter((r) => !r.delayed).length;
       const beforeSessionEnd = message && agent.sessionEnds.some((end) => storedAt(message) <= end && storedAt(message) >= end - 30_000);
-      if (beforeSessionEnd) resentByEjabberd += count - 1;
+      if (beforeSessionEnd && undelayed <= 1) resentByEjabberd += count - 1;
       else if (message && [...message.bridges].some((b) => killed.has(b))) duplicates += count - 1;
-      else unexplainedDuplicates.push(`${agent.name}: ${body} ×${count} (${undelayed.get(body) ?? 0} without delay) stored at ${message ? ((storedAt(message) - started) / 1000).toFixed(1) : "?"}s, sent ${message?.attempts ?? "?"} times via ${message ? [...message.bridges].join(",") : "?"}`);
+      else {
+        const arrivals = received.map((r) => `${at(r.at)} in login ${r.session}${r.delayed ? " with a delay" : ""}`).join(", ");
+        unexplainedDuplicates.push(`${agent.name}: ${body} ×${count} (${undelayed} without delay; id ${[...new Set(received.map((r) => r.id))].join(",")}; at ${arrivals}) stored at ${message ? at(storedAt(message)) : "?"}, sent ${message?.attempts ?? "?"} times via ${message ? [...message.bridges].join(",") : "?"}`);
+      }
     }
   }
   const chatLines = unexplainedDuplicates.slice(0, 2).flatMap((line) => {

@@ -233,6 +233,23 @@ describe.each([
     expect((await store.listChats(siteId, "ended")).map((c) => c.id)).toEqual([]);
   });
 
+  it("records, as a chat becomes active, the visitor's last message then: those after it found the chat active", async () => {
+    const v = visitor(siteId);
+    await store.createVisitor(v);
+    const say = (clientId: string, ts: number) => store.appendVisitorMessage({ visitorId: v.id, siteId, clientId, fallbackName: "V", text: clientId, ts, newChatId: newChatId(v.id, ts) });
+    const { chat } = await say("first", 7000);
+    const { message: second } = await say("second", 7001);
+    const active = await store.updateChat(chat.id, ["new"], { state: "active", agentJid: "ann@localhost", assignedAt: 7002 });
+    expect(active?.activatedAfter).toBe(second.id);
+    const { chat: seen } = await say("third", 7003);
+    expect(seen).toMatchObject({ state: "active", activatedAfter: second.id });
+    // Staying active (a transfer) keeps it; becoming active again (back from the queue) moves it.
+    expect(await store.updateChat(chat.id, ["active"], { agentJid: "ben@localhost" })).toMatchObject({ activatedAfter: second.id });
+    await store.updateChat(chat.id, ["active"], { state: "queued", agentJid: undefined, requeuedAt: 7004 });
+    const { message: fourth } = await say("fourth", 7005);
+    expect(await store.updateChat(chat.id, ["queued"], { state: "active", agentJid: "cy@localhost" })).toMatchObject({ activatedAfter: fourth.id });
+  });
+
   it("lists a site's open chats however many chats the site has had since", async () => {
     const long = visitor(siteId);
     const busy = visitor(siteId);

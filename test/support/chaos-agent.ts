@@ -15,6 +15,11 @@ export interface ReceivedBody {
   body: string;
   /** Carries a XEP-0203 delay: redelivered by a survivor, or kept offline by ejabberd. */
   delayed: boolean;
+  /** The stanza's id (Parley's message id: a copy has the same one). */
+  id: string | undefined;
+  /** When it arrived (ms), and in which of the agent's logins (1 = the first). */
+  at: number;
+  session: number;
 }
 
 export interface SentReply {
@@ -131,7 +136,7 @@ export class ChaosAgent {
     // Visitors' JIDs are `site.visitor@domain`; the desk is `site@domain`.
     if (body === null || !from.endsWith(`@${this.componentDomain}`) || !from.split("@")[0]!.includes(".")) return;
     if (body.startsWith("[parley]")) return;
-    this.received.push({ from, body, delayed: stanza.getChild("delay", "urn:xmpp:delay") !== undefined });
+    this.received.push({ from, body, delayed: stanza.getChild("delay", "urn:xmpp:delay") !== undefined, id: stanza.attrs.id as string | undefined, at: Date.now(), session: this.sessions });
     this.onVisitorBody(this, from, body);
   }
 }

@@ -1,3 +1,4 @@
+import type { Element } from "@xmpp/xml";
 import { parse } from "ltx";
 import { pino } from "pino";
 import { describe, expect, it } from "vitest";
@@ -36,12 +37,13 @@ const untouched = new Proxy({}, { get: (_target, key) => { throw new Error(`used
  */
 function process(store: MemoryStore, name: string, rosters = new AgentRosters()) {
   const frames: { visitorId: string; frame: ServerFrame }[] = [];
+  const sent: Element[] = [];
   const scheduler = new Scheduler({ store, now, logger, intervalMs: 1_000_000 });
   const lanes = new KeyedQueue();
-  const chats = new ChatService({ store, local: { processId: name, deliver: (visitorId, frame) => void frames.push({ visitorId, frame }) }, scheduler, domain: "chat.localhost", send: () => {}, rosters: rosters.changer(), lanes, now, logger });
+  const chats = new ChatService({ store, local: { processId: name, deliver: (visitorId, frame) => void frames.push({ visitorId, frame }) }, scheduler, domain: "chat.localhost", send: (stanza) => void sent.push(stanza), rosters: rosters.changer(), lanes, now, logger });
   const commands = new CommandService({ store, deskJid: (siteId) => `${siteId}@chat.localhost`, send: () => {}, chats, now, newId: () => `id${++visitors}`, logger });
   registerLifecycleTimers({ store, scheduler, chats, lanes, presence: untouched as PresenceService, webhooks: untouched as Webhooks, agentGraceMs: 60_000, chatIdleMs: 600_000, visitorRetentionMs: 0, logger });
-  return { chats, commands, frames, scheduler, lanes };
+  return { chats, commands, frames, sent, scheduler, lanes };
 }
 
 /** The agents' rosters as the server keeps them: visitor JIDs by agent. */
@@ -376,6 +378,27 @@ describe("chat lifecycle races", () => {
     expect(rosters.visitorsOf("a@x")).toEqual([]);
     expect(p1.frames.filter((f) => f.visitorId === visitor.id).map((f) => f.frame.type)).not.toContain("agent");
     await expectLoadsMatchChats(store, [chat.id]);
+  });
+
+  it("relays a visitor message stored while its chat is being assigned once: by the process that stored it, not again by the assignment", async () => {
+    const store = new MemoryStore();
+    const rosters = new AgentRosters();
+    const site = await siteWith(store, ["a@x"], 3);
+    const [assigning, storing] = [process(store, "p1", rosters), process(store, "p2", rosters)];
+    const { visitor, chat } = await newChat(store, site);
+    const upsert = rosters.holdNextUpsert();
+    const assigned = assigning.chats.assign(site, visitor, chat, "a@x", { ignoreCap: false });
+    // The chat is a@x's; the roster item is on its way (a second or more right after ejabberd
+    // restarts). The visitor writes again, through another process, which finds it active.
+    await upsert.reached;
+    clock += 1;
+    const appended = await store.appendVisitorMessage({ visitorId: visitor.id, siteId: site.id, clientId: "c-again", fallbackName: "V", text: "still there?", ts: now(), newChatId: newChatId(visitor.id, now()) });
+    expect(appended.chat.state).toBe("active");
+    await storing.chats.onVisitorMessage(site, appended.visitor, appended);
+    upsert.release();
+    await assigned;
+    const toAgent = [...assigning.sent, ...storing.sent].filter((s) => s.is("message") && s.attrs.to === "a@x");
+    expect(toAgent.map((s) => s.getChildText("body")).sort()).toEqual(["hi", "still there?"]);
   });
 
   it("takes the visitor out of the new agent's roster when another process ends the chat while it is being transferred", async () => {

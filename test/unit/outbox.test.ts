@@ -44,6 +44,44 @@ describe("outbox", () => {
   });
 });
 
+describe("outbox heartbeat", () => {
+  it("keeps beating while a takeover is slow, so that the others do not take this live process for dead", async () => {
+    let now = 0;
+    const store = new MemoryStore();
+    const visitorId = visitorIdFromBytes(randomBytes(17));
+    await store.putSite({ id: "shop", name: "Shop", origins: [], maxChatsPerAgent: 2, createdAt: 0, updatedAt: 0 });
+    await store.createVisitor({ id: visitorId, siteId: "shop", jid: `shop.${visitorId}@chat.localhost`, tokenHash: "ab".repeat(32), number: 1, createdAt: 0 });
+    let redeliveryStarted!: () => void;
+    const redeliveryStarts = new Promise<void>((resolve) => (redeliveryStarted = resolve));
+    let releaseRedelivery!: () => void;
+    const redeliveryReleased = new Promise<void>((resolve) => (releaseRedelivery = resolve));
+    const outbox = (processId: string, redeliver: () => Promise<void>) =>
+      new Outbox({ store, processId, lanes: new KeyedQueue(), now: () => now, logger: pino({ level: "silent" }), heartbeatMs: 5, staleMs: 5000, redeliver });
+    const dead = outbox("X", async () => {});
+    await dead.sweep();
+    await dead.track(visitorId);
+    await store.appendVisitorMessage({ visitorId, siteId: "shop", clientId: "c1", fallbackName: "V", text: "hi", ts: now, newChatId: newChatId(visitorId, now), owner: "X" });
+
+    // X is gone; A takes it over, and relaying X's message takes long (as routing a chat
+    // waits for roster changes while ejabberd is slow to answer).
+    now = 10_000;
+    const survivor = outbox("A", async () => {
+      redeliveryStarted();
+      await redeliveryReleased;
+    });
+    survivor.start();
+    await redeliveryStarts;
+    now = 20_000;
+    try {
+      await expect.poll(async () => (await store.lastHeartbeats(["A"]))[0]).toBe(20_000);
+      expect(await outbox("B", async () => {}).deadAmong(["A"])).toEqual([]);
+    } finally {
+      releaseRedelivery();
+      await survivor.stop();
+    }
+  });
+});
+
 describe("outbox takeover logs", () => {
   it("warn only when the stopped process left messages to relay, not after every clean restart", async () => {
     let now = 0;
