@@ -75,6 +75,8 @@ const FINISH_END_AFTER_MS = 60_000;
 const FINISH_QUEUE_AFTER_MS = 10_000;
 /** When another process routes a chat whose routing stopped midway (see `route`). */
 const FINISH_ROUTE_AFTER_MS = 10_000;
+/** When another process finishes an assignment that stopped midway (see `assign`). */
+const FINISH_ASSIGN_AFTER_MS = 10_000;
 
 export class ChatService {
   private readonly log: Logger;
@@ -156,7 +158,43 @@ export class ChatService {
    * in the agent's roster (and out again if another process ended or moved the chat
    * meanwhile), then replay what the visitor said so far.
    */
-  async assign(site: Site, visitor: Visitor, chat: Chat, agentJid: string, { ignoreCap }: { ignoreCap: boolean }): Promise<boolean> {
+  /**
+   * Gives the chat to the agent. Once it is theirs, the roster item, the visitor's presence,
+   * the messages that waited and `joined` follow: a death or a store error in between left
+   * the agent with a chat they never heard of and its messages unrelayed, since nobody else
+   * relays what came before the chat was active. The `finish-assign` timer, naming the
+   * agent, lets another process finish those steps (`finishAssign`).
+   */
+  async assign(site: Site, visitor: Visitor, chat: Chat, agentJid: string, options: { ignoreCap: boolean }): Promise<boolean> {
+    return this.guarded("finish-assign", chat.id, FINISH_ASSIGN_AFTER_MS, () => this.assignSteps(site, visitor, chat, agentJid, options), agentJid);
+  }
+
+  /**
+   * The `finish-assign` timer: if the chat became the agent's, its assignment's steps are
+   * done again, each safe to repeat; of the messages, only those stored before it became
+   * active (the others are relayed by whichever process stored them) and still unrelayed.
+   */
+  async finishAssign(site: Site, visitor: Visitor, chat: Chat, agentJid: string): Promise<void> {
+    const { store } = this.deps;
+    if (chat.state !== "active" || chat.agentJid !== agentJid) return;
+    this.log.warn({ chatId: chat.id, siteId: site.id, agent: agentJid }, "finishing an assignment that stopped midway");
+    await this.deps.rosters.upsert(agentJid, rosterItemOf(site, visitor));
+    if (!(await this.keepRosterItemOnlyIfTheirs(site, visitor, chat.id, agentJid))) return;
+    await this.sendVisitorPresence(site, visitor, agentJid);
+    const unrelayed = new Set((await store.unrelayed(visitor.id)).map((p) => p.messageId));
+    for (const message of await store.transcript(chat.id)) {
+      if (message.from === "visitor" && unrelayed.has(message.id) && storedBefore(chat, message)) this.relay(visitor, agentJid, message);
+    }
+    await this.publish(visitor.id, { type: "agent", state: "joined", name: chat.agentName ?? agentDisplayName(undefined, agentJid) });
+  }
+
+  /** The visitor's presence, as the agent sees them once the chat is theirs: online on a page, or gone. */
+  private async sendVisitorPresence(site: Site, visitor: Visitor, agentJid: string): Promise<void> {
+    const online = await this.deps.store.isOnline(site.id, visitor.id, this.deps.now());
+    this.deps.send(presenceToStanza({ from: visitor.jid, to: agentJid, ...(online ? { status: pageStatus(visitor.page) } : { type: "unavailable" }) }));
+  }
+
+  private async assignSteps(site: Site, visitor: Visitor, chat: Chat, agentJid: string, { ignoreCap }: { ignoreCap: boolean }): Promise<boolean> {
     const { store } = this.deps;
     const now = this.deps.now();
     const cap = ignoreCap ? Number.MAX_SAFE_INTEGER : site.maxChatsPerAgent;
@@ -176,12 +214,10 @@ export class ChatService {
     // Before anything reaches the agent: an answer that came first could not cancel it.
     await this.expectAnswer(site, chat.id, agentJid, now);
 
-    const jid = visitor.jid;
     await this.deps.rosters.upsert(agentJid, rosterItemOf(site, visitor));
     // Ended or moved by another process meanwhile: it was assigned, what follows is not ours to do.
     if (!(await this.keepRosterItemOnlyIfTheirs(site, visitor, chat.id, agentJid))) return true;
-    const online = await store.isOnline(site.id, visitor.id, now);
-    this.deps.send(presenceToStanza({ from: jid, to: agentJid, ...(online ? { status: pageStatus(visitor.page) } : { type: "unavailable" }) }));
+    await this.sendVisitorPresence(site, visitor, agentJid);
 
     // Offline chats already reached every agent through ejabberd. A chat back from the queue
     // reached its previous agent up to `requeuedAt`: that part comes as context (as on a
@@ -191,11 +227,10 @@ export class ChatService {
     if (chat.state !== "offline") {
       const transcript = await store.transcript(chat.id);
       const seenUntil = chat.requeuedAt ?? -Infinity;
-      const storedBeforeActive = (m: StoredMessage) => !active.activatedAfter || compareMessageIds(m.id, active.activatedAfter) <= 0;
       const seen = transcript.filter((m) => m.ts < seenUntil);
       if (seen.length > 0) this.sendContext(visitor, chat, agentJid, seen);
       for (const message of transcript) {
-        if (message.from === "visitor" && message.ts >= seenUntil && storedBeforeActive(message)) this.relay(visitor, agentJid, message);
+        if (message.from === "visitor" && message.ts >= seenUntil && storedBefore(active, message)) this.relay(visitor, agentJid, message);
       }
     }
     await this.publish(visitor.id, { type: "agent", state: "joined", name: agentName });
@@ -635,7 +670,7 @@ export class ChatService {
    * the timer fires on some process, which finishes it (each step is safe to repeat). Its
    * key is `{chatId}|{attempt}`, then `|{detail}` when the finishing needs more.
    */
-  private async guarded<T>(kind: "finish-end" | "finish-queue" | "finish-route", chatId: string, afterMs: number, steps: () => Promise<T>, detail?: string): Promise<T> {
+  private async guarded<T>(kind: "finish-end" | "finish-queue" | "finish-route" | "finish-assign", chatId: string, afterMs: number, steps: () => Promise<T>, detail?: string): Promise<T> {
     const { scheduler } = this.deps;
     const key = `${chatId}|${this.deps.local.processId}.${++this.guardedChanges}${detail === undefined ? "" : `|${detail}`}`;
     await scheduler.schedule(kind, key, this.deps.now() + afterMs);
@@ -697,6 +732,11 @@ export class ChatService {
   private async sendToEveryAgent(site: Site, visitor: Visitor, message: StoredMessage): Promise<void> {
     for (const agent of await this.deps.store.listAgents(site.id)) this.relay(visitor, agent.jid, message);
   }
+}
+
+/** Whether the message was stored before the chat became active (what its assignment relays). */
+function storedBefore(active: Chat, message: StoredMessage): boolean {
+  return !active.activatedAfter || compareMessageIds(message.id, active.activatedAfter) <= 0;
 }
 
 /** The visitor as a contact in an agent's roster (CONTRACT §5). */

@@ -23,6 +23,9 @@ import type { Webhooks } from "./webhooks.js";
  *   no queue is put in line by another process, the agent's slot and roster item freed;
  * - `finish-route:{chatId}|{attempt}` — written before a new chat is routed, removed once
  *   it is assigned, queued or offline: a chat left `new` is routed by another process;
+ * - `finish-assign:{chatId}|{attempt}|{agent}` — written before a chat is given to an
+ *   agent, removed once the roster item, the waiting messages and `joined` are out: a chat
+ *   that became the agent's meanwhile gets them from another process;
  * - `webhook:{event}` — a webhook delivery attempt;
  * - `purge:{chatId}` — an ended chat's transcript is past PARLEY_TRANSCRIPT_RETENTION_DAYS.
  */
@@ -132,6 +135,18 @@ export function registerLifecycleTimers(deps: LifecycleDeps): void {
     await lanes.run(chat.visitorId, async () => {
       const [visitor, current] = await Promise.all([store.getVisitor(chat.visitorId), store.getChat(chat.id)]);
       if (visitor && current) await chats.finishRoute(site, visitor, current);
+    });
+  });
+
+  // The process that was giving this chat to an agent stopped midway (see ChatService.assign).
+  scheduler.on("finish-assign", async (key) => {
+    const [chatId = "", , ...agent] = key.split("|");
+    const chat = await store.getChat(chatId);
+    const site = chat && (await store.getSite(chat.siteId));
+    if (!chat || !site || chat.state !== "active") return;
+    await lanes.run(chat.visitorId, async () => {
+      const [visitor, current] = await Promise.all([store.getVisitor(chat.visitorId), store.getChat(chat.id)]);
+      if (visitor && current) await chats.finishAssign(site, visitor, current, agent.join("|"));
     });
   });
 

@@ -91,7 +91,7 @@ class AgentRosters {
 class FlakyStore extends MemoryStore {
   private readonly failing = new Set<string>();
 
-  failNext(method: "enqueue" | "releaseAgent" | "claimAgent" | "claimLeastLoaded"): void {
+  failNext(method: "enqueue" | "releaseAgent" | "claimAgent" | "claimLeastLoaded" | "isOnline"): void {
     this.failing.add(method);
   }
 
@@ -103,6 +103,11 @@ class FlakyStore extends MemoryStore {
   override async releaseAgent(siteId: string, agentJid: string, chatId: string) {
     this.failIfAsked("releaseAgent");
     return super.releaseAgent(siteId, agentJid, chatId);
+  }
+
+  override async isOnline(siteId: string, visitorId: string, at: number) {
+    this.failIfAsked("isOnline");
+    return super.isOnline(siteId, visitorId, at);
   }
 
   override async claimAgent(siteId: string, agentJid: string, chatId: string, cap: number, at: number) {
@@ -378,6 +383,27 @@ describe("chat lifecycle races", () => {
     expect(rosters.visitorsOf("a@x")).toEqual([]);
     expect(p1.frames.filter((f) => f.visitorId === visitor.id).map((f) => f.frame.type)).not.toContain("agent");
     await expectLoadsMatchChats(store, [chat.id]);
+  });
+
+  it("relays, from another process, what an assignment stopped after the chat became the agent's had not yet relayed", async () => {
+    const store = new FlakyStore();
+    const rosters = new AgentRosters();
+    const site = await siteWith(store, ["a@x"], 1);
+    const [p1, p2] = [process(store, "p1", rosters), process(store, "p2", rosters)];
+    const visitorId = visitorIdFromBytes(Buffer.from("stopped-assign---"));
+    await store.createVisitor({ id: visitorId, siteId: site.id, jid: `acme.${visitorId}@chat.localhost`, tokenHash: "00", number: 99, createdAt: now() });
+    const { visitor, chat } = await store.appendVisitorMessage({ visitorId, siteId: site.id, clientId: "c1", fallbackName: "V", text: "anyone?", ts: now(), newChatId: newChatId(visitorId, now()), owner: "p1" });
+    // The chat becomes a@x's and the roster item is there; then a store error stops the assignment.
+    store.failNext("isOnline");
+    await expect(p1.chats.route(site, visitor, chat)).rejects.toThrow(/injected/);
+    expect(await store.getChat(chat.id)).toMatchObject({ state: "active", agentJid: "a@x" });
+    expect(p1.sent.filter((s) => s.is("message") && s.attrs.to === "a@x")).toEqual([]);
+
+    clock += 60_000;
+    await p2.scheduler.tick();
+    expect(p2.sent.filter((s) => s.is("message") && s.attrs.to === "a@x").map((s) => s.getChildText("body"))).toEqual(["anyone?"]);
+    expect(rosters.visitorsOf("a@x")).toEqual([visitor.jid]);
+    expect(p2.frames).toContainEqual({ visitorId, frame: { type: "agent", state: "joined", name: "a" } });
   });
 
   it("relays a visitor message stored while its chat is being assigned once: by the process that stored it, not again by the assignment", async () => {
