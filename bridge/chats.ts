@@ -183,7 +183,7 @@ export class ChatService {
     await this.sendVisitorPresence(site, visitor, agentJid);
     const unrelayed = new Set((await store.unrelayed(visitor.id)).map((p) => p.messageId));
     for (const message of await store.transcript(chat.id)) {
-      if (message.from === "visitor" && unrelayed.has(message.id) && storedBefore(chat, message)) this.relay(visitor, agentJid, message);
+      if (message.from === "visitor" && unrelayed.has(message.id) && storedBefore(chat, message)) this.relay(visitor, agentJid, message, { again: true });
     }
     await this.publish(visitor.id, { type: "agent", state: "joined", name: chat.agentName ?? agentDisplayName(undefined, agentJid) });
   }
@@ -563,10 +563,11 @@ export class ChatService {
   }
 
   /** Sends a stored visitor message to the agent, as a chat message from the visitor's JID. */
-  relay(visitor: Visitor, agentJid: string, message: StoredMessage): void {
+  relay(visitor: Visitor, agentJid: string, message: StoredMessage, { again = false } = {}): void {
     const stanza = visitorMessageToStanza({ from: visitor.jid, to: agentJid, messageId: message.id, text: message.text });
-    if (this.deps.now() - message.ts > REPLAY_AS_DELAYED_AFTER_MS) {
-      // XEP-0203: the agent's client shows when the visitor really wrote it.
+    if (again || this.deps.now() - message.ts > REPLAY_AS_DELAYED_AFTER_MS) {
+      // XEP-0203: the agent's client shows when the visitor really wrote it; sent again, it
+      // marks a copy of what the first attempt may have delivered (same id and origin-id).
       stanza.append(xml("delay", { xmlns: NS.delay, from: this.deps.domain, stamp: new Date(message.ts).toISOString() }));
     }
     const { relaySend, outbox } = this.deps;
@@ -597,7 +598,7 @@ export class ChatService {
         await this.route(site, visitor, chat); // assigning replays the whole transcript
         return;
       case "active":
-        for (const message of pending) this.relay(visitor, chat.agentJid!, message);
+        for (const message of pending) this.relay(visitor, chat.agentJid!, message, { again: true });
         return;
       case "offline":
         // The first attempt may have stopped before its webhook: the event's id comes from the
