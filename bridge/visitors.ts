@@ -78,7 +78,7 @@ export class VisitorService {
   private readonly random = new RandomPool();
   /** Visitor numbers are reserved in blocks per site: one store round trip per block, not per visitor. */
   private readonly numberBlocks = new Map<string, { next: number; end: number }>();
-  private readonly newVisitorsOnline = new OnlineMarkBatch((siteId, visitorIds, until) => this.deps.store.markManyOnline(siteId, visitorIds, until));
+  private readonly newVisitorsOnline = new OnlineMarkBatch((siteId, visitorIds, until) => this.deps.store.markManyOnline(siteId, visitorIds, until, this.deps.now()));
 
   constructor(private readonly deps: VisitorDeps) {
     this.log = deps.logger.child({ module: "visitors" });
@@ -188,7 +188,7 @@ export class VisitorService {
 
   /** Marks the visitor online for two heartbeats and the grace period (a socket of theirs is open here). */
   async markOnline(siteId: string, visitorId: string): Promise<void> {
-    await this.deps.store.markOnline(siteId, visitorId, this.onlineUntil());
+    await this.deps.store.markOnline(siteId, visitorId, this.onlineUntil(), this.deps.now());
   }
 
   /** Whether the site still exists (from the site cache). */
@@ -198,7 +198,7 @@ export class VisitorService {
 
   /** Heartbeat: refreshes the online mark of every visitor of a site that this process holds. */
   async markManyOnline(siteId: string, visitorIds: readonly string[]): Promise<void> {
-    await this.deps.store.markManyOnline(siteId, visitorIds, this.onlineUntil());
+    await this.deps.store.markManyOnline(siteId, visitorIds, this.onlineUntil(), this.deps.now());
   }
 
   /** A visitor with an open socket counts as online for two missed heartbeats and the grace period. */
@@ -208,8 +208,9 @@ export class VisitorService {
 
   /** The visitor's last socket on this process closed: offline once the grace period passes. */
   async lastSocketClosed(site: Site, visitorId: string): Promise<void> {
-    const until = this.deps.now() + this.deps.graceMs;
-    await this.deps.store.markOnline(site.id, visitorId, until);
+    const now = this.deps.now();
+    const until = now + this.deps.graceMs;
+    await this.deps.store.markOnline(site.id, visitorId, until, now);
     // A durable timer, not a local one: if this process dies, another one still tells the agent.
     await this.deps.scheduler.schedule("visitor-left", visitorId, until + 1);
   }

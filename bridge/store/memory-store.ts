@@ -165,8 +165,10 @@ export class MemoryStore implements Store {
     this.visitorNumbers.set(siteId, first + count - 1);
     return first;
   }
-  async markManyOnline(siteId: string, visitorIds: readonly string[], until: number) {
-    for (const id of visitorIds) await this.markOnline(siteId, id, until);
+  async markManyOnline(siteId: string, visitorIds: readonly string[], until: number, now: number) {
+    // Expired marks go here, at the heartbeat, not at each mark (a scan of the whole site).
+    await this.onlineVisitors(siteId, now);
+    for (const id of visitorIds) mapOf(this.online, siteId).set(id, until);
   }
   async markOnline(siteId: string, visitorId: string, until: number) {
     mapOf(this.online, siteId).set(visitorId, until);

@@ -121,6 +121,20 @@ redis.call('PEXPIREAT', KEYS[1], ARGV[1])
 return 1
 `;
 
+/**
+ * Marks visitors online (see VisitorStore.markOnline). Every visitor who ever opened the
+ * widget would stay in the site's sorted set otherwise: expired marks go at each mark, and
+ * the set itself expires once the latest mark has (a site nobody visits any more).
+ */
+export const MARK_ONLINE = `
+-- KEYS: 1 the site's online sorted set ; ARGV: 1 now (ms), 2 the latest until (ms), then until/visitorId pairs
+redis.call('ZADD', KEYS[1], unpack(ARGV, 3))
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
+local keep = tonumber(ARGV[2]) - tonumber(ARGV[1])
+if keep > 0 and redis.call('PTTL', KEYS[1]) < keep then redis.call('PEXPIRE', KEYS[1], keep) end
+return 1
+`;
+
 /** Publishes a frame to the processes holding a visitor's sockets (see VisitorBus). */
 export const PUBLISH_TO_HOLDERS = `${MESSAGE_HELPERS}
 -- KEYS: 1 holders set ; ARGV: 1 publisher, 2 process channel prefix, 3 payload

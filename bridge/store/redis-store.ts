@@ -6,7 +6,7 @@ import { decodeAgent, decodeSite, encodeAgent, encodeSite, StoredValueError } fr
 import { chatMatchesListState } from "./chat-list-state.js";
 import { visitorIdOfChat } from "./ids.js";
 import { channels, keys } from "./keys.js";
-import { APPEND_AGENT_MESSAGE, APPEND_VISITOR_MESSAGE, CHANGE_HOLDER, CLAIM_AGENT, CLAIM_LEAST_LOADED, CLAIM_STALE_PROCESS, CREATE_VISITOR, DROP_RESOURCES_UNHEARD_SINCE, FINISH_TIMER, FORGET_IF_NOTHING_LEFT, KEEP_VISITOR, MARK_MANY_RELAYED, PUBLISH_TO_HOLDERS, SET_AGENT_RESOURCE, TAKE_DUE_TIMERS, UPDATE_CHAT, VISITOR_WITH_CHAT } from "./redis-scripts.js";
+import { APPEND_AGENT_MESSAGE, APPEND_VISITOR_MESSAGE, CHANGE_HOLDER, CLAIM_AGENT, CLAIM_LEAST_LOADED, CLAIM_STALE_PROCESS, CREATE_VISITOR, DROP_RESOURCES_UNHEARD_SINCE, FINISH_TIMER, FORGET_IF_NOTHING_LEFT, KEEP_VISITOR, MARK_MANY_RELAYED, MARK_ONLINE, PUBLISH_TO_HOLDERS, SET_AGENT_RESOURCE, TAKE_DUE_TIMERS, UPDATE_CHAT, VISITOR_WITH_CHAT } from "./redis-scripts.js";
 import { UnknownVisitorError, VisitorBlockedError, type Agent, type AppendAgentMessage, type AppendAgentOutcome, type AppendResult, type AppendVisitorMessage, type BusHandler, type Chat, type ProcessMessage, type ChatState, type Site, type Store, type StoredMessage, type Visitor, type WebhookEvent } from "./types.js";
 
 type Client = Redis | Cluster;
@@ -33,6 +33,7 @@ const SCRIPTS = {
   forgetIfNothingLeft: { numberOfKeys: 2, lua: FORGET_IF_NOTHING_LEFT },
   setAgentResource: { numberOfKeys: 2, lua: SET_AGENT_RESOURCE },
   dropResourcesUnheardSince: { numberOfKeys: 1, lua: DROP_RESOURCES_UNHEARD_SINCE },
+  markOnline: { numberOfKeys: 1, lua: MARK_ONLINE },
 };
 
 interface ScriptCommands {
@@ -53,6 +54,7 @@ interface ScriptCommands {
   claimStaleProcess(...args: (string | number)[]): Promise<string | null>;
   claimLeastLoaded(numberOfKeys: number, ...args: (string | number)[]): Promise<string | null>;
   markManyRelayed(numberOfKeys: number, ...args: (string | number)[]): Promise<number>;
+  markOnline(key: string, now: number, until: number, ...scoresAndIds: (string | number)[]): Promise<number>;
 }
 
 /**
@@ -240,15 +242,15 @@ export class RedisStore implements Store {
   async reserveVisitorNumbers(siteId: string, count: number) {
     return (await this.redis.incrby(keys.visitorNumber(siteId), count)) - count + 1;
   }
-  async markManyOnline(siteId: string, visitorIds: readonly string[], until: number) {
-    // One ZADD per thousand visitors instead of one per visitor.
+  async markManyOnline(siteId: string, visitorIds: readonly string[], until: number, now: number) {
+    // One command per thousand visitors instead of one per visitor.
     for (let i = 0; i < visitorIds.length; i += 1000) {
       const args = visitorIds.slice(i, i + 1000).flatMap((id) => [until, id]);
-      await this.redis.zadd(keys.online(siteId), ...args);
+      await this.redis.markOnline(keys.online(siteId), now, until, ...args);
     }
   }
-  async markOnline(siteId: string, visitorId: string, until: number) {
-    await this.redis.zadd(keys.online(siteId), until, visitorId);
+  async markOnline(siteId: string, visitorId: string, until: number, now: number) {
+    await this.redis.markOnline(keys.online(siteId), now, until, until, visitorId);
   }
   async onlineVisitors(siteId: string, now: number) {
     const key = keys.online(siteId);

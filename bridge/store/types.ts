@@ -127,10 +127,13 @@ export interface VisitorStore {
   recordPage(visitorId: string, page: { url: string; title: string }): Promise<void>;
   /** Reserves `count` consecutive visitor numbers of a site ("Visitor 0042") and returns the first. */
   reserveVisitorNumbers(siteId: string, count: number): Promise<number>;
-  /** Marks the visitor online until `until` (ms); refreshed while a socket is open. */
-  markOnline(siteId: string, visitorId: string, until: number): Promise<void>;
+  /**
+   * Marks the visitor online until `until` (ms); refreshed while a socket is open. Marks
+   * expired at `now` are dropped: the site's marks hold only visitors seen lately.
+   */
+  markOnline(siteId: string, visitorId: string, until: number, now: number): Promise<void>;
   /** The same for many visitors of one site at once (heartbeats). */
-  markManyOnline(siteId: string, visitorIds: readonly string[], until: number): Promise<void>;
+  markManyOnline(siteId: string, visitorIds: readonly string[], until: number, now: number): Promise<void>;
   /** Visitors whose online mark has not expired at `now`. */
   onlineVisitors(siteId: string, now: number): Promise<string[]>;
   isOnline(siteId: string, visitorId: string, now: number): Promise<boolean>;

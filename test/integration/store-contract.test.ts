@@ -111,12 +111,12 @@ describe.each([
 
   it("tracks online visitors until their mark expires", async () => {
     const v = visitor(siteId);
-    await store.markOnline(siteId, v.id, 2000);
+    await store.markOnline(siteId, v.id, 2000, 1000);
     expect(await store.isOnline(siteId, v.id, 1999)).toBe(true);
     expect(await store.onlineVisitors(siteId, 1500)).toEqual([v.id]);
     expect(await store.isOnline(siteId, v.id, 2000)).toBe(false);
     expect(await store.onlineVisitors(siteId, 2500)).toEqual([]);
-    await store.markManyOnline(siteId, ["a", "b", "c"], 3000);
+    await store.markManyOnline(siteId, ["a", "b", "c"], 3000, 2500);
     expect((await store.onlineVisitors(siteId, 2600)).sort()).toEqual(["a", "b", "c"]);
   });
 
@@ -495,6 +495,28 @@ describe("redis store: what it keeps per visitor", () => {
       const ttl = await admin.ttl(keys.clientIds(v.id));
       expect(ttl).toBeGreaterThan(CLIENT_IDS_TTL_SECONDS - 60);
       expect(ttl).toBeLessThanOrEqual(CLIENT_IDS_TTL_SECONDS);
+    } finally {
+      admin.disconnect();
+      await store.close();
+    }
+  });
+});
+
+describe("redis store: what it keeps per site", () => {
+  it("keeps in a site's online marks only visitors seen lately, and lets the marks go with the last one", async () => {
+    const store = new RedisStore({ url: redis.url });
+    const admin = new Redis(redis.url);
+    try {
+      const siteId = "s-online";
+      const now = Date.now();
+      await store.markOnline(siteId, "gone-long-ago", now - 60_000, now - 120_000);
+      await store.markManyOnline(siteId, ["left", "here"], now + 100, now);
+      expect((await admin.zrange(keys.online(siteId), "0", "-1")).sort()).toEqual(["here", "left"]);
+      await store.markOnline(siteId, "here", now + 60_000, now + 200); // "left" left: their mark expired
+      expect(await admin.zrange(keys.online(siteId), "0", "-1")).toEqual(["here"]);
+      const ttl = await admin.pttl(keys.online(siteId));
+      expect(ttl).toBeGreaterThan(0);
+      expect(ttl).toBeLessThanOrEqual(60_000);
     } finally {
       admin.disconnect();
       await store.close();
