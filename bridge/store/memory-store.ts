@@ -67,13 +67,25 @@ export class MemoryStore implements Store {
   }
   async deleteSite(siteId: string) {
     this.agents.delete(siteId);
+    this.visitorNumbers.delete(siteId);
+    this.online.delete(siteId);
+    for (const jid of this.loads.get(siteId)?.keys() ?? []) this.forgetIdleFormerAgent(siteId, jid);
     return this.sites.delete(siteId);
   }
   async putAgent(siteId: string, agent: Agent) {
     mapOf(this.agents, siteId).set(agent.jid, clone(agent));
   }
   async removeAgent(siteId: string, jid: string) {
-    return this.agents.get(siteId)?.delete(jid) ?? false;
+    const removed = this.agents.get(siteId)?.delete(jid) ?? false;
+    this.forgetIdleFormerAgent(siteId, jid);
+    return removed;
+  }
+  /** As in Redis (redis-scripts.ts): an agent no longer of the site, with none of its chats, leaves its routing records. */
+  private forgetIdleFormerAgent(siteId: string, jid: string) {
+    const loads = this.loads.get(siteId);
+    if (this.agents.get(siteId)?.has(jid) || (loads?.get(jid)?.chatIds.size ?? 0) > 0) return;
+    loads?.delete(jid);
+    if (loads?.size === 0) this.loads.delete(siteId);
   }
   async listAgents(siteId: string) {
     return [...(this.agents.get(siteId)?.values() ?? [])].map(clone).sort((a, b) => a.jid.localeCompare(b.jid));
@@ -309,6 +321,7 @@ export class MemoryStore implements Store {
   }
   async releaseAgent(siteId: string, agentJid: string, chatId: string) {
     this.loads.get(siteId)?.get(agentJid)?.chatIds.delete(chatId);
+    this.forgetIdleFormerAgent(siteId, agentJid);
   }
   async agentLoads(siteId: string) {
     const result = new Map<string, { chatIds: string[]; lastAssignedAt: number }>();

@@ -176,6 +176,52 @@ redis.call('SADD', KEYS[3], ARGV[4])
 return 1
 `;
 
+/**
+ * Lua helper: an agent who is no longer one of the site's and holds none of its chats any
+ * more leaves the site's routing records (loaded agents, last assignments). Otherwise every
+ * agent ever removed, and every deleted site, left them behind for good.
+ */
+const FORGET_IDLE_FORMER_AGENT = `
+-- keys: agents hash, loaded-agents set, last-assigned hash; the agent's chat-set key and jid
+local function forgetIdleFormerAgent(agentsKey, loadedKey, lastAssignedKey, chatsKey, jid)
+  if redis.call('HEXISTS', agentsKey, jid) == 1 or redis.call('SCARD', chatsKey) > 0 then return end
+  redis.call('SREM', loadedKey, jid)
+  redis.call('HDEL', lastAssignedKey, jid)
+end
+`;
+
+/** Removes an agent from a site (see SiteStore.removeAgent); their chats there are moved by the caller. */
+export const REMOVE_AGENT = `${FORGET_IDLE_FORMER_AGENT}
+-- KEYS: 1 agents hash, 2 loaded-agents set, 3 last-assigned hash ; ARGV: 1 agent jid, 2 the site's agent chat-set key prefix
+local removed = redis.call('HDEL', KEYS[1], ARGV[1])
+forgetIdleFormerAgent(KEYS[1], KEYS[2], KEYS[3], ARGV[2] .. ARGV[1], ARGV[1])
+return removed
+`;
+
+/** Frees the agent's slot of a chat (see RoutingStore.releaseAgent). */
+export const RELEASE_AGENT = `${FORGET_IDLE_FORMER_AGENT}
+-- KEYS: 1 the agent's chat set, 2 agents hash, 3 loaded-agents set, 4 last-assigned hash ; ARGV: 1 chatId, 2 agent jid
+redis.call('SREM', KEYS[1], ARGV[1])
+forgetIdleFormerAgent(KEYS[2], KEYS[3], KEYS[4], KEYS[1], ARGV[2])
+return 1
+`;
+
+/**
+ * Deletes what a site keeps in its hash slot (see SiteStore.deleteSite). Its chats and
+ * their indexes stay: open chats are ended and their agents released by the caller, and
+ * transcripts go when retention purges them.
+ */
+export const DELETE_SITE = `${FORGET_IDLE_FORMER_AGENT}
+-- KEYS: 1 site, 2 agents hash, 3 visitor number, 4 online marks, 5 loaded-agents set, 6 last-assigned hash
+-- ARGV: 1 the site's agent chat-set key prefix
+local removed = redis.call('DEL', KEYS[1], KEYS[2])
+redis.call('DEL', KEYS[3], KEYS[4])
+for _, jid in ipairs(redis.call('SMEMBERS', KEYS[5])) do
+  forgetIdleFormerAgent(KEYS[2], KEYS[5], KEYS[6], ARGV[1] .. jid, jid)
+end
+return removed
+`;
+
 /** Takes due timers and leases them (see TimerStore). */
 export const TAKE_DUE_TIMERS = `
 -- KEYS: 1 timers sorted set ; ARGV: 1 now, 2 lease ms, 3 limit

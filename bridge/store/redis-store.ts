@@ -6,7 +6,7 @@ import { decodeAgent, decodeSite, encodeAgent, encodeSite, StoredValueError } fr
 import { chatMatchesListState } from "./chat-list-state.js";
 import { visitorIdOfChat } from "./ids.js";
 import { channels, keys } from "./keys.js";
-import { APPEND_AGENT_MESSAGE, APPEND_VISITOR_MESSAGE, CHANGE_HOLDER, CLAIM_AGENT, CLAIM_LEAST_LOADED, CLAIM_STALE_PROCESS, CREATE_VISITOR, DROP_RESOURCES_UNHEARD_SINCE, FINISH_TIMER, FORGET_IF_NOTHING_LEFT, KEEP_VISITOR, MARK_MANY_RELAYED, MARK_ONLINE, PUBLISH_TO_HOLDERS, SET_AGENT_RESOURCE, TAKE_DUE_TIMERS, UPDATE_CHAT, VISITOR_WITH_CHAT } from "./redis-scripts.js";
+import { APPEND_AGENT_MESSAGE, APPEND_VISITOR_MESSAGE, CHANGE_HOLDER, CLAIM_AGENT, CLAIM_LEAST_LOADED, CLAIM_STALE_PROCESS, CREATE_VISITOR, DELETE_SITE, DROP_RESOURCES_UNHEARD_SINCE, FINISH_TIMER, FORGET_IF_NOTHING_LEFT, KEEP_VISITOR, MARK_MANY_RELAYED, MARK_ONLINE, PUBLISH_TO_HOLDERS, RELEASE_AGENT, REMOVE_AGENT, SET_AGENT_RESOURCE, TAKE_DUE_TIMERS, UPDATE_CHAT, VISITOR_WITH_CHAT } from "./redis-scripts.js";
 import { UnknownVisitorError, VisitorBlockedError, type Agent, type AppendAgentMessage, type AppendAgentOutcome, type AppendResult, type AppendVisitorMessage, type BusHandler, type Chat, type ProcessMessage, type ChatState, type Site, type Store, type StoredMessage, type Visitor, type WebhookEvent } from "./types.js";
 
 type Client = Redis | Cluster;
@@ -34,6 +34,9 @@ const SCRIPTS = {
   setAgentResource: { numberOfKeys: 2, lua: SET_AGENT_RESOURCE },
   dropResourcesUnheardSince: { numberOfKeys: 1, lua: DROP_RESOURCES_UNHEARD_SINCE },
   markOnline: { numberOfKeys: 1, lua: MARK_ONLINE },
+  removeAgent: { numberOfKeys: 3, lua: REMOVE_AGENT },
+  releaseAgent: { numberOfKeys: 4, lua: RELEASE_AGENT },
+  deleteSite: { numberOfKeys: 6, lua: DELETE_SITE },
 };
 
 interface ScriptCommands {
@@ -55,6 +58,9 @@ interface ScriptCommands {
   claimLeastLoaded(numberOfKeys: number, ...args: (string | number)[]): Promise<string | null>;
   markManyRelayed(numberOfKeys: number, ...args: (string | number)[]): Promise<number>;
   markOnline(key: string, now: number, until: number, ...scoresAndIds: (string | number)[]): Promise<number>;
+  removeAgent(...args: string[]): Promise<number>;
+  releaseAgent(...args: string[]): Promise<number>;
+  deleteSite(...args: string[]): Promise<number>;
 }
 
 /**
@@ -150,7 +156,15 @@ export class RedisStore implements Store {
   async deleteSite(siteId: string) {
     const agents = await this.listAgents(siteId);
     await Promise.all(agents.map((a) => this.redis.srem(keys.agentSites(a.jid), siteId)));
-    const removed = await this.redis.del(keys.site(siteId), keys.agents(siteId));
+    const removed = await this.redis.deleteSite(
+      keys.site(siteId),
+      keys.agents(siteId),
+      keys.visitorNumber(siteId),
+      keys.online(siteId),
+      keys.loadedAgents(siteId),
+      keys.lastAssigned(siteId),
+      keys.agentChats(siteId, ""),
+    );
     await this.redis.srem(keys.sites(), siteId);
     return removed > 0;
   }
@@ -159,7 +173,7 @@ export class RedisStore implements Store {
     await this.redis.sadd(keys.agentSites(agent.jid), siteId);
   }
   async removeAgent(siteId: string, jid: string) {
-    const removed = await this.redis.hdel(keys.agents(siteId), jid);
+    const removed = await this.redis.removeAgent(keys.agents(siteId), keys.loadedAgents(siteId), keys.lastAssigned(siteId), jid, keys.agentChats(siteId, ""));
     await this.redis.srem(keys.agentSites(jid), siteId);
     return removed > 0;
   }
@@ -441,7 +455,7 @@ export class RedisStore implements Store {
     return claimed ?? null;
   }
   async releaseAgent(siteId: string, agentJid: string, chatId: string) {
-    await this.redis.srem(keys.agentChats(siteId, agentJid), chatId);
+    await this.redis.releaseAgent(keys.agentChats(siteId, agentJid), keys.agents(siteId), keys.loadedAgents(siteId), keys.lastAssigned(siteId), chatId, agentJid);
   }
   async agentLoads(siteId: string) {
     const [agents, last] = await Promise.all([this.redis.smembers(keys.loadedAgents(siteId)), this.redis.hgetall(keys.lastAssigned(siteId))]);

@@ -251,6 +251,35 @@ describe.each([
     expect((await store.agentLoads(siteId)).get("ann@localhost")?.lastAssignedAt).toBe(300);
   });
 
+  it("forgets a former agent's routing records once they hold none of the site's chats", async () => {
+    await store.putAgent(siteId, { jid: "ann@localhost", addedAt: 1 });
+    await store.putAgent(siteId, { jid: "bob@localhost", addedAt: 1 });
+    await store.claimAgent(siteId, "ann@localhost", "c1", 2, 100);
+    await store.claimAgent(siteId, "bob@localhost", "c2", 2, 100);
+    await store.releaseAgent(siteId, "bob@localhost", "c2");
+    await store.removeAgent(siteId, "bob@localhost"); // idle: gone at once
+    await store.removeAgent(siteId, "ann@localhost"); // their chat is still to be moved: kept until then
+    expect([...(await store.agentLoads(siteId)).keys()]).toEqual(["ann@localhost"]);
+    await store.releaseAgent(siteId, "ann@localhost", "c1");
+    expect((await store.agentLoads(siteId)).size).toBe(0);
+  });
+
+  it("deletes with a site its visitor numbers, online marks and the routing records of its idle agents", async () => {
+    await store.putAgent(siteId, { jid: "ann@localhost", addedAt: 1 });
+    await store.putAgent(siteId, { jid: "bob@localhost", addedAt: 1 });
+    await store.claimAgent(siteId, "ann@localhost", "c1", 2, 100);
+    await store.claimAgent(siteId, "bob@localhost", "c2", 2, 100);
+    await store.releaseAgent(siteId, "bob@localhost", "c2");
+    await store.reserveVisitorNumbers(siteId, 16);
+    await store.markOnline(siteId, "v1", Date.now() + 60_000, Date.now());
+    expect(await store.deleteSite(siteId)).toBe(true);
+    expect([...(await store.agentLoads(siteId)).keys()]).toEqual(["ann@localhost"]); // the open chat ends after the deletion
+    await store.releaseAgent(siteId, "ann@localhost", "c1");
+    expect((await store.agentLoads(siteId)).size).toBe(0);
+    expect(await store.onlineVisitors(siteId, Date.now())).toEqual([]);
+    expect(await store.reserveVisitorNumbers(siteId, 1)).toBe(1);
+  });
+
   it("queues chats first in, first out, each handed out once", async () => {
     await store.enqueue(siteId, "q1", 10);
     await store.enqueue(siteId, "q2", 20);
