@@ -66,7 +66,9 @@ export class MemoryStore implements Store {
     return [...this.sites.values()].map(clone).sort((a, b) => a.id.localeCompare(b.id));
   }
   async deleteSite(siteId: string) {
+    const agents = [...(this.agents.get(siteId)?.keys() ?? [])];
     this.agents.delete(siteId);
+    for (const jid of agents) this.forgetAgentWithoutSites(jid);
     this.visitorNumbers.delete(siteId);
     this.online.delete(siteId);
     for (const jid of this.loads.get(siteId)?.keys() ?? []) this.forgetIdleFormerAgent(siteId, jid);
@@ -78,7 +80,16 @@ export class MemoryStore implements Store {
   async removeAgent(siteId: string, jid: string) {
     const removed = this.agents.get(siteId)?.delete(jid) ?? false;
     this.forgetIdleFormerAgent(siteId, jid);
+    this.forgetAgentWithoutSites(jid);
     return removed;
+  }
+  /** As in Redis (LEAVE_SITE): an agent of no site any more is forgotten. */
+  private forgetAgentWithoutSites(jid: string) {
+    if ([...this.agents.values()].some((agents) => agents.has(jid))) return;
+    this.resources.delete(jid);
+    this.probeRounds.delete(jid);
+    this.unavailableSince.delete(jid);
+    this.busyAgents.delete(jid);
   }
   /** As in Redis (redis-scripts.ts): an agent no longer of the site, with none of its chats, leaves its routing records. */
   private forgetIdleFormerAgent(siteId: string, jid: string) {

@@ -222,6 +222,18 @@ end
 return removed
 `;
 
+/**
+ * Takes a site from an agent's sites; an agent left with none is forgotten: their presence,
+ * probe round, unavailable-since and busy flag went on forever otherwise, one set per agent
+ * ever removed. Added to a site again, they are probed afresh.
+ */
+export const LEAVE_SITE = `
+-- KEYS: 1 the agent's sites set, 2 resources hash, 3 probe round, 4 unavailable since, 5 busy flag ; ARGV: 1 siteId
+redis.call('SREM', KEYS[1], ARGV[1])
+if redis.call('SCARD', KEYS[1]) == 0 then redis.call('DEL', KEYS[2], KEYS[3], KEYS[4], KEYS[5]) end
+return 1
+`;
+
 /** Takes due timers and leases them (see TimerStore). */
 export const TAKE_DUE_TIMERS = `
 -- KEYS: 1 timers sorted set ; ARGV: 1 now, 2 lease ms, 3 limit

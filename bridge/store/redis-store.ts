@@ -6,7 +6,7 @@ import { decodeAgent, decodeSite, encodeAgent, encodeSite, StoredValueError } fr
 import { chatMatchesListState } from "./chat-list-state.js";
 import { visitorIdOfChat } from "./ids.js";
 import { channels, keys } from "./keys.js";
-import { APPEND_AGENT_MESSAGE, APPEND_VISITOR_MESSAGE, CHANGE_HOLDER, CLAIM_AGENT, CLAIM_LEAST_LOADED, CLAIM_STALE_PROCESS, CREATE_VISITOR, DELETE_SITE, DROP_RESOURCES_UNHEARD_SINCE, FINISH_TIMER, FORGET_IF_NOTHING_LEFT, KEEP_VISITOR, MARK_MANY_RELAYED, MARK_ONLINE, PUBLISH_TO_HOLDERS, RELEASE_AGENT, REMOVE_AGENT, SET_AGENT_RESOURCE, TAKE_DUE_TIMERS, UPDATE_CHAT, VISITOR_WITH_CHAT } from "./redis-scripts.js";
+import { APPEND_AGENT_MESSAGE, APPEND_VISITOR_MESSAGE, CHANGE_HOLDER, CLAIM_AGENT, CLAIM_LEAST_LOADED, CLAIM_STALE_PROCESS, CREATE_VISITOR, DELETE_SITE, DROP_RESOURCES_UNHEARD_SINCE, FINISH_TIMER, FORGET_IF_NOTHING_LEFT, KEEP_VISITOR, LEAVE_SITE, MARK_MANY_RELAYED, MARK_ONLINE, PUBLISH_TO_HOLDERS, RELEASE_AGENT, REMOVE_AGENT, SET_AGENT_RESOURCE, TAKE_DUE_TIMERS, UPDATE_CHAT, VISITOR_WITH_CHAT } from "./redis-scripts.js";
 import { UnknownVisitorError, VisitorBlockedError, type Agent, type AppendAgentMessage, type AppendAgentOutcome, type AppendResult, type AppendVisitorMessage, type BusHandler, type Chat, type ProcessMessage, type ChatState, type Site, type Store, type StoredMessage, type Visitor, type WebhookEvent } from "./types.js";
 
 type Client = Redis | Cluster;
@@ -37,6 +37,7 @@ const SCRIPTS = {
   removeAgent: { numberOfKeys: 3, lua: REMOVE_AGENT },
   releaseAgent: { numberOfKeys: 4, lua: RELEASE_AGENT },
   deleteSite: { numberOfKeys: 6, lua: DELETE_SITE },
+  leaveSite: { numberOfKeys: 5, lua: LEAVE_SITE },
 };
 
 interface ScriptCommands {
@@ -61,6 +62,7 @@ interface ScriptCommands {
   removeAgent(...args: string[]): Promise<number>;
   releaseAgent(...args: string[]): Promise<number>;
   deleteSite(...args: string[]): Promise<number>;
+  leaveSite(...args: string[]): Promise<number>;
 }
 
 /**
@@ -155,7 +157,7 @@ export class RedisStore implements Store {
   }
   async deleteSite(siteId: string) {
     const agents = await this.listAgents(siteId);
-    await Promise.all(agents.map((a) => this.redis.srem(keys.agentSites(a.jid), siteId)));
+    await Promise.all(agents.map((a) => this.leaveSite(a.jid, siteId)));
     const removed = await this.redis.deleteSite(
       keys.site(siteId),
       keys.agents(siteId),
@@ -174,8 +176,11 @@ export class RedisStore implements Store {
   }
   async removeAgent(siteId: string, jid: string) {
     const removed = await this.redis.removeAgent(keys.agents(siteId), keys.loadedAgents(siteId), keys.lastAssigned(siteId), jid, keys.agentChats(siteId, ""));
-    await this.redis.srem(keys.agentSites(jid), siteId);
+    await this.leaveSite(jid, siteId);
     return removed > 0;
+  }
+  private async leaveSite(jid: string, siteId: string) {
+    await this.redis.leaveSite(keys.agentSites(jid), keys.agentResources(jid), keys.agentProbeRound(jid), keys.agentUnavailableSince(jid), keys.agentBusy(jid), siteId);
   }
   async listAgents(siteId: string) {
     const all = await this.redis.hgetall(keys.agents(siteId));

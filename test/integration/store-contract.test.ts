@@ -69,6 +69,22 @@ describe.each([
     expect(await store.sitesOfAgent("ann@localhost")).not.toContain(siteId);
   });
 
+  it("forgets an agent's presence and busy flag once they belong to no site", async () => {
+    const jid = `${siteId}-leaver@localhost`;
+    const other = `${siteId}-other`;
+    await store.putSite(site(other));
+    await store.putAgent(siteId, { jid, addedAt: 1 });
+    await store.putAgent(other, { jid, addedAt: 1 });
+    await store.setAgentResource(jid, "laptop", "available", 10);
+    await store.setAgentResource(jid, "laptop", null, 11);
+    await store.setAgentResource(jid, "phone", "away", 12);
+    await store.setAgentBusy(jid, true);
+    await store.removeAgent(siteId, jid);
+    expect([await store.getAgentPresence(jid), await store.agentUnavailableSince(jid), await store.isAgentBusy(jid)]).toEqual(["away", 11, true]); // still an agent of the other site
+    await store.deleteSite(other);
+    expect([await store.getAgentPresence(jid), await store.agentUnavailableSince(jid), await store.isAgentBusy(jid)]).toEqual(["offline", null, false]);
+  });
+
   it("aggregates an agent's presence over resources", async () => {
     const jid = `${siteId}-agent@localhost`;
     expect(await store.getAgentPresence(jid)).toBe("offline");
