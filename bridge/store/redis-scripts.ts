@@ -60,6 +60,7 @@ if not chatId then
   redis.call('HSET', KEYS[1], 'chatId', chatId)
   redis.call('HINCRBY', KEYS[1], 'chatCount', 1)
   redis.call('PERSIST', KEYS[1]) -- kept with their transcripts from now on
+  redis.call('PERSIST', KEYS[6]) -- as their holders (see CHANGE_HOLDER)
   visitorPairs = redis.call('HGETALL', KEYS[1])
   created = 1
 end
@@ -104,20 +105,22 @@ return 1
 
 /** Moves the expiry of a visitor who never chatted (see VisitorStore.keepVisitor). */
 export const KEEP_VISITOR = `
--- KEYS: 1 visitor hash ; ARGV: 1 forget at (ms)
+-- KEYS: 1 visitor hash, 2 holders set ; ARGV: 1 forget at (ms)
 if redis.call('EXISTS', KEYS[1]) == 1 and redis.call('HEXISTS', KEYS[1], 'chatCount') == 0 then
   redis.call('PEXPIREAT', KEYS[1], ARGV[1])
+  redis.call('PEXPIREAT', KEYS[2], ARGV[1])
 end
 return 1
 `;
 
 /** After a purge: a visitor with no message and no current chat left is forgotten in time (see ChatStore.purgeChat). */
 export const FORGET_IF_NOTHING_LEFT = `
--- KEYS: 1 visitor hash, 2 log stream ; ARGV: 1 forget at (ms)
+-- KEYS: 1 visitor hash, 2 log stream, 3 holders set ; ARGV: 1 forget at (ms)
 if redis.call('EXISTS', KEYS[1]) == 0 or redis.call('HEXISTS', KEYS[1], 'chatId') == 1 or redis.call('XLEN', KEYS[2]) > 0 then return 0 end
 redis.call('DEL', KEYS[2])
 redis.call('HDEL', KEYS[1], 'chatCount')
 redis.call('PEXPIREAT', KEYS[1], ARGV[1])
+redis.call('PEXPIREAT', KEYS[3], ARGV[1])
 return 1
 `;
 
@@ -305,10 +308,22 @@ end
 return #KEYS
 `;
 
-/** Adds or removes a holder of a visitor's sockets and returns the others (see VisitorBus). */
+/**
+ * Adds or removes a holder of a visitor's sockets and returns the others (see VisitorBus).
+ * A process that dies never releases its visitors; the next hold or release of the visitor
+ * prunes it, but a visitor who never comes back kept the set for good: so it lives as long
+ * as the visitor does (the same expiry, moved along with theirs: CREATE_VISITOR,
+ * KEEP_VISITOR, APPEND_VISITOR_MESSAGE, FORGET_IF_NOTHING_LEFT).
+ */
 export const CHANGE_HOLDER = `
--- KEYS: 1 holders set ; ARGV: 1 process id, 2 'hold' or 'release'
-if ARGV[2] == 'hold' then redis.call('SADD', KEYS[1], ARGV[1]) else redis.call('SREM', KEYS[1], ARGV[1]) end
+-- KEYS: 1 holders set, 2 visitor hash ; ARGV: 1 process id, 2 'hold' or 'release'
+if ARGV[2] == 'hold' then
+  redis.call('SADD', KEYS[1], ARGV[1])
+  local ttl = redis.call('PTTL', KEYS[2])
+  if ttl > 0 then redis.call('PEXPIRE', KEYS[1], ttl) elseif ttl == -1 then redis.call('PERSIST', KEYS[1]) end
+else
+  redis.call('SREM', KEYS[1], ARGV[1])
+end
 local others = {}
 for _, processId in ipairs(redis.call('SMEMBERS', KEYS[1])) do
   if processId ~= ARGV[1] then others[#others + 1] = processId end

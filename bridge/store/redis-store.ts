@@ -21,16 +21,16 @@ const SCRIPTS = {
   appendVisitorMessage: { numberOfKeys: 6, lua: APPEND_VISITOR_MESSAGE },
   appendAgentMessage: { numberOfKeys: 3, lua: APPEND_AGENT_MESSAGE },
   publishToHolders: { numberOfKeys: 1, lua: PUBLISH_TO_HOLDERS },
-  changeHolder: { numberOfKeys: 1, lua: CHANGE_HOLDER },
+  changeHolder: { numberOfKeys: 2, lua: CHANGE_HOLDER },
   claimStaleProcess: { numberOfKeys: 1, lua: CLAIM_STALE_PROCESS },
   updateChat: { numberOfKeys: 2, lua: UPDATE_CHAT },
   claimAgent: { numberOfKeys: 3, lua: CLAIM_AGENT },
   takeDueTimers: { numberOfKeys: 1, lua: TAKE_DUE_TIMERS },
   visitorWithChat: { numberOfKeys: 1, lua: VISITOR_WITH_CHAT },
   finishTimer: { numberOfKeys: 1, lua: FINISH_TIMER },
-  keepVisitor: { numberOfKeys: 1, lua: KEEP_VISITOR },
+  keepVisitor: { numberOfKeys: 2, lua: KEEP_VISITOR },
   createVisitor: { numberOfKeys: 1, lua: CREATE_VISITOR },
-  forgetIfNothingLeft: { numberOfKeys: 2, lua: FORGET_IF_NOTHING_LEFT },
+  forgetIfNothingLeft: { numberOfKeys: 3, lua: FORGET_IF_NOTHING_LEFT },
   setAgentResource: { numberOfKeys: 2, lua: SET_AGENT_RESOURCE },
   dropResourcesUnheardSince: { numberOfKeys: 1, lua: DROP_RESOURCES_UNHEARD_SINCE },
   markOnline: { numberOfKeys: 1, lua: MARK_ONLINE },
@@ -241,7 +241,7 @@ export class RedisStore implements Store {
     await this.redis.createVisitor(keys.visitor(v.id), forgetAt ?? "", ...Object.entries(fields).flat());
   }
   async keepVisitor(visitorId: string, forgetAt: number) {
-    await this.redis.keepVisitor(keys.visitor(visitorId), forgetAt);
+    await this.redis.keepVisitor(keys.visitor(visitorId), keys.holders(visitorId), forgetAt);
   }
   async getVisitor(visitorId: string) {
     return decodeVisitor(await this.redis.hgetall(keys.visitor(visitorId)));
@@ -439,7 +439,7 @@ export class RedisStore implements Store {
     await this.redis.del(keys.chat(chat.visitorId, chatId));
     await Promise.all([this.redis.zrem(keys.siteChats(chat.siteId), chatId), this.redis.zrem(keys.openChats(chat.siteId), chatId)]);
     await this.redis.hincrby(keys.chatStateCounts(), "ended", -1);
-    if (forgetVisitorAt !== undefined) await this.redis.forgetIfNothingLeft(keys.visitor(chat.visitorId), keys.log(chat.visitorId), forgetVisitorAt);
+    if (forgetVisitorAt !== undefined) await this.redis.forgetIfNothingLeft(keys.visitor(chat.visitorId), keys.log(chat.visitorId), keys.holders(chat.visitorId), forgetVisitorAt);
   }
   async chatStateCounts() {
     const raw = await this.redis.hgetall(keys.chatStateCounts());
@@ -565,10 +565,10 @@ export class RedisStore implements Store {
 
   // --- bus (Redis pub/sub: at most once; the durable copy of every message is the log)
   async holdVisitor(visitorId: string, processId: string) {
-    return this.redis.changeHolder(keys.holders(visitorId), processId, "hold");
+    return this.redis.changeHolder(keys.holders(visitorId), keys.visitor(visitorId), processId, "hold");
   }
   async releaseVisitor(visitorId: string, processId: string) {
-    return this.redis.changeHolder(keys.holders(visitorId), processId, "release");
+    return this.redis.changeHolder(keys.holders(visitorId), keys.visitor(visitorId), processId, "release");
   }
   async publishToVisitor(visitorId: string, frame: ServerFrame, publisher = "") {
     const message: ProcessMessage = { kind: "visitor-frame", visitorId, frame };

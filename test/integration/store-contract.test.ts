@@ -547,6 +547,34 @@ describe("redis store: what it keeps per visitor", () => {
   });
 });
 
+describe("redis store: what it keeps per visitor, after their process died", () => {
+  it("lets the holders a dead process never released go with the visitor", async () => {
+    const store = new RedisStore({ url: redis.url });
+    const admin = new Redis(redis.url);
+    try {
+      const siteId = "s-holders";
+      const v = visitor(siteId);
+      const forgetAt = Date.now() + 60_000;
+      await store.createVisitor(v, forgetAt);
+      await store.holdVisitor(v.id, "dead-process");
+      const sameExpiry = async () => Math.abs((await admin.pttl(keys.holders(v.id))) - (await admin.pttl(keys.visitor(v.id)))) < 1000;
+      expect(await admin.pttl(keys.holders(v.id))).toBeGreaterThan(0);
+      expect(await sameExpiry()).toBe(true);
+      await store.keepVisitor(v.id, forgetAt + 60_000); // they came back (through another process)
+      expect(await sameExpiry()).toBe(true);
+      const { chat } = await store.appendVisitorMessage({ visitorId: v.id, siteId, clientId: "c1", fallbackName: "V", text: "hi", ts: 10, newChatId: newChatId(v.id, 10) });
+      expect([await admin.pttl(keys.holders(v.id)), await admin.pttl(keys.visitor(v.id))]).toEqual([-1, -1]); // kept with their transcript
+      await store.updateChat(chat.id, ["new"], { state: "ended", endedAt: 20 });
+      await store.purgeChat(chat.id, Date.now() + 30_000);
+      expect(await admin.pttl(keys.holders(v.id))).toBeGreaterThan(0);
+      expect(await sameExpiry()).toBe(true);
+    } finally {
+      admin.disconnect();
+      await store.close();
+    }
+  });
+});
+
 describe("redis store: what it keeps per site", () => {
   it("keeps in a site's online marks only visitors seen lately, and lets the marks go with the last one", async () => {
     const store = new RedisStore({ url: redis.url });
