@@ -14,6 +14,12 @@ type Client = Redis | Cluster;
 /** How many messages of one visitor's log Redis keeps (approximate trim, XADD MAXLEN ~). */
 const LOG_MAX_LENGTH = 10_000;
 const CHAT_LIST_LIMIT = 1000;
+/**
+ * How long a webhook event is kept, from its last attempt. Its retries span about 3 hours
+ * (webhooks.ts); an event whose process died between storing it and scheduling its first
+ * attempt has no timer, and stayed in Redis for good without this bound.
+ */
+export const WEBHOOK_EVENT_TTL_SECONDS = 7 * 86_400;
 /** How long `close` waits for Redis to acknowledge QUIT before dropping the connections. */
 const CLOSE_TIMEOUT_MS = 2000;
 
@@ -504,7 +510,8 @@ export class RedisStore implements Store {
     await this.redis.finishTimer(keys.timers(), id, leasedUntil);
   }
   async putWebhookEvent(event: WebhookEvent) {
-    await this.redis.hset(keys.webhookEvent(event.id), { siteId: event.siteId, body: event.body, attempts: String(event.attempts) });
+    const key = keys.webhookEvent(event.id);
+    await this.redis.multi().hset(key, { siteId: event.siteId, body: event.body, attempts: String(event.attempts) }).expire(key, WEBHOOK_EVENT_TTL_SECONDS).exec();
   }
   async getWebhookEvent(id: string) {
     const h = await this.redis.hgetall(keys.webhookEvent(id));

@@ -4,7 +4,7 @@ import { afterAll, beforeAll, beforeEach, describe, expect, it, vi } from "vites
 import { Redis } from "ioredis";
 import { keys } from "../../bridge/store/keys.js";
 import { MemoryStore } from "../../bridge/store/memory-store.js";
-import { RedisStore } from "../../bridge/store/redis-store.js";
+import { RedisStore, WEBHOOK_EVENT_TTL_SECONDS } from "../../bridge/store/redis-store.js";
 import { newChatId } from "../../bridge/store/ids.js";
 import { CLIENT_IDS_TTL_SECONDS } from "../../bridge/store/redis-scripts.js";
 import { messageFrame } from "../../bridge/store/message-frame.js";
@@ -568,6 +568,22 @@ describe("redis store: what it keeps per visitor, after their process died", () 
       await store.purgeChat(chat.id, Date.now() + 30_000);
       expect(await admin.pttl(keys.holders(v.id))).toBeGreaterThan(0);
       expect(await sameExpiry()).toBe(true);
+    } finally {
+      admin.disconnect();
+      await store.close();
+    }
+  });
+});
+
+describe("redis store: what it keeps per webhook event", () => {
+  it("keeps an event a week after its last attempt at most", async () => {
+    const store = new RedisStore({ url: redis.url });
+    const admin = new Redis(redis.url);
+    try {
+      await store.putWebhookEvent({ id: "e-ttl", siteId: "s", body: "{}", attempts: 0 });
+      const ttl = await admin.ttl(keys.webhookEvent("e-ttl"));
+      expect(ttl).toBeGreaterThan(WEBHOOK_EVENT_TTL_SECONDS - 60);
+      expect(ttl).toBeLessThanOrEqual(WEBHOOK_EVENT_TTL_SECONDS);
     } finally {
       admin.disconnect();
       await store.close();
