@@ -44,6 +44,11 @@ export interface VisitorDeps {
   outbox?: Pick<Outbox, "processId" | "track" | "relayingHere" | "deadAmong">;
   /** How long a visitor who never chats is remembered after their last visit (PARLEY_VISITOR_RETENTION_DAYS); unset: forever. */
   retentionMs?: number;
+  /**
+   * PARLEY_CHAT_IDLE_MS: also how often a visitor with an open chat is looked at (the
+   * `visitor-left` watch, lifecycle.ts), in case the process holding them dies. Unset: no watch.
+   */
+  chatIdleMs?: number;
 }
 
 /**
@@ -176,9 +181,20 @@ export class VisitorService {
     const [wasOnline] = await Promise.all([this.deps.store.isOnline(site.id, visitor.id, now), forgetAt === undefined ? undefined : this.deps.store.keepVisitor(visitor.id, forgetAt)]);
     await this.markOnline(site.id, visitor.id);
     if (!wasOnline) {
-      await Promise.all([this.deps.scheduler.cancel("visitor-left", visitor.id), this.deps.scheduler.cancel("chat-idle", visitor.id)]);
+      // Back with their chat open: watched again (the chat-idle timer is theirs no more).
+      const leaving = visitor.chatId ? this.watch(visitor.id) : this.deps.scheduler.cancel("visitor-left", visitor.id);
+      await Promise.all([leaving, this.deps.scheduler.cancel("chat-idle", visitor.id)]);
       await this.announcePresence(visitor.id);
     }
+  }
+
+  /**
+   * Looks at a visitor with an open chat every PARLEY_CHAT_IDLE_MS (the `visitor-left`
+   * timer, lifecycle.ts): if the process holding their sockets dies, nobody else learns that
+   * they left, and their chat would never end (nor its transcript ever be purged).
+   */
+  private async watch(visitorId: string): Promise<void> {
+    if (this.deps.chatIdleMs) await this.deps.scheduler.schedule("visitor-left", visitorId, this.deps.now() + this.deps.chatIdleMs);
   }
 
   /** When a visitor who never chats, seen now, is forgotten; undefined when visitors are kept forever. */
@@ -287,6 +303,7 @@ export class VisitorService {
       return;
     }
     chats.deliverStored(visitorId, appended.message); // the visitor's other tabs here
+    if (appended.chatCreated) await this.watch(visitorId);
     await chats.onVisitorMessage(site, appended.visitor, appended);
     this.deps.metrics.messages.inc({ direction: "in" });
     this.deps.metrics.stanzaLatency.observe({ direction: "in" }, (performance.now() - started) / 1000);
