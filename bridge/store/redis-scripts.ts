@@ -113,11 +113,15 @@ end
 return 1
 `;
 
-/** After a purge: a visitor with no message and no current chat left is forgotten in time (see ChatStore.purgeChat). */
+/**
+ * After a purge: a visitor with no message and no current chat left is forgotten in time
+ * (see ChatStore.purgeChat). Their client ids go now: they dedupe resends of messages that
+ * are gone, and would outlive the visitor by up to a day (CLIENT_IDS_TTL_SECONDS).
+ */
 export const FORGET_IF_NOTHING_LEFT = `
--- KEYS: 1 visitor hash, 2 log stream, 3 holders set ; ARGV: 1 forget at (ms)
+-- KEYS: 1 visitor hash, 2 log stream, 3 holders set, 4 client-ids hash ; ARGV: 1 forget at (ms)
 if redis.call('EXISTS', KEYS[1]) == 0 or redis.call('HEXISTS', KEYS[1], 'chatId') == 1 or redis.call('XLEN', KEYS[2]) > 0 then return 0 end
-redis.call('DEL', KEYS[2])
+redis.call('DEL', KEYS[2], KEYS[4])
 redis.call('HDEL', KEYS[1], 'chatCount')
 redis.call('PEXPIREAT', KEYS[1], ARGV[1])
 redis.call('PEXPIREAT', KEYS[3], ARGV[1])

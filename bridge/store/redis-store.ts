@@ -36,7 +36,7 @@ const SCRIPTS = {
   finishTimer: { numberOfKeys: 1, lua: FINISH_TIMER },
   keepVisitor: { numberOfKeys: 2, lua: KEEP_VISITOR },
   createVisitor: { numberOfKeys: 1, lua: CREATE_VISITOR },
-  forgetIfNothingLeft: { numberOfKeys: 3, lua: FORGET_IF_NOTHING_LEFT },
+  forgetIfNothingLeft: { numberOfKeys: 4, lua: FORGET_IF_NOTHING_LEFT },
   setAgentResource: { numberOfKeys: 2, lua: SET_AGENT_RESOURCE },
   dropResourcesUnheardSince: { numberOfKeys: 1, lua: DROP_RESOURCES_UNHEARD_SINCE },
   markOnline: { numberOfKeys: 1, lua: MARK_ONLINE },
@@ -445,7 +445,7 @@ export class RedisStore implements Store {
     await this.redis.del(keys.chat(chat.visitorId, chatId));
     await Promise.all([this.redis.zrem(keys.siteChats(chat.siteId), chatId), this.redis.zrem(keys.openChats(chat.siteId), chatId)]);
     await this.redis.hincrby(keys.chatStateCounts(), "ended", -1);
-    if (forgetVisitorAt !== undefined) await this.redis.forgetIfNothingLeft(keys.visitor(chat.visitorId), keys.log(chat.visitorId), keys.holders(chat.visitorId), forgetVisitorAt);
+    if (forgetVisitorAt !== undefined) await this.redis.forgetIfNothingLeft(keys.visitor(chat.visitorId), keys.log(chat.visitorId), keys.holders(chat.visitorId), keys.clientIds(chat.visitorId), forgetVisitorAt);
   }
   async chatStateCounts() {
     const raw = await this.redis.hgetall(keys.chatStateCounts());

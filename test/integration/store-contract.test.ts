@@ -548,7 +548,7 @@ describe("redis store: what it keeps per visitor", () => {
 });
 
 describe("redis store: what it keeps per visitor, after their process died", () => {
-  it("lets the holders a dead process never released go with the visitor", async () => {
+  it("lets the holders a dead process never released go with the visitor, and their client ids with their last transcript", async () => {
     const store = new RedisStore({ url: redis.url });
     const admin = new Redis(redis.url);
     try {
@@ -568,6 +568,8 @@ describe("redis store: what it keeps per visitor, after their process died", () 
       await store.purgeChat(chat.id, Date.now() + 30_000);
       expect(await admin.pttl(keys.holders(v.id))).toBeGreaterThan(0);
       expect(await sameExpiry()).toBe(true);
+      expect(await admin.exists(keys.clientIds(v.id), keys.log(v.id))).toBe(0); // nothing left to dedupe against
+
     } finally {
       admin.disconnect();
       await store.close();
