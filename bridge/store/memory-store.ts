@@ -379,8 +379,10 @@ export class MemoryStore implements Store {
     for (const id of due) this.timers.set(id, now + leaseMs);
     return due;
   }
-  async finishTimer(id: string, leasedUntil: number) {
-    if (this.timers.get(id) === leasedUntil) this.timers.delete(id);
+  async finishTimer(id: string, leasedUntil: number, retryAt?: number) {
+    if (this.timers.get(id) !== leasedUntil) return;
+    if (retryAt === undefined) this.timers.delete(id);
+    else this.timers.set(id, retryAt);
   }
   async putWebhookEvent(event: WebhookEvent) {
     this.webhookEvents.set(event.id, clone(event));

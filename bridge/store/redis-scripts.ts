@@ -250,11 +250,12 @@ for _, id in ipairs(due) do redis.call('ZADD', KEYS[1], leased, id) end
 return due
 `;
 
-/** Clears a leased timer unless someone set it again meanwhile. */
+/** Clears a leased timer, or sets it to fire again, unless someone set it again meanwhile. */
 export const FINISH_TIMER = `
--- KEYS: 1 timers sorted set ; ARGV: 1 id, 2 leased-until
+-- KEYS: 1 timers sorted set ; ARGV: 1 id, 2 leased-until, 3 retry at ('' = done)
 local score = redis.call('ZSCORE', KEYS[1], ARGV[1])
-if score and tonumber(score) == tonumber(ARGV[2]) then redis.call('ZREM', KEYS[1], ARGV[1]) end
+if not score or tonumber(score) ~= tonumber(ARGV[2]) then return 0 end
+if ARGV[3] == '' then redis.call('ZREM', KEYS[1], ARGV[1]) else redis.call('ZADD', KEYS[1], ARGV[3], ARGV[1]) end
 return 1
 `;
 

@@ -506,8 +506,8 @@ export class RedisStore implements Store {
   async takeDueTimers(now: number, leaseMs: number, limit: number) {
     return this.redis.takeDueTimers(keys.timers(), now, leaseMs, limit);
   }
-  async finishTimer(id: string, leasedUntil: number) {
-    await this.redis.finishTimer(keys.timers(), id, leasedUntil);
+  async finishTimer(id: string, leasedUntil: number, retryAt?: number) {
+    await this.redis.finishTimer(keys.timers(), id, leasedUntil, retryAt ?? "");
   }
   async putWebhookEvent(event: WebhookEvent) {
     const key = keys.webhookEvent(event.id);

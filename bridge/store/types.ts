@@ -279,8 +279,8 @@ export interface TimerStore {
   clearTimer(id: string): Promise<void>;
   /** Atomically takes up to `limit` timers due at `now`, pushing each one to `now + leaseMs`. */
   takeDueTimers(now: number, leaseMs: number, limit: number): Promise<string[]>;
-  /** Clears a timer taken at `leasedUntil`, unless it was set again meanwhile. */
-  finishTimer(id: string, leasedUntil: number): Promise<void>;
+  /** Clears a timer taken at `leasedUntil` (or sets it to `retryAt`), unless it was set again meanwhile. */
+  finishTimer(id: string, leasedUntil: number, retryAt?: number): Promise<void>;
 }
 
 /** Webhook events waiting for delivery: the exact body is kept so that retries are byte-identical. */

@@ -328,6 +328,20 @@ describe.each([
     await store.clearTimer(b);
   });
 
+  it("sets a leased timer to fire again, unless it was set again meanwhile", async () => {
+    const watch = `t-${siteId}-watch`;
+    const left = `t-${siteId}-left`;
+    await store.setTimer(watch, 100);
+    await store.setTimer(left, 100);
+    await store.takeDueTimers(100, 1000, 10); // both leased until 1100
+    await store.setTimer(left, 300); // e.g. the visitor left while the watch looked at them
+    await store.finishTimer(watch, 1100, 60_000);
+    await store.finishTimer(left, 1100, 60_000);
+    expect((await store.takeDueTimers(59_999, 1000, 10)).filter((id) => id === watch || id === left)).toEqual([left]);
+    expect((await store.takeDueTimers(60_000, 1000, 10)).filter((id) => id === watch || id === left)).toEqual([watch]);
+    await Promise.all([store.clearTimer(watch), store.clearTimer(left)]);
+  });
+
   it("keeps webhook events byte for byte until deleted", async () => {
     const body = JSON.stringify({ event: "chat.ended", text: "é 你好 👋🏽" });
     await store.putWebhookEvent({ id: `e-${siteId}`, siteId, body, attempts: 2 });
