@@ -475,6 +475,7 @@ export class ChatService {
   private async afterEnd(site: Site, visitor: Visitor, ended: Chat, stillTheirs: boolean): Promise<void> {
     const { store, scheduler } = this.deps;
     await store.removeFromQueue(site.id, ended.id);
+    await this.dropFromOutbox(visitor.id, ended);
     if (stillTheirs) await scheduler.cancel("chat-idle", visitor.id);
     if (ended.agentJid) {
       await this.assignmentOver(ended, ended.agentJid);
@@ -487,6 +488,22 @@ export class ChatService {
     if (this.deps.retentionMs) await scheduler.schedule("purge", ended.id, (ended.endedAt ?? this.deps.now()) + this.deps.retentionMs);
     this.deps.onChange?.(site.id);
     await this.drainQueue(site);
+  }
+
+  /**
+   * Nothing of an ended chat is relayed any more. What never was (the messages of a queued
+   * chat given up, or of an offline chat on a site without agents) stayed in the visitor's
+   * outbox for good, and kept them in their process's outbox index (see outbox.ts).
+   */
+  private async dropFromOutbox(visitorId: string, ended: Chat): Promise<void> {
+    const { store } = this.deps;
+    const unrelayed = await store.unrelayed(visitorId);
+    if (unrelayed.length === 0) return;
+    const ofChat = new Set((await store.transcript(ended.id)).map((m) => m.id));
+    await store.markRelayed(
+      visitorId,
+      unrelayed.map((p) => p.messageId).filter((id) => ofChat.has(id)),
+    );
   }
 
   /** Assigns queued chats, oldest first, while some available agent has room. */

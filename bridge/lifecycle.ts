@@ -14,7 +14,9 @@ import type { Webhooks } from "./webhooks.js";
  * - `probe-answers:{agent}|{round}` — the answers to a process's probes on connecting are
  *   in: the agent's resources they did not confirm are dropped;
  * - `visitor-left:{visitor}` — the visitor's grace period is over: their presence goes
- *   unavailable and the idle clock starts;
+ *   unavailable and the idle clock starts. While the visitor has an open chat it is also a
+ *   watch, looking again every PARLEY_CHAT_IDLE_MS while they are online: a process that
+ *   dies holding their sockets never says they left, and their chat stayed open for good;
  * - `chat-idle:{visitor}` — the visitor stayed away past PARLEY_CHAT_IDLE_MS: the chat ends;
  * - `finish-end:{chatId}|{attempt}` — written before a chat ends, removed once everything
  *   that follows is done: a process that died midway leaves it to another;
@@ -79,12 +81,16 @@ export function registerLifecycleTimers(deps: LifecycleDeps): void {
 
   scheduler.on("visitor-left", async (visitorId, now) => {
     const visitor = await store.getVisitor(visitorId);
-    if (!visitor || (await store.isOnline(visitor.siteId, visitorId, now))) return;
-    // Their mark (and any other expired one of the site, e.g. of a process that stopped)
-    // goes now: nothing else removes marks but listing the site's visitors.
-    await store.forgetExpiredOnlineMarks(visitor.siteId, now);
+    if (!visitor) return;
     const chat = visitor.chatId ? await store.getChat(visitor.chatId) : null;
-    if (!chat || chat.state === "ended") return;
+    const open = chat !== null && chat.state !== "ended";
+    // Still online (another tab, another process): a visitor with an open chat is looked at
+    // again later, in case the process holding their sockets dies without saying they left.
+    if (await store.isOnline(visitor.siteId, visitorId, now)) return open ? { retryAt: now + deps.chatIdleMs } : undefined;
+    // Their mark (and any other expired one of the site, e.g. of a process that stopped)
+    // goes now, not at the site's next heartbeat.
+    await store.forgetExpiredOnlineMarks(visitor.siteId, now);
+    if (!open) return;
     if (chat.state === "active" && chat.agentJid) await deps.presence.sendVisitorPresence(visitorId, chat.agentJid);
     await scheduler.schedule("chat-idle", visitorId, now + deps.chatIdleMs);
   });

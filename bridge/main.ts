@@ -132,7 +132,7 @@ export async function startBridge(config: Config, logger: Logger = createLogger(
   const commands = new CommandService({ store, deskJid: (siteId) => deskJid(siteId, domain), send, chats, now, newId, logger });
   const agentMessages = new AgentMessages({ store, domain, send, chats, commands, lanes, now, newId, logger, metrics });
   const visitorRetentionMs = config.visitorRetentionDays * DAY_MS;
-  const visitors = new VisitorService({ store, domain, send, chats, presence, lanes, now, newId, logger, metrics, scheduler, outbox, graceMs: config.visitorGraceMs, heartbeatMs: config.heartbeatMs, retentionMs: visitorRetentionMs });
+  const visitors = new VisitorService({ store, domain, send, chats, presence, lanes, now, newId, logger, metrics, scheduler, outbox, graceMs: config.visitorGraceMs, heartbeatMs: config.heartbeatMs, retentionMs: visitorRetentionMs, chatIdleMs: config.chatIdleMs });
   const sites = new SiteService({
     store,
     domain,

@@ -75,8 +75,8 @@ export class Scheduler {
     }
     try {
       const result = await handler(id.slice(colon + 1), this.options.now());
-      if (result) await this.options.store.setTimer(id, result.retryAt);
-      else await this.options.store.finishTimer(id, leasedUntil);
+      // Set again while its handler ran (e.g. a visitor left meanwhile): that time wins.
+      await this.options.store.finishTimer(id, leasedUntil, result?.retryAt);
     } catch (err) {
       this.log.warn({ err, id }, "timer handler failed; it will fire again after its lease");
     }

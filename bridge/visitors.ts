@@ -44,6 +44,11 @@ export interface VisitorDeps {
   outbox?: Pick<Outbox, "processId" | "track" | "relayingHere" | "deadAmong">;
   /** How long a visitor who never chats is remembered after their last visit (PARLEY_VISITOR_RETENTION_DAYS); unset: forever. */
   retentionMs?: number;
+  /**
+   * PARLEY_CHAT_IDLE_MS: also how often a visitor with an open chat is looked at (the
+   * `visitor-left` watch, lifecycle.ts), in case the process holding them dies. Unset: no watch.
+   */
+  chatIdleMs?: number;
 }
 
 /**
@@ -78,7 +83,7 @@ export class VisitorService {
   private readonly random = new RandomPool();
   /** Visitor numbers are reserved in blocks per site: one store round trip per block, not per visitor. */
   private readonly numberBlocks = new Map<string, { next: number; end: number }>();
-  private readonly newVisitorsOnline = new OnlineMarkBatch((siteId, visitorIds, until) => this.deps.store.markManyOnline(siteId, visitorIds, until));
+  private readonly newVisitorsOnline = new OnlineMarkBatch((siteId, visitorIds, until) => this.deps.store.markManyOnline(siteId, visitorIds, until, this.deps.now()));
 
   constructor(private readonly deps: VisitorDeps) {
     this.log = deps.logger.child({ module: "visitors" });
@@ -176,9 +181,20 @@ export class VisitorService {
     const [wasOnline] = await Promise.all([this.deps.store.isOnline(site.id, visitor.id, now), forgetAt === undefined ? undefined : this.deps.store.keepVisitor(visitor.id, forgetAt)]);
     await this.markOnline(site.id, visitor.id);
     if (!wasOnline) {
-      await Promise.all([this.deps.scheduler.cancel("visitor-left", visitor.id), this.deps.scheduler.cancel("chat-idle", visitor.id)]);
+      // Back with their chat open: watched again (the chat-idle timer is theirs no more).
+      const leaving = visitor.chatId ? this.watch(visitor.id) : this.deps.scheduler.cancel("visitor-left", visitor.id);
+      await Promise.all([leaving, this.deps.scheduler.cancel("chat-idle", visitor.id)]);
       await this.announcePresence(visitor.id);
     }
+  }
+
+  /**
+   * Looks at a visitor with an open chat every PARLEY_CHAT_IDLE_MS (the `visitor-left`
+   * timer, lifecycle.ts): if the process holding their sockets dies, nobody else learns that
+   * they left, and their chat would never end (nor its transcript ever be purged).
+   */
+  private async watch(visitorId: string): Promise<void> {
+    if (this.deps.chatIdleMs) await this.deps.scheduler.schedule("visitor-left", visitorId, this.deps.now() + this.deps.chatIdleMs);
   }
 
   /** When a visitor who never chats, seen now, is forgotten; undefined when visitors are kept forever. */
@@ -188,7 +204,7 @@ export class VisitorService {
 
   /** Marks the visitor online for two heartbeats and the grace period (a socket of theirs is open here). */
   async markOnline(siteId: string, visitorId: string): Promise<void> {
-    await this.deps.store.markOnline(siteId, visitorId, this.onlineUntil());
+    await this.deps.store.markOnline(siteId, visitorId, this.onlineUntil(), this.deps.now());
   }
 
   /** Whether the site still exists (from the site cache). */
@@ -198,7 +214,7 @@ export class VisitorService {
 
   /** Heartbeat: refreshes the online mark of every visitor of a site that this process holds. */
   async markManyOnline(siteId: string, visitorIds: readonly string[]): Promise<void> {
-    await this.deps.store.markManyOnline(siteId, visitorIds, this.onlineUntil());
+    await this.deps.store.markManyOnline(siteId, visitorIds, this.onlineUntil(), this.deps.now());
   }
 
   /** A visitor with an open socket counts as online for two missed heartbeats and the grace period. */
@@ -208,8 +224,9 @@ export class VisitorService {
 
   /** The visitor's last socket on this process closed: offline once the grace period passes. */
   async lastSocketClosed(site: Site, visitorId: string): Promise<void> {
-    const until = this.deps.now() + this.deps.graceMs;
-    await this.deps.store.markOnline(site.id, visitorId, until);
+    const now = this.deps.now();
+    const until = now + this.deps.graceMs;
+    await this.deps.store.markOnline(site.id, visitorId, until, now);
     // A durable timer, not a local one: if this process dies, another one still tells the agent.
     await this.deps.scheduler.schedule("visitor-left", visitorId, until + 1);
   }
@@ -286,6 +303,7 @@ export class VisitorService {
       return;
     }
     chats.deliverStored(visitorId, appended.message); // the visitor's other tabs here
+    if (appended.chatCreated) await this.watch(visitorId);
     await chats.onVisitorMessage(site, appended.visitor, appended);
     this.deps.metrics.messages.inc({ direction: "in" });
     this.deps.metrics.stanzaLatency.observe({ direction: "in" }, (performance.now() - started) / 1000);

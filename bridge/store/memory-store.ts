@@ -67,14 +67,37 @@ export class MemoryStore implements Store {
     return [...this.sites.values()].map(clone).sort((a, b) => a.id.localeCompare(b.id));
   }
   async deleteSite(siteId: string) {
+    const agents = [...(this.agents.get(siteId)?.keys() ?? [])];
     this.agents.delete(siteId);
+    for (const jid of agents) this.forgetAgentWithoutSites(jid);
+    this.visitorNumbers.delete(siteId);
+    this.online.delete(siteId);
+    for (const jid of this.loads.get(siteId)?.keys() ?? []) this.forgetIdleFormerAgent(siteId, jid);
     return this.sites.delete(siteId);
   }
   async putAgent(siteId: string, agent: Agent) {
     mapOf(this.agents, siteId).set(agent.jid, clone(agent));
   }
   async removeAgent(siteId: string, jid: string) {
-    return this.agents.get(siteId)?.delete(jid) ?? false;
+    const removed = this.agents.get(siteId)?.delete(jid) ?? false;
+    this.forgetIdleFormerAgent(siteId, jid);
+    this.forgetAgentWithoutSites(jid);
+    return removed;
+  }
+  /** As in Redis (LEAVE_SITE): an agent of no site any more is forgotten. */
+  private forgetAgentWithoutSites(jid: string) {
+    if ([...this.agents.values()].some((agents) => agents.has(jid))) return;
+    this.resources.delete(jid);
+    this.probeRounds.delete(jid);
+    this.unavailableSince.delete(jid);
+    this.busyAgents.delete(jid);
+  }
+  /** As in Redis (redis-scripts.ts): an agent no longer of the site, with none of its chats, leaves its routing records. */
+  private forgetIdleFormerAgent(siteId: string, jid: string) {
+    const loads = this.loads.get(siteId);
+    if (this.agents.get(siteId)?.has(jid) || (loads?.get(jid)?.chatIds.size ?? 0) > 0) return;
+    loads?.delete(jid);
+    if (loads?.size === 0) this.loads.delete(siteId);
   }
   async listAgents(siteId: string) {
     return [...(this.agents.get(siteId)?.values() ?? [])].map(clone).sort((a, b) => a.jid.localeCompare(b.jid));
@@ -171,8 +194,10 @@ export class MemoryStore implements Store {
     this.visitorNumbers.set(siteId, first + count - 1);
     return first;
   }
-  async markManyOnline(siteId: string, visitorIds: readonly string[], until: number) {
-    for (const id of visitorIds) await this.markOnline(siteId, id, until);
+  async markManyOnline(siteId: string, visitorIds: readonly string[], until: number, now: number) {
+    // Expired marks go here, at the heartbeat, not at each mark (a scan of the whole site).
+    await this.onlineVisitors(siteId, now);
+    for (const id of visitorIds) mapOf(this.online, siteId).set(id, until);
   }
   async markOnline(siteId: string, visitorId: string, until: number) {
     mapOf(this.online, siteId).set(visitorId, until);
@@ -319,6 +344,7 @@ export class MemoryStore implements Store {
   }
   async releaseAgent(siteId: string, agentJid: string, chatId: string) {
     this.loads.get(siteId)?.get(agentJid)?.chatIds.delete(chatId);
+    this.forgetIdleFormerAgent(siteId, agentJid);
   }
   async agentLoads(siteId: string) {
     const result = new Map<string, { chatIds: string[]; lastAssignedAt: number }>();
@@ -367,8 +393,10 @@ export class MemoryStore implements Store {
     for (const id of due) this.timers.set(id, now + leaseMs);
     return due;
   }
-  async finishTimer(id: string, leasedUntil: number) {
-    if (this.timers.get(id) === leasedUntil) this.timers.delete(id);
+  async finishTimer(id: string, leasedUntil: number, retryAt?: number) {
+    if (this.timers.get(id) !== leasedUntil) return;
+    if (retryAt === undefined) this.timers.delete(id);
+    else this.timers.set(id, retryAt);
   }
   async putWebhookEvent(event: WebhookEvent) {
     this.webhookEvents.set(event.id, clone(event));

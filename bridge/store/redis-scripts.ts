@@ -62,6 +62,7 @@ if not chatId then
   redis.call('HSET', KEYS[1], 'chatId', chatId)
   redis.call('HINCRBY', KEYS[1], 'chatCount', 1)
   redis.call('PERSIST', KEYS[1]) -- kept with their transcripts from now on
+  redis.call('PERSIST', KEYS[6]) -- as their holders (see CHANGE_HOLDER)
   visitorPairs = redis.call('HGETALL', KEYS[1])
   created = 1
 end
@@ -106,20 +107,40 @@ return 1
 
 /** Moves the expiry of a visitor who never chatted (see VisitorStore.keepVisitor). */
 export const KEEP_VISITOR = `
--- KEYS: 1 visitor hash ; ARGV: 1 forget at (ms)
+-- KEYS: 1 visitor hash, 2 holders set ; ARGV: 1 forget at (ms)
 if redis.call('EXISTS', KEYS[1]) == 1 and redis.call('HEXISTS', KEYS[1], 'chatCount') == 0 then
   redis.call('PEXPIREAT', KEYS[1], ARGV[1])
+  redis.call('PEXPIREAT', KEYS[2], ARGV[1])
 end
 return 1
 `;
 
-/** After a purge: a visitor with no message and no current chat left is forgotten in time (see ChatStore.purgeChat). */
+/**
+ * After a purge: a visitor with no message and no current chat left is forgotten in time
+ * (see ChatStore.purgeChat). Their client ids go now: they dedupe resends of messages that
+ * are gone, and would outlive the visitor by up to a day (CLIENT_IDS_TTL_SECONDS).
+ */
 export const FORGET_IF_NOTHING_LEFT = `
--- KEYS: 1 visitor hash, 2 log stream ; ARGV: 1 forget at (ms)
+-- KEYS: 1 visitor hash, 2 log stream, 3 holders set, 4 client-ids hash ; ARGV: 1 forget at (ms)
 if redis.call('EXISTS', KEYS[1]) == 0 or redis.call('HEXISTS', KEYS[1], 'chatId') == 1 or redis.call('XLEN', KEYS[2]) > 0 then return 0 end
-redis.call('DEL', KEYS[2])
+redis.call('DEL', KEYS[2], KEYS[4])
 redis.call('HDEL', KEYS[1], 'chatCount')
 redis.call('PEXPIREAT', KEYS[1], ARGV[1])
+redis.call('PEXPIREAT', KEYS[3], ARGV[1])
+return 1
+`;
+
+/**
+ * Marks visitors online (see VisitorStore.markOnline). Every visitor who ever opened the
+ * widget would stay in the site's sorted set otherwise: expired marks go at each mark, and
+ * the set itself expires once the latest mark has (a site nobody visits any more).
+ */
+export const MARK_ONLINE = `
+-- KEYS: 1 the site's online sorted set ; ARGV: 1 now (ms), 2 the latest until (ms), then until/visitorId pairs
+redis.call('ZADD', KEYS[1], unpack(ARGV, 3))
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
+local keep = tonumber(ARGV[2]) - tonumber(ARGV[1])
+if keep > 0 and redis.call('PTTL', KEYS[1]) < keep then redis.call('PEXPIRE', KEYS[1], keep) end
 return 1
 `;
 
@@ -170,6 +191,64 @@ redis.call('SADD', KEYS[3], ARGV[4])
 return 1
 `;
 
+/**
+ * Lua helper: an agent who is no longer one of the site's and holds none of its chats any
+ * more leaves the site's routing records (loaded agents, last assignments). Otherwise every
+ * agent ever removed, and every deleted site, left them behind for good.
+ */
+const FORGET_IDLE_FORMER_AGENT = `
+-- keys: agents hash, loaded-agents set, last-assigned hash; the agent's chat-set key and jid
+local function forgetIdleFormerAgent(agentsKey, loadedKey, lastAssignedKey, chatsKey, jid)
+  if redis.call('HEXISTS', agentsKey, jid) == 1 or redis.call('SCARD', chatsKey) > 0 then return end
+  redis.call('SREM', loadedKey, jid)
+  redis.call('HDEL', lastAssignedKey, jid)
+end
+`;
+
+/** Removes an agent from a site (see SiteStore.removeAgent); their chats there are moved by the caller. */
+export const REMOVE_AGENT = `${FORGET_IDLE_FORMER_AGENT}
+-- KEYS: 1 agents hash, 2 loaded-agents set, 3 last-assigned hash ; ARGV: 1 agent jid, 2 the site's agent chat-set key prefix
+local removed = redis.call('HDEL', KEYS[1], ARGV[1])
+forgetIdleFormerAgent(KEYS[1], KEYS[2], KEYS[3], ARGV[2] .. ARGV[1], ARGV[1])
+return removed
+`;
+
+/** Frees the agent's slot of a chat (see RoutingStore.releaseAgent). */
+export const RELEASE_AGENT = `${FORGET_IDLE_FORMER_AGENT}
+-- KEYS: 1 the agent's chat set, 2 agents hash, 3 loaded-agents set, 4 last-assigned hash ; ARGV: 1 chatId, 2 agent jid
+redis.call('SREM', KEYS[1], ARGV[1])
+forgetIdleFormerAgent(KEYS[2], KEYS[3], KEYS[4], KEYS[1], ARGV[2])
+return 1
+`;
+
+/**
+ * Deletes what a site keeps in its hash slot (see SiteStore.deleteSite). Its chats and
+ * their indexes stay: open chats are ended and their agents released by the caller, and
+ * transcripts go when retention purges them.
+ */
+export const DELETE_SITE = `${FORGET_IDLE_FORMER_AGENT}
+-- KEYS: 1 site, 2 agents hash, 3 visitor number, 4 online marks, 5 loaded-agents set, 6 last-assigned hash
+-- ARGV: 1 the site's agent chat-set key prefix
+local removed = redis.call('DEL', KEYS[1], KEYS[2])
+redis.call('DEL', KEYS[3], KEYS[4])
+for _, jid in ipairs(redis.call('SMEMBERS', KEYS[5])) do
+  forgetIdleFormerAgent(KEYS[2], KEYS[5], KEYS[6], ARGV[1] .. jid, jid)
+end
+return removed
+`;
+
+/**
+ * Takes a site from an agent's sites; an agent left with none is forgotten: their presence,
+ * probe round, unavailable-since and busy flag went on forever otherwise, one set per agent
+ * ever removed. Added to a site again, they are probed afresh.
+ */
+export const LEAVE_SITE = `
+-- KEYS: 1 the agent's sites set, 2 resources hash, 3 probe round, 4 unavailable since, 5 busy flag ; ARGV: 1 siteId
+redis.call('SREM', KEYS[1], ARGV[1])
+if redis.call('SCARD', KEYS[1]) == 0 then redis.call('DEL', KEYS[2], KEYS[3], KEYS[4], KEYS[5]) end
+return 1
+`;
+
 /** Takes due timers and leases them (see TimerStore). */
 export const TAKE_DUE_TIMERS = `
 -- KEYS: 1 timers sorted set ; ARGV: 1 now, 2 lease ms, 3 limit
@@ -179,11 +258,12 @@ for _, id in ipairs(due) do redis.call('ZADD', KEYS[1], leased, id) end
 return due
 `;
 
-/** Clears a leased timer unless someone set it again meanwhile. */
+/** Clears a leased timer, or sets it to fire again, unless someone set it again meanwhile. */
 export const FINISH_TIMER = `
--- KEYS: 1 timers sorted set ; ARGV: 1 id, 2 leased-until
+-- KEYS: 1 timers sorted set ; ARGV: 1 id, 2 leased-until, 3 retry at ('' = done)
 local score = redis.call('ZSCORE', KEYS[1], ARGV[1])
-if score and tonumber(score) == tonumber(ARGV[2]) then redis.call('ZREM', KEYS[1], ARGV[1]) end
+if not score or tonumber(score) ~= tonumber(ARGV[2]) then return 0 end
+if ARGV[3] == '' then redis.call('ZREM', KEYS[1], ARGV[1]) else redis.call('ZADD', KEYS[1], ARGV[3], ARGV[1]) end
 return 1
 `;
 
@@ -241,10 +321,22 @@ end
 return #KEYS
 `;
 
-/** Adds or removes a holder of a visitor's sockets and returns the others (see VisitorBus). */
+/**
+ * Adds or removes a holder of a visitor's sockets and returns the others (see VisitorBus).
+ * A process that dies never releases its visitors; the next hold or release of the visitor
+ * prunes it, but a visitor who never comes back kept the set for good: so it lives as long
+ * as the visitor does (the same expiry, moved along with theirs: CREATE_VISITOR,
+ * KEEP_VISITOR, APPEND_VISITOR_MESSAGE, FORGET_IF_NOTHING_LEFT).
+ */
 export const CHANGE_HOLDER = `
--- KEYS: 1 holders set ; ARGV: 1 process id, 2 'hold' or 'release'
-if ARGV[2] == 'hold' then redis.call('SADD', KEYS[1], ARGV[1]) else redis.call('SREM', KEYS[1], ARGV[1]) end
+-- KEYS: 1 holders set, 2 visitor hash ; ARGV: 1 process id, 2 'hold' or 'release'
+if ARGV[2] == 'hold' then
+  redis.call('SADD', KEYS[1], ARGV[1])
+  local ttl = redis.call('PTTL', KEYS[2])
+  if ttl > 0 then redis.call('PEXPIRE', KEYS[1], ttl) elseif ttl == -1 then redis.call('PERSIST', KEYS[1]) end
+else
+  redis.call('SREM', KEYS[1], ARGV[1])
+end
 local others = {}
 for _, processId in ipairs(redis.call('SMEMBERS', KEYS[1])) do
   if processId ~= ARGV[1] then others[#others + 1] = processId end

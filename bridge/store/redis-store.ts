@@ -7,7 +7,7 @@ import { chatMatchesListState } from "./chat-list-state.js";
 import { visitorIdOfChat } from "./ids.js";
 import { channels, keys } from "./keys.js";
 import { compareMessageIds } from "./message-ids.js";
-import { APPEND_AGENT_MESSAGE, APPEND_VISITOR_MESSAGE, CHANGE_HOLDER, CLAIM_AGENT, CLAIM_LEAST_LOADED, CLAIM_STALE_PROCESS, CREATE_VISITOR, DROP_RESOURCES_UNHEARD_SINCE, FINISH_TIMER, FORGET_IF_NOTHING_LEFT, KEEP_VISITOR, MARK_MANY_RELAYED, PUBLISH_TO_HOLDERS, SET_AGENT_RESOURCE, TAKE_DUE_TIMERS, UPDATE_CHAT, VISITOR_WITH_CHAT } from "./redis-scripts.js";
+import { APPEND_AGENT_MESSAGE, APPEND_VISITOR_MESSAGE, CHANGE_HOLDER, CLAIM_AGENT, CLAIM_LEAST_LOADED, CLAIM_STALE_PROCESS, CREATE_VISITOR, DELETE_SITE, DROP_RESOURCES_UNHEARD_SINCE, FINISH_TIMER, FORGET_IF_NOTHING_LEFT, KEEP_VISITOR, LEAVE_SITE, MARK_MANY_RELAYED, MARK_ONLINE, PUBLISH_TO_HOLDERS, RELEASE_AGENT, REMOVE_AGENT, SET_AGENT_RESOURCE, TAKE_DUE_TIMERS, UPDATE_CHAT, VISITOR_WITH_CHAT } from "./redis-scripts.js";
 import { UnknownVisitorError, VisitorBlockedError, type Agent, type AppendAgentMessage, type AppendAgentOutcome, type AppendResult, type AppendVisitorMessage, type BusHandler, type Chat, type ProcessMessage, type ChatState, type Site, type Store, type StoredMessage, type Visitor, type WebhookEvent } from "./types.js";
 
 type Client = Redis | Cluster;
@@ -15,6 +15,12 @@ type Client = Redis | Cluster;
 /** How many messages of one visitor's log Redis keeps (approximate trim, XADD MAXLEN ~). */
 const LOG_MAX_LENGTH = 10_000;
 const CHAT_LIST_LIMIT = 1000;
+/**
+ * How long a webhook event is kept, from its last attempt. Its retries span about 3 hours
+ * (webhooks.ts); an event whose process died between storing it and scheduling its first
+ * attempt has no timer, and stayed in Redis for good without this bound.
+ */
+export const WEBHOOK_EVENT_TTL_SECONDS = 7 * 86_400;
 /** How long `close` waits for Redis to acknowledge QUIT before dropping the connections. */
 const CLOSE_TIMEOUT_MS = 2000;
 /** A health check waits no longer than this for Redis (a balancer's own timeout is often 2 s). */
@@ -24,18 +30,23 @@ const SCRIPTS = {
   appendVisitorMessage: { numberOfKeys: 6, lua: APPEND_VISITOR_MESSAGE },
   appendAgentMessage: { numberOfKeys: 3, lua: APPEND_AGENT_MESSAGE },
   publishToHolders: { numberOfKeys: 1, lua: PUBLISH_TO_HOLDERS },
-  changeHolder: { numberOfKeys: 1, lua: CHANGE_HOLDER },
+  changeHolder: { numberOfKeys: 2, lua: CHANGE_HOLDER },
   claimStaleProcess: { numberOfKeys: 1, lua: CLAIM_STALE_PROCESS },
   updateChat: { numberOfKeys: 3, lua: UPDATE_CHAT },
   claimAgent: { numberOfKeys: 3, lua: CLAIM_AGENT },
   takeDueTimers: { numberOfKeys: 1, lua: TAKE_DUE_TIMERS },
   visitorWithChat: { numberOfKeys: 1, lua: VISITOR_WITH_CHAT },
   finishTimer: { numberOfKeys: 1, lua: FINISH_TIMER },
-  keepVisitor: { numberOfKeys: 1, lua: KEEP_VISITOR },
+  keepVisitor: { numberOfKeys: 2, lua: KEEP_VISITOR },
   createVisitor: { numberOfKeys: 1, lua: CREATE_VISITOR },
-  forgetIfNothingLeft: { numberOfKeys: 2, lua: FORGET_IF_NOTHING_LEFT },
+  forgetIfNothingLeft: { numberOfKeys: 4, lua: FORGET_IF_NOTHING_LEFT },
   setAgentResource: { numberOfKeys: 2, lua: SET_AGENT_RESOURCE },
   dropResourcesUnheardSince: { numberOfKeys: 1, lua: DROP_RESOURCES_UNHEARD_SINCE },
+  markOnline: { numberOfKeys: 1, lua: MARK_ONLINE },
+  removeAgent: { numberOfKeys: 3, lua: REMOVE_AGENT },
+  releaseAgent: { numberOfKeys: 4, lua: RELEASE_AGENT },
+  deleteSite: { numberOfKeys: 6, lua: DELETE_SITE },
+  leaveSite: { numberOfKeys: 5, lua: LEAVE_SITE },
 };
 
 interface ScriptCommands {
@@ -56,6 +67,11 @@ interface ScriptCommands {
   claimStaleProcess(...args: (string | number)[]): Promise<string | null>;
   claimLeastLoaded(numberOfKeys: number, ...args: (string | number)[]): Promise<string | null>;
   markManyRelayed(numberOfKeys: number, ...args: (string | number)[]): Promise<number>;
+  markOnline(key: string, now: number, until: number, ...scoresAndIds: (string | number)[]): Promise<number>;
+  removeAgent(...args: string[]): Promise<number>;
+  releaseAgent(...args: string[]): Promise<number>;
+  deleteSite(...args: string[]): Promise<number>;
+  leaveSite(...args: string[]): Promise<number>;
 }
 
 /**
@@ -167,8 +183,16 @@ export class RedisStore implements Store {
   }
   async deleteSite(siteId: string) {
     const agents = await this.listAgents(siteId);
-    await Promise.all(agents.map((a) => this.redis.srem(keys.agentSites(a.jid), siteId)));
-    const removed = await this.redis.del(keys.site(siteId), keys.agents(siteId));
+    await Promise.all(agents.map((a) => this.leaveSite(a.jid, siteId)));
+    const removed = await this.redis.deleteSite(
+      keys.site(siteId),
+      keys.agents(siteId),
+      keys.visitorNumber(siteId),
+      keys.online(siteId),
+      keys.loadedAgents(siteId),
+      keys.lastAssigned(siteId),
+      keys.agentChats(siteId, ""),
+    );
     await this.redis.srem(keys.sites(), siteId);
     return removed > 0;
   }
@@ -177,9 +201,12 @@ export class RedisStore implements Store {
     await this.redis.sadd(keys.agentSites(agent.jid), siteId);
   }
   async removeAgent(siteId: string, jid: string) {
-    const removed = await this.redis.hdel(keys.agents(siteId), jid);
-    await this.redis.srem(keys.agentSites(jid), siteId);
+    const removed = await this.redis.removeAgent(keys.agents(siteId), keys.loadedAgents(siteId), keys.lastAssigned(siteId), jid, keys.agentChats(siteId, ""));
+    await this.leaveSite(jid, siteId);
     return removed > 0;
+  }
+  private async leaveSite(jid: string, siteId: string) {
+    await this.redis.leaveSite(keys.agentSites(jid), keys.agentResources(jid), keys.agentProbeRound(jid), keys.agentUnavailableSince(jid), keys.agentBusy(jid), siteId);
   }
   async listAgents(siteId: string) {
     const all = await this.redis.hgetall(keys.agents(siteId));
@@ -240,7 +267,7 @@ export class RedisStore implements Store {
     await this.redis.createVisitor(keys.visitor(v.id), forgetAt ?? "", ...Object.entries(fields).flat());
   }
   async keepVisitor(visitorId: string, forgetAt: number) {
-    await this.redis.keepVisitor(keys.visitor(visitorId), forgetAt);
+    await this.redis.keepVisitor(keys.visitor(visitorId), keys.holders(visitorId), forgetAt);
   }
   async getVisitor(visitorId: string) {
     return decodeVisitor(await this.redis.hgetall(keys.visitor(visitorId)));
@@ -260,15 +287,15 @@ export class RedisStore implements Store {
   async reserveVisitorNumbers(siteId: string, count: number) {
     return (await this.redis.incrby(keys.visitorNumber(siteId), count)) - count + 1;
   }
-  async markManyOnline(siteId: string, visitorIds: readonly string[], until: number) {
-    // One ZADD per thousand visitors instead of one per visitor.
+  async markManyOnline(siteId: string, visitorIds: readonly string[], until: number, now: number) {
+    // One command per thousand visitors instead of one per visitor.
     for (let i = 0; i < visitorIds.length; i += 1000) {
       const args = visitorIds.slice(i, i + 1000).flatMap((id) => [until, id]);
-      await this.redis.zadd(keys.online(siteId), ...args);
+      await this.redis.markOnline(keys.online(siteId), now, until, ...args);
     }
   }
-  async markOnline(siteId: string, visitorId: string, until: number) {
-    await this.redis.zadd(keys.online(siteId), until, visitorId);
+  async markOnline(siteId: string, visitorId: string, until: number, now: number) {
+    await this.redis.markOnline(keys.online(siteId), now, until, until, visitorId);
   }
   async onlineVisitors(siteId: string, now: number) {
     await this.forgetExpiredOnlineMarks(siteId, now);
@@ -440,7 +467,7 @@ export class RedisStore implements Store {
     await this.redis.del(keys.chat(chat.visitorId, chatId));
     await Promise.all([this.redis.zrem(keys.siteChats(chat.siteId), chatId), this.redis.zrem(keys.openChats(chat.siteId), chatId)]);
     await this.redis.hincrby(keys.chatStateCounts(), "ended", -1);
-    if (forgetVisitorAt !== undefined) await this.redis.forgetIfNothingLeft(keys.visitor(chat.visitorId), keys.log(chat.visitorId), forgetVisitorAt);
+    if (forgetVisitorAt !== undefined) await this.redis.forgetIfNothingLeft(keys.visitor(chat.visitorId), keys.log(chat.visitorId), keys.holders(chat.visitorId), keys.clientIds(chat.visitorId), forgetVisitorAt);
   }
   async chatStateCounts() {
     const raw = await this.redis.hgetall(keys.chatStateCounts());
@@ -461,7 +488,7 @@ export class RedisStore implements Store {
     return claimed ?? null;
   }
   async releaseAgent(siteId: string, agentJid: string, chatId: string) {
-    await this.redis.srem(keys.agentChats(siteId, agentJid), chatId);
+    await this.redis.releaseAgent(keys.agentChats(siteId, agentJid), keys.agents(siteId), keys.loadedAgents(siteId), keys.lastAssigned(siteId), chatId, agentJid);
   }
   async agentLoads(siteId: string) {
     const [agents, last] = await Promise.all([this.redis.smembers(keys.loadedAgents(siteId)), this.redis.hgetall(keys.lastAssigned(siteId))]);
@@ -501,11 +528,12 @@ export class RedisStore implements Store {
   async takeDueTimers(now: number, leaseMs: number, limit: number) {
     return this.redis.takeDueTimers(keys.timers(), now, leaseMs, limit);
   }
-  async finishTimer(id: string, leasedUntil: number) {
-    await this.redis.finishTimer(keys.timers(), id, leasedUntil);
+  async finishTimer(id: string, leasedUntil: number, retryAt?: number) {
+    await this.redis.finishTimer(keys.timers(), id, leasedUntil, retryAt ?? "");
   }
   async putWebhookEvent(event: WebhookEvent) {
-    await this.redis.hset(keys.webhookEvent(event.id), { siteId: event.siteId, body: event.body, attempts: String(event.attempts) });
+    const key = keys.webhookEvent(event.id);
+    await this.redis.multi().hset(key, { siteId: event.siteId, body: event.body, attempts: String(event.attempts) }).expire(key, WEBHOOK_EVENT_TTL_SECONDS).exec();
   }
   async getWebhookEvent(id: string) {
     const h = await this.redis.hgetall(keys.webhookEvent(id));
@@ -566,10 +594,10 @@ export class RedisStore implements Store {
 
   // --- bus (Redis pub/sub: at most once; the durable copy of every message is the log)
   async holdVisitor(visitorId: string, processId: string) {
-    return this.redis.changeHolder(keys.holders(visitorId), processId, "hold");
+    return this.redis.changeHolder(keys.holders(visitorId), keys.visitor(visitorId), processId, "hold");
   }
   async releaseVisitor(visitorId: string, processId: string) {
-    return this.redis.changeHolder(keys.holders(visitorId), processId, "release");
+    return this.redis.changeHolder(keys.holders(visitorId), keys.visitor(visitorId), processId, "release");
   }
   async publishToVisitor(visitorId: string, frame: ServerFrame, publisher = "") {
     const message: ProcessMessage = { kind: "visitor-frame", visitorId, frame };

@@ -133,10 +133,13 @@ export interface VisitorStore {
   recordPage(visitorId: string, page: { url: string; title: string }): Promise<void>;
   /** Reserves `count` consecutive visitor numbers of a site ("Visitor 0042") and returns the first. */
   reserveVisitorNumbers(siteId: string, count: number): Promise<number>;
-  /** Marks the visitor online until `until` (ms); refreshed while a socket is open. */
-  markOnline(siteId: string, visitorId: string, until: number): Promise<void>;
+  /**
+   * Marks the visitor online until `until` (ms); refreshed while a socket is open. Marks
+   * expired at `now` are dropped: the site's marks hold only visitors seen lately.
+   */
+  markOnline(siteId: string, visitorId: string, until: number, now: number): Promise<void>;
   /** The same for many visitors of one site at once (heartbeats). */
-  markManyOnline(siteId: string, visitorIds: readonly string[], until: number): Promise<void>;
+  markManyOnline(siteId: string, visitorIds: readonly string[], until: number, now: number): Promise<void>;
   /** Visitors whose online mark has not expired at `now`. */
   onlineVisitors(siteId: string, now: number): Promise<string[]>;
   /**
@@ -289,8 +292,8 @@ export interface TimerStore {
   clearTimer(id: string): Promise<void>;
   /** Atomically takes up to `limit` timers due at `now`, pushing each one to `now + leaseMs`. */
   takeDueTimers(now: number, leaseMs: number, limit: number): Promise<string[]>;
-  /** Clears a timer taken at `leasedUntil`, unless it was set again meanwhile. */
-  finishTimer(id: string, leasedUntil: number): Promise<void>;
+  /** Clears a timer taken at `leasedUntil` (or sets it to `retryAt`), unless it was set again meanwhile. */
+  finishTimer(id: string, leasedUntil: number, retryAt?: number): Promise<void>;
 }
 
 /** Webhook events waiting for delivery: the exact body is kept so that retries are byte-identical. */

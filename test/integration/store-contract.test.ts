@@ -4,7 +4,7 @@ import { afterAll, beforeAll, beforeEach, describe, expect, it, vi } from "vites
 import { Redis } from "ioredis";
 import { keys } from "../../bridge/store/keys.js";
 import { MemoryStore } from "../../bridge/store/memory-store.js";
-import { RedisStore } from "../../bridge/store/redis-store.js";
+import { RedisStore, WEBHOOK_EVENT_TTL_SECONDS } from "../../bridge/store/redis-store.js";
 import { newChatId } from "../../bridge/store/ids.js";
 import { CLIENT_IDS_TTL_SECONDS } from "../../bridge/store/redis-scripts.js";
 import { messageFrame } from "../../bridge/store/message-frame.js";
@@ -69,6 +69,22 @@ describe.each([
     expect(await store.sitesOfAgent("ann@localhost")).not.toContain(siteId);
   });
 
+  it("forgets an agent's presence and busy flag once they belong to no site", async () => {
+    const jid = `${siteId}-leaver@localhost`;
+    const other = `${siteId}-other`;
+    await store.putSite(site(other));
+    await store.putAgent(siteId, { jid, addedAt: 1 });
+    await store.putAgent(other, { jid, addedAt: 1 });
+    await store.setAgentResource(jid, "laptop", "available", 10);
+    await store.setAgentResource(jid, "laptop", null, 11);
+    await store.setAgentResource(jid, "phone", "away", 12);
+    await store.setAgentBusy(jid, true);
+    await store.removeAgent(siteId, jid);
+    expect([await store.getAgentPresence(jid), await store.agentUnavailableSince(jid), await store.isAgentBusy(jid)]).toEqual(["away", 11, true]); // still an agent of the other site
+    await store.deleteSite(other);
+    expect([await store.getAgentPresence(jid), await store.agentUnavailableSince(jid), await store.isAgentBusy(jid)]).toEqual(["offline", null, false]);
+  });
+
   it("aggregates an agent's presence over resources", async () => {
     const jid = `${siteId}-agent@localhost`;
     expect(await store.getAgentPresence(jid)).toBe("offline");
@@ -111,18 +127,18 @@ describe.each([
 
   it("tracks online visitors until their mark expires", async () => {
     const v = visitor(siteId);
-    await store.markOnline(siteId, v.id, 2000);
+    await store.markOnline(siteId, v.id, 2000, 1000);
     expect(await store.isOnline(siteId, v.id, 1999)).toBe(true);
     expect(await store.onlineVisitors(siteId, 1500)).toEqual([v.id]);
     expect(await store.isOnline(siteId, v.id, 2000)).toBe(false);
     expect(await store.onlineVisitors(siteId, 2500)).toEqual([]);
-    await store.markManyOnline(siteId, ["a", "b", "c"], 3000);
+    await store.markManyOnline(siteId, ["a", "b", "c"], 3000, 2500);
     expect((await store.onlineVisitors(siteId, 2600)).sort()).toEqual(["a", "b", "c"]);
   });
 
   it("forgets expired online marks and keeps the others", async () => {
-    await store.markOnline(siteId, "gone", 2000);
-    await store.markOnline(siteId, "here", 4000);
+    await store.markOnline(siteId, "gone", 2000, 1000);
+    await store.markOnline(siteId, "here", 4000, 1000);
     await store.forgetExpiredOnlineMarks(siteId, 3000);
     // Asked about an earlier time, a mark still kept would answer true: it is gone.
     expect(await store.isOnline(siteId, "gone", 1000)).toBe(false);
@@ -279,6 +295,35 @@ describe.each([
     expect((await store.agentLoads(siteId)).get("ann@localhost")?.lastAssignedAt).toBe(300);
   });
 
+  it("forgets a former agent's routing records once they hold none of the site's chats", async () => {
+    await store.putAgent(siteId, { jid: "ann@localhost", addedAt: 1 });
+    await store.putAgent(siteId, { jid: "bob@localhost", addedAt: 1 });
+    await store.claimAgent(siteId, "ann@localhost", "c1", 2, 100);
+    await store.claimAgent(siteId, "bob@localhost", "c2", 2, 100);
+    await store.releaseAgent(siteId, "bob@localhost", "c2");
+    await store.removeAgent(siteId, "bob@localhost"); // idle: gone at once
+    await store.removeAgent(siteId, "ann@localhost"); // their chat is still to be moved: kept until then
+    expect([...(await store.agentLoads(siteId)).keys()]).toEqual(["ann@localhost"]);
+    await store.releaseAgent(siteId, "ann@localhost", "c1");
+    expect((await store.agentLoads(siteId)).size).toBe(0);
+  });
+
+  it("deletes with a site its visitor numbers, online marks and the routing records of its idle agents", async () => {
+    await store.putAgent(siteId, { jid: "ann@localhost", addedAt: 1 });
+    await store.putAgent(siteId, { jid: "bob@localhost", addedAt: 1 });
+    await store.claimAgent(siteId, "ann@localhost", "c1", 2, 100);
+    await store.claimAgent(siteId, "bob@localhost", "c2", 2, 100);
+    await store.releaseAgent(siteId, "bob@localhost", "c2");
+    await store.reserveVisitorNumbers(siteId, 16);
+    await store.markOnline(siteId, "v1", Date.now() + 60_000, Date.now());
+    expect(await store.deleteSite(siteId)).toBe(true);
+    expect([...(await store.agentLoads(siteId)).keys()]).toEqual(["ann@localhost"]); // the open chat ends after the deletion
+    await store.releaseAgent(siteId, "ann@localhost", "c1");
+    expect((await store.agentLoads(siteId)).size).toBe(0);
+    expect(await store.onlineVisitors(siteId, Date.now())).toEqual([]);
+    expect(await store.reserveVisitorNumbers(siteId, 1)).toBe(1);
+  });
+
   it("queues chats first in, first out, each taken out by one caller", async () => {
     await store.enqueue(siteId, "q1", 10);
     await store.enqueue(siteId, "q2", 20);
@@ -314,6 +359,20 @@ describe.each([
     expect((await store.takeDueTimers(4000, 1000, 10)).filter((id) => id === a || id === b)).toEqual([]);
     expect((await store.takeDueTimers(5000, 1000, 10)).filter((id) => id === a || id === b)).toEqual([b]);
     await store.clearTimer(b);
+  });
+
+  it("sets a leased timer to fire again, unless it was set again meanwhile", async () => {
+    const watch = `t-${siteId}-watch`;
+    const left = `t-${siteId}-left`;
+    await store.setTimer(watch, 100);
+    await store.setTimer(left, 100);
+    await store.takeDueTimers(100, 1000, 10); // both leased until 1100
+    await store.setTimer(left, 300); // e.g. the visitor left while the watch looked at them
+    await store.finishTimer(watch, 1100, 60_000);
+    await store.finishTimer(left, 1100, 60_000);
+    expect((await store.takeDueTimers(59_999, 1000, 10)).filter((id) => id === watch || id === left)).toEqual([left]);
+    expect((await store.takeDueTimers(60_000, 1000, 10)).filter((id) => id === watch || id === left)).toEqual([watch]);
+    await Promise.all([store.clearTimer(watch), store.clearTimer(left)]);
   });
 
   it("keeps webhook events byte for byte until deleted", async () => {
@@ -528,6 +587,74 @@ describe("redis store: what it keeps per visitor", () => {
       const ttl = await admin.ttl(keys.clientIds(v.id));
       expect(ttl).toBeGreaterThan(CLIENT_IDS_TTL_SECONDS - 60);
       expect(ttl).toBeLessThanOrEqual(CLIENT_IDS_TTL_SECONDS);
+    } finally {
+      admin.disconnect();
+      await store.close();
+    }
+  });
+});
+
+describe("redis store: what it keeps per visitor, after their process died", () => {
+  it("lets the holders a dead process never released go with the visitor, and their client ids with their last transcript", async () => {
+    const store = new RedisStore({ url: redis.url });
+    const admin = new Redis(redis.url);
+    try {
+      const siteId = "s-holders";
+      const v = visitor(siteId);
+      const forgetAt = Date.now() + 60_000;
+      await store.createVisitor(v, forgetAt);
+      await store.holdVisitor(v.id, "dead-process");
+      const sameExpiry = async () => Math.abs((await admin.pttl(keys.holders(v.id))) - (await admin.pttl(keys.visitor(v.id)))) < 1000;
+      expect(await admin.pttl(keys.holders(v.id))).toBeGreaterThan(0);
+      expect(await sameExpiry()).toBe(true);
+      await store.keepVisitor(v.id, forgetAt + 60_000); // they came back (through another process)
+      expect(await sameExpiry()).toBe(true);
+      const { chat } = await store.appendVisitorMessage({ visitorId: v.id, siteId, clientId: "c1", fallbackName: "V", text: "hi", ts: 10, newChatId: newChatId(v.id, 10) });
+      expect([await admin.pttl(keys.holders(v.id)), await admin.pttl(keys.visitor(v.id))]).toEqual([-1, -1]); // kept with their transcript
+      await store.updateChat(chat.id, ["new"], { state: "ended", endedAt: 20 });
+      await store.purgeChat(chat.id, Date.now() + 30_000);
+      expect(await admin.pttl(keys.holders(v.id))).toBeGreaterThan(0);
+      expect(await sameExpiry()).toBe(true);
+      expect(await admin.exists(keys.clientIds(v.id), keys.log(v.id))).toBe(0); // nothing left to dedupe against
+
+    } finally {
+      admin.disconnect();
+      await store.close();
+    }
+  });
+});
+
+describe("redis store: what it keeps per webhook event", () => {
+  it("keeps an event a week after its last attempt at most", async () => {
+    const store = new RedisStore({ url: redis.url });
+    const admin = new Redis(redis.url);
+    try {
+      await store.putWebhookEvent({ id: "e-ttl", siteId: "s", body: "{}", attempts: 0 });
+      const ttl = await admin.ttl(keys.webhookEvent("e-ttl"));
+      expect(ttl).toBeGreaterThan(WEBHOOK_EVENT_TTL_SECONDS - 60);
+      expect(ttl).toBeLessThanOrEqual(WEBHOOK_EVENT_TTL_SECONDS);
+    } finally {
+      admin.disconnect();
+      await store.close();
+    }
+  });
+});
+
+describe("redis store: what it keeps per site", () => {
+  it("keeps in a site's online marks only visitors seen lately, and lets the marks go with the last one", async () => {
+    const store = new RedisStore({ url: redis.url });
+    const admin = new Redis(redis.url);
+    try {
+      const siteId = "s-online";
+      const now = Date.now();
+      await store.markOnline(siteId, "gone-long-ago", now - 60_000, now - 120_000);
+      await store.markManyOnline(siteId, ["left", "here"], now + 100, now);
+      expect((await admin.zrange(keys.online(siteId), "0", "-1")).sort()).toEqual(["here", "left"]);
+      await store.markOnline(siteId, "here", now + 60_000, now + 200); // "left" left: their mark expired
+      expect(await admin.zrange(keys.online(siteId), "0", "-1")).toEqual(["here"]);
+      const ttl = await admin.pttl(keys.online(siteId));
+      expect(ttl).toBeGreaterThan(0);
+      expect(ttl).toBeLessThanOrEqual(60_000);
     } finally {
       admin.disconnect();
       await store.close();
