@@ -220,18 +220,19 @@ export class ChatService {
     await this.sendVisitorPresence(site, visitor, agentJid);
 
     // Offline chats already reached every agent through ejabberd. A chat back from the queue
-    // reached its previous agent up to `requeuedAt`: that part comes as context (as on a
+    // reached its previous agent up to `requeuedAt`, but for what is still unrelayed (written
+    // and unconfirmed, or waiting for ejabberd): that part comes as context (as on a
     // transfer), the rest as the visitor's messages. Others never reached anyone. Messages
     // stored once the chat was active (the roster change above can take a second) were
     // relayed by whichever process stored them: only those up to `activatedAfter` are ours.
     if (chat.state !== "offline") {
       const transcript = await store.transcript(chat.id);
       const seenUntil = chat.requeuedAt ?? -Infinity;
-      const seen = transcript.filter((m) => m.ts < seenUntil);
+      const unrelayed = chat.requeuedAt ? new Set((await store.unrelayed(visitor.id)).map((p) => p.messageId)) : new Set<string>();
+      const toRelay = (m: StoredMessage) => m.from === "visitor" && (m.ts >= seenUntil || unrelayed.has(m.id)) && storedBefore(active, m);
+      const seen = transcript.filter((m) => m.ts < seenUntil && !toRelay(m));
       if (seen.length > 0) this.sendContext(visitor, chat, agentJid, seen);
-      for (const message of transcript) {
-        if (message.from === "visitor" && message.ts >= seenUntil && storedBefore(active, message)) this.relay(visitor, agentJid, message);
-      }
+      for (const message of transcript) if (toRelay(message)) this.relay(visitor, agentJid, message);
     }
     await this.publish(visitor.id, { type: "agent", state: "joined", name: agentName });
     this.deps.onChange?.(site.id);

@@ -409,6 +409,25 @@ describe("chat lifecycle races", () => {
     expect(p2.frames).toContainEqual({ visitorId, frame: { type: "agent", state: "joined", name: "a" } });
   });
 
+  it("relays as the visitor's message, not as context, what a requeued chat's previous agent may never have had", async () => {
+    const store = new MemoryStore();
+    const site = await siteWith(store, ["a@x"], 1);
+    const p1 = process(store, "p1");
+    const [{ visitor, chat }] = (await routeNewChats(store, site, p1, 1)) as [{ visitor: Visitor; chat: Chat }];
+    clock += 1;
+    // Stored and relayed while the chat was a@x's, but not confirmed routed (ejabberd stopping): still unrelayed.
+    await store.appendVisitorMessage({ visitorId: visitor.id, siteId: site.id, clientId: "c-unsure", fallbackName: "V", text: "did you get this?", ts: now(), newChatId: newChatId(visitor.id, now()), owner: "p1" });
+    p1.sent.length = 0;
+    clock += 1;
+    await p1.chats.reassign(site, visitor, (await store.getChat(chat.id))!, "You did not answer."); // nobody else: queued
+    expect((await store.getChat(chat.id))?.state).toBe("queued");
+    await p1.chats.drainQueue(site); // a@x has room again
+    expect((await store.getChat(chat.id))?.state).toBe("active");
+    const bodies = p1.sent.filter((s) => s.is("message") && s.attrs.to === "a@x").map((s) => s.getChildText("body") ?? "");
+    expect(bodies.filter((b) => b === "did you get this?")).toHaveLength(1);
+    expect(bodies.filter((b) => b.startsWith("[parley]") && b.endsWith(": hi"))).toHaveLength(1); // what a@x had: context
+  });
+
   it("relays a visitor message stored while its chat is being assigned once: by the process that stored it, not again by the assignment", async () => {
     const store = new MemoryStore();
     const rosters = new AgentRosters();
