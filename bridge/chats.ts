@@ -172,20 +172,24 @@ export class ChatService {
   /**
    * The `finish-assign` timer: if the chat became the agent's, its assignment's steps are
    * done again, each safe to repeat; of the messages, only those stored before it became
-   * active (the others are relayed by whichever process stored them) and still unrelayed.
+   * active (the others are relayed by whichever process stored them) and still unrelayed,
+   * to whichever agent has the chat now.
    */
   async finishAssign(site: Site, visitor: Visitor, chat: Chat, agentJid: string): Promise<void> {
-    const { store } = this.deps;
-    if (chat.state !== "active" || chat.agentJid !== agentJid) return;
+    if (chat.state !== "active" || !chat.agentJid) return;
     this.log.warn({ chatId: chat.id, siteId: site.id, agent: agentJid }, "finishing an assignment that stopped midway");
-    await this.deps.rosters.upsert(agentJid, rosterItemOf(site, visitor));
-    if (!(await this.keepRosterItemOnlyIfTheirs(site, visitor, chat.id, agentJid))) return;
-    await this.sendVisitorPresence(site, visitor, agentJid);
-    const unrelayed = new Set((await store.unrelayed(visitor.id)).map((p) => p.messageId));
-    for (const message of await store.transcript(chat.id)) {
-      if (message.from === "visitor" && unrelayed.has(message.id) && storedBefore(chat, message)) this.relay(visitor, agentJid, message, { again: true });
+    // Moved on meanwhile (a transfer, an answer timeout): its agent now gets what the
+    // assignment left unrelayed; the rest was the move's to do.
+    if (chat.agentJid === agentJid) {
+      await this.deps.rosters.upsert(agentJid, rosterItemOf(site, visitor));
+      if (!(await this.keepRosterItemOnlyIfTheirs(site, visitor, chat.id, agentJid))) return;
+      await this.sendVisitorPresence(site, visitor, agentJid);
     }
-    await this.publish(visitor.id, { type: "agent", state: "joined", name: chat.agentName ?? agentDisplayName(undefined, agentJid) });
+    const unrelayed = new Set((await this.deps.store.unrelayed(visitor.id)).map((p) => p.messageId));
+    for (const message of await this.deps.store.transcript(chat.id)) {
+      if (message.from === "visitor" && unrelayed.has(message.id) && storedBefore(chat, message)) this.relay(visitor, chat.agentJid, message, { again: true });
+    }
+    if (chat.agentJid === agentJid) await this.publish(visitor.id, { type: "agent", state: "joined", name: chat.agentName ?? agentDisplayName(undefined, agentJid) });
   }
 
   /** The visitor's presence, as the agent sees them once the chat is theirs: online on a page, or gone. */

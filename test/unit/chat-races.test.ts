@@ -409,6 +409,26 @@ describe("chat lifecycle races", () => {
     expect(p2.frames).toContainEqual({ visitorId, frame: { type: "agent", state: "joined", name: "a" } });
   });
 
+  it("relays what a stopped assignment left to the agent who has the chat by the time another process finishes it", async () => {
+    const store = new FlakyStore();
+    const rosters = new AgentRosters();
+    const site = await siteWith(store, ["a@x", "b@x"], 1);
+    const [p1, p2] = [process(store, "p1", rosters), process(store, "p2", rosters)];
+    const visitorId = visitorIdFromBytes(Buffer.from("moved-on---------"));
+    await store.createVisitor({ id: visitorId, siteId: site.id, jid: `acme.${visitorId}@chat.localhost`, tokenHash: "00", number: 98, createdAt: now() });
+    const { visitor, chat } = await store.appendVisitorMessage({ visitorId, siteId: site.id, clientId: "c1", fallbackName: "V", text: "hello?", ts: now(), newChatId: newChatId(visitorId, now()), owner: "p1" });
+    store.failNext("isOnline");
+    await expect(p1.chats.route(site, visitor, chat)).rejects.toThrow(/injected/);
+    const active = (await store.getChat(chat.id))!;
+    const [from, to] = active.agentJid === "a@x" ? ["a@x", "b@x"] : ["b@x", "a@x"];
+    // The agent, who never got the message, hands the chat on before the timer is due.
+    expect(await p2.commands.run({ site, visitor, chat: active, agentJid: from, name: "transfer", args: to })).toMatch(/transferred/);
+
+    clock += 60_000;
+    await p2.scheduler.tick();
+    expect(p2.sent.filter((s) => s.is("message") && s.attrs.to === to).map((s) => s.getChildText("body"))).toContain("hello?");
+  });
+
   it("relays as the visitor's message, not as context, what a requeued chat's previous agent may never have had", async () => {
     const store = new MemoryStore();
     const site = await siteWith(store, ["a@x"], 1);
