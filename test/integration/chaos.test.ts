@@ -196,7 +196,6 @@ it("loses, duplicates and misroutes nothing while bridges, ejabberd, Redis, agen
   // Messages written while ejabberd shut down too: what it had not confirmed routing is sent again (outbox.ts).
   await waitUntil("every acknowledged visitor message to reach an agent", () => missingAtAgents().length === 0, { timeoutMs: 20_000, intervalMs: 200 }).catch(async () => {
     const missing = missingAtAgents();
-    await (await import("node:fs/promises")).writeFile(`/tmp/chaos-bridges-${random.seed}.log`, deployment.bridges.map((b) => b.output()).join("\n"));
     const details = await Promise.all(
       missing.slice(0, 10).map(async ({ visitor, message }) => {
         const chat = (await store.visitorWithChat(visitor.visitorId))?.chat;
