@@ -145,14 +145,14 @@ async function siteWith(store: MemoryStore, agents: string[], cap: number): Prom
   return site;
 }
 
-/** A visitor whose first message is stored (the chat is `new`). */
-async function newChat(store: MemoryStore, site: Site): Promise<{ visitor: Visitor; chat: Chat }> {
+/** A visitor whose first message is stored (the chat is `new`), left unrelayed under `owner` if given. */
+async function newChat(store: MemoryStore, site: Site, { text = "hi", owner }: { text?: string; owner?: string } = {}): Promise<{ visitor: Visitor; chat: Chat }> {
   // Distinct per visitor: the number leads, in the bytes the id keeps whole.
   const id = visitorIdFromBytes(Buffer.from(String(++visitors).padEnd(17, "-")));
   const visitor: Visitor = { id, siteId: site.id, jid: `acme.${id}@chat.localhost`, tokenHash: "00", number: visitors, createdAt: now() };
   await store.createVisitor(visitor);
   clock += 1;
-  const appended = await store.appendVisitorMessage({ visitorId: id, siteId: site.id, clientId: `c${visitors}`, fallbackName: "V", text: "hi", ts: now(), newChatId: newChatId(id, now()) });
+  const appended = await store.appendVisitorMessage({ visitorId: id, siteId: site.id, clientId: `c${visitors}`, fallbackName: "V", text, ts: now(), newChatId: newChatId(id, now()), ...(owner ? { owner } : {}) });
   return { visitor: appended.visitor, chat: appended.chat };
 }
 
@@ -390,9 +390,7 @@ describe("chat lifecycle races", () => {
     const rosters = new AgentRosters();
     const site = await siteWith(store, ["a@x"], 1);
     const [p1, p2] = [process(store, "p1", rosters), process(store, "p2", rosters)];
-    const visitorId = visitorIdFromBytes(Buffer.from("stopped-assign---"));
-    await store.createVisitor({ id: visitorId, siteId: site.id, jid: `acme.${visitorId}@chat.localhost`, tokenHash: "00", number: 99, createdAt: now() });
-    const { visitor, chat } = await store.appendVisitorMessage({ visitorId, siteId: site.id, clientId: "c1", fallbackName: "V", text: "anyone?", ts: now(), newChatId: newChatId(visitorId, now()), owner: "p1" });
+    const { visitor, chat } = await newChat(store, site, { text: "anyone?", owner: "p1" });
     // The chat becomes a@x's and the roster item is there; then a store error stops the assignment.
     store.failNext("isOnline");
     await expect(p1.chats.route(site, visitor, chat)).rejects.toThrow(/injected/);
@@ -406,7 +404,7 @@ describe("chat lifecycle races", () => {
     // A second attempt: if the first had reached the agent, their client shows this copy with the visitor's time.
     expect(relayed[0]!.getChild("delay", "urn:xmpp:delay")?.attrs.stamp).toBe(new Date(chat.startedAt).toISOString());
     expect(rosters.visitorsOf("a@x")).toEqual([visitor.jid]);
-    expect(p2.frames).toContainEqual({ visitorId, frame: { type: "agent", state: "joined", name: "a" } });
+    expect(p2.frames).toContainEqual({ visitorId: visitor.id, frame: { type: "agent", state: "joined", name: "a" } });
   });
 
   it("relays what a stopped assignment left to the agent who has the chat by the time another process finishes it", async () => {
@@ -414,9 +412,7 @@ describe("chat lifecycle races", () => {
     const rosters = new AgentRosters();
     const site = await siteWith(store, ["a@x", "b@x"], 1);
     const [p1, p2] = [process(store, "p1", rosters), process(store, "p2", rosters)];
-    const visitorId = visitorIdFromBytes(Buffer.from("moved-on---------"));
-    await store.createVisitor({ id: visitorId, siteId: site.id, jid: `acme.${visitorId}@chat.localhost`, tokenHash: "00", number: 98, createdAt: now() });
-    const { visitor, chat } = await store.appendVisitorMessage({ visitorId, siteId: site.id, clientId: "c1", fallbackName: "V", text: "hello?", ts: now(), newChatId: newChatId(visitorId, now()), owner: "p1" });
+    const { visitor, chat } = await newChat(store, site, { text: "hello?", owner: "p1" });
     store.failNext("isOnline");
     await expect(p1.chats.route(site, visitor, chat)).rejects.toThrow(/injected/);
     const active = (await store.getChat(chat.id))!;
