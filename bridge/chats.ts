@@ -77,6 +77,8 @@ const FINISH_QUEUE_AFTER_MS = 10_000;
 const FINISH_ROUTE_AFTER_MS = 10_000;
 /** When another process finishes an assignment that stopped midway (see `assign`). */
 const FINISH_ASSIGN_AFTER_MS = 10_000;
+/** When another process finishes a transfer that stopped midway (see `transfer`). */
+const FINISH_TRANSFER_AFTER_MS = 10_000;
 
 export class ChatService {
   private readonly log: Logger;
@@ -331,10 +333,29 @@ export class ChatService {
    * Moves an active chat to another agent: the visitor leaves the old agent's roster and
    * joins the new one's, who gets the recent context; the visitor gets left/joined.
    */
-  async transfer(site: Site, visitor: Visitor, chat: Chat, toAgentJid: string, { claimed = false }: { claimed?: boolean } = {}): Promise<boolean> {
-    const { store } = this.deps;
+  async transfer(site: Site, visitor: Visitor, chat: Chat, toAgentJid: string, options: { claimed?: boolean } = {}): Promise<boolean> {
     const fromAgentJid = chat.agentJid;
     if (chat.state !== "active" || !fromAgentJid) return false;
+    // Bare JIDs hold no "/": it separates the two agents in the timer's key.
+    return this.guarded("finish-transfer", chat.id, FINISH_TRANSFER_AFTER_MS, () => this.transferSteps(site, visitor, chat, fromAgentJid, toAgentJid, options), `${fromAgentJid}/${toAgentJid}`);
+  }
+
+  /**
+   * The `finish-transfer` timer: a transfer stopped midway (a death or a store error) left
+   * a slot or a roster item with the agent the chat is no longer with — the one it left, or
+   * the one it was going to. Both agents keep what is theirs, and lose what is not.
+   */
+  async finishTransfer(site: Site, visitor: Visitor, chat: Chat, agentJids: readonly string[]): Promise<void> {
+    this.log.warn({ chatId: chat.id, siteId: site.id, agents: agentJids }, "finishing a transfer that stopped midway");
+    for (const agentJid of agentJids) {
+      await this.releaseUnlessHeld(site, agentJid, chat.id);
+      if (chat.agentJid === agentJid) await this.deps.rosters.upsert(agentJid, rosterItemOf(site, visitor));
+      await this.keepRosterItemOnlyIfTheirs(site, visitor, chat.id, agentJid);
+    }
+  }
+
+  private async transferSteps(site: Site, visitor: Visitor, chat: Chat, fromAgentJid: string, toAgentJid: string, { claimed = false }: { claimed?: boolean }): Promise<boolean> {
+    const { store } = this.deps;
     const now = this.deps.now();
     // An agent's explicit `!transfer` may go past the new agent's cap: a person chose them.
     if (!claimed) await store.claimAgent(site.id, toAgentJid, chat.id, Number.MAX_SAFE_INTEGER, now);
@@ -693,7 +714,7 @@ export class ChatService {
    * the timer fires on some process, which finishes it (each step is safe to repeat). Its
    * key is `{chatId}|{attempt}`, then `|{detail}` when the finishing needs more.
    */
-  private async guarded<T>(kind: "finish-end" | "finish-queue" | "finish-route" | "finish-assign", chatId: string, afterMs: number, steps: () => Promise<T>, detail?: string): Promise<T> {
+  private async guarded<T>(kind: "finish-end" | "finish-queue" | "finish-route" | "finish-assign" | "finish-transfer", chatId: string, afterMs: number, steps: () => Promise<T>, detail?: string): Promise<T> {
     const { scheduler } = this.deps;
     const key = `${chatId}|${this.deps.local.processId}.${++this.guardedChanges}${detail === undefined ? "" : `|${detail}`}`;
     await scheduler.schedule(kind, key, this.deps.now() + afterMs);

@@ -28,6 +28,9 @@ import type { Webhooks } from "./webhooks.js";
  * - `finish-assign:{chatId}|{attempt}|{agent}` — written before a chat is given to an
  *   agent, removed once the roster item, the waiting messages and `joined` are out: a chat
  *   that became the agent's meanwhile gets them from another process;
+ * - `finish-transfer:{chatId}|{attempt}|{from}/{to}` — written before a chat moves from one
+ *   agent to another, removed once both agents' slots and roster items follow: another
+ *   process frees what the agent no longer with the chat kept;
  * - `webhook:{event}` — a webhook delivery attempt;
  * - `purge:{chatId}` — an ended chat's transcript is past PARLEY_TRANSCRIPT_RETENTION_DAYS.
  */
@@ -153,6 +156,18 @@ export function registerLifecycleTimers(deps: LifecycleDeps): void {
     await lanes.run(chat.visitorId, async () => {
       const [visitor, current] = await Promise.all([store.getVisitor(chat.visitorId), store.getChat(chat.id)]);
       if (visitor && current) await chats.finishAssign(site, visitor, current, agent.join("|"));
+    });
+  });
+
+  // The process that was moving this chat between agents stopped midway (see ChatService.transfer).
+  scheduler.on("finish-transfer", async (key) => {
+    const [chatId = "", , ...agents] = key.split("|");
+    const chat = await store.getChat(chatId);
+    const site = chat && (await store.getSite(chat.siteId));
+    if (!chat || !site) return;
+    await lanes.run(chat.visitorId, async () => {
+      const [visitor, current] = await Promise.all([store.getVisitor(chat.visitorId), store.getChat(chat.id)]);
+      if (visitor && current) await chats.finishTransfer(site, visitor, current, agents.join("|").split("/"));
     });
   });
 

@@ -385,6 +385,25 @@ describe("chat lifecycle races", () => {
     await expectLoadsMatchChats(store, [chat.id]);
   });
 
+  it("frees, from another process, the slot a transfer stopped midway left with the agent the chat left", async () => {
+    const store = new FlakyStore();
+    const rosters = new AgentRosters();
+    const site = await siteWith(store, ["a@x", "b@x"], 2);
+    const [p1, p2] = [process(store, "p1", rosters), process(store, "p2", rosters)];
+    const [{ visitor, chat }] = (await routeNewChats(store, site, p1, 1)) as [{ visitor: Visitor; chat: Chat }];
+    const active = (await store.getChat(chat.id))!;
+    const to = active.agentJid === "a@x" ? "b@x" : "a@x";
+    // The chat is the new agent's; the store error comes as the old agent's slot is freed.
+    store.failNext("releaseAgent");
+    await expect(p1.chats.transfer(site, visitor, active, to)).rejects.toThrow(/injected/);
+    expect((await store.getChat(chat.id))?.agentJid).toBe(to);
+
+    clock += 60_000;
+    await p2.scheduler.tick();
+    await expectLoadsMatchChats(store, [chat.id]);
+    expect(rosters.visitorsOf(active.agentJid!)).toEqual([]);
+  });
+
   it("relays, from another process, what an assignment stopped after the chat became the agent's had not yet relayed", async () => {
     const store = new FlakyStore();
     const rosters = new AgentRosters();
