@@ -159,10 +159,9 @@ export class ChatService {
    * chat to `active` (compare-and-set, so a chat is never assigned twice), put the visitor
    * in the agent's roster (and out again if another process ended or moved the chat
    * meanwhile), then replay what the visitor said so far.
-   */
-  /**
-   * Gives the chat to the agent. Once it is theirs, the roster item, the visitor's presence,
-   * the messages that waited and `joined` follow: a death or a store error in between left
+   *
+   * Once the chat is theirs, the roster item, the visitor's presence, the messages that
+   * waited and `joined` follow: a death or a store error in between left
    * the agent with a chat they never heard of and its messages unrelayed, since nobody else
    * relays what came before the chat was active. The `finish-assign` timer, naming the
    * agent, lets another process finish those steps (`finishAssign`).
@@ -378,8 +377,7 @@ export class ChatService {
     await this.deps.rosters.remove(fromAgentJid, item);
     await this.deps.rosters.upsert(toAgentJid, item);
     if (!(await this.keepRosterItemOnlyIfTheirs(site, visitor, chat.id, toAgentJid))) return true;
-    const online = await store.isOnline(site.id, visitor.id, now);
-    this.deps.send(presenceToStanza({ from: visitor.jid, to: toAgentJid, ...(online ? { status: pageStatus(visitor.page) } : { type: "unavailable" }) }));
+    await this.sendVisitorPresence(site, visitor, toAgentJid);
     await this.replayContext(visitor, chat, toAgentJid);
     await this.publish(visitor.id, { type: "agent", state: "left", name: chat.agentName ?? agentDisplayName(undefined, fromAgentJid) });
     await this.publish(visitor.id, { type: "agent", state: "joined", name: agentName });

@@ -4,7 +4,7 @@ import type { Logger } from "./logger.js";
 import type { PresenceService } from "./presence.js";
 import type { Scheduler } from "./scheduler.js";
 import { deletedSite } from "./sites.js";
-import type { Store } from "./store/types.js";
+import type { Chat, Site, Store, Visitor } from "./store/types.js";
 import type { Webhooks } from "./webhooks.js";
 
 /**
@@ -121,55 +121,32 @@ export function registerLifecycleTimers(deps: LifecycleDeps): void {
     });
   });
 
+  /**
+   * A finishing timer (`finish-queue`, `finish-route`, `finish-assign`, `finish-transfer`;
+   * key `{chatId}|{attempt}[|{detail}]`): for a chat of a live site that `wanted` accepts,
+   * `finish` runs in the visitor's lane with the visitor and the chat as they are then.
+   * A deleted site's chat waits for nobody: it ends once its visitor is gone (chat-idle).
+   */
+  const onFinishing = (kind: string, finish: (site: Site, visitor: Visitor, chat: Chat, detail: string) => Promise<void>, wanted: (chat: Chat) => boolean = () => true) =>
+    scheduler.on(kind, async (key) => {
+      const [chatId = "", , ...detail] = key.split("|");
+      const chat = await store.getChat(chatId);
+      const site = chat && (await store.getSite(chat.siteId));
+      if (!chat || !site || !wanted(chat)) return;
+      await lanes.run(chat.visitorId, async () => {
+        const [visitor, current] = await Promise.all([store.getVisitor(chat.visitorId), store.getChat(chat.id)]);
+        if (visitor && current) await finish(site, visitor, current, detail.join("|"));
+      });
+    });
+
   // The process that queued this chat stopped before putting it in line (see ChatService.queueing).
-  scheduler.on("finish-queue", async (key) => {
-    const [chatId = "", , ...agent] = key.split("|");
-    const fromAgentJid = agent.length > 0 ? agent.join("|") : undefined;
-    const chat = await store.getChat(chatId);
-    // A deleted site's chat waits for nobody: it ends once its visitor is gone (chat-idle).
-    const site = chat && (await store.getSite(chat.siteId));
-    if (!chat || !site) return;
-    await lanes.run(chat.visitorId, async () => {
-      const [visitor, current] = await Promise.all([store.getVisitor(chat.visitorId), store.getChat(chat.id)]);
-      if (visitor && current) await chats.finishQueue(site, visitor, current, fromAgentJid);
-    });
-  });
-
+  onFinishing("finish-queue", (site, visitor, chat, fromAgentJid) => chats.finishQueue(site, visitor, chat, fromAgentJid || undefined));
   // The process that was routing this new chat stopped before the chat left `new` (see ChatService.route).
-  scheduler.on("finish-route", async (key) => {
-    const [chatId = ""] = key.split("|");
-    const chat = await store.getChat(chatId);
-    const site = chat && (await store.getSite(chat.siteId));
-    if (!chat || !site || chat.state !== "new") return;
-    await lanes.run(chat.visitorId, async () => {
-      const [visitor, current] = await Promise.all([store.getVisitor(chat.visitorId), store.getChat(chat.id)]);
-      if (visitor && current) await chats.finishRoute(site, visitor, current);
-    });
-  });
-
+  onFinishing("finish-route", (site, visitor, chat) => chats.finishRoute(site, visitor, chat), (chat) => chat.state === "new");
   // The process that was giving this chat to an agent stopped midway (see ChatService.assign).
-  scheduler.on("finish-assign", async (key) => {
-    const [chatId = "", , ...agent] = key.split("|");
-    const chat = await store.getChat(chatId);
-    const site = chat && (await store.getSite(chat.siteId));
-    if (!chat || !site || chat.state !== "active") return;
-    await lanes.run(chat.visitorId, async () => {
-      const [visitor, current] = await Promise.all([store.getVisitor(chat.visitorId), store.getChat(chat.id)]);
-      if (visitor && current) await chats.finishAssign(site, visitor, current, agent.join("|"));
-    });
-  });
-
+  onFinishing("finish-assign", (site, visitor, chat, agentJid) => chats.finishAssign(site, visitor, chat, agentJid), (chat) => chat.state === "active");
   // The process that was moving this chat between agents stopped midway (see ChatService.transfer).
-  scheduler.on("finish-transfer", async (key) => {
-    const [chatId = "", , ...agents] = key.split("|");
-    const chat = await store.getChat(chatId);
-    const site = chat && (await store.getSite(chat.siteId));
-    if (!chat || !site) return;
-    await lanes.run(chat.visitorId, async () => {
-      const [visitor, current] = await Promise.all([store.getVisitor(chat.visitorId), store.getChat(chat.id)]);
-      if (visitor && current) await chats.finishTransfer(site, visitor, current, agents.join("|").split("/"));
-    });
-  });
+  onFinishing("finish-transfer", (site, visitor, chat, agents) => chats.finishTransfer(site, visitor, chat, agents.split("/")));
 
   scheduler.on("webhook", (eventId, now) => deps.webhooks.deliver(eventId, now));
 
