@@ -18,6 +18,9 @@ afterAll(async () => {
 
 it("relays only what the agent has not had when a requeued chat is assigned again", async () => {
   const { agent, visitor, visitorJid } = await stack.openChat("requeue", "agent1", "hello");
+  // The agent's client acknowledged "hello" before the drop; otherwise ejabberd would rightly
+  // hand it to the agent's next session itself (resend_on_timeout), which is not Parley's doing.
+  await agent.acknowledgeAll();
   agent.drop(); // gone without a word: after the grace period the chat goes back to the queue
   await expect.poll(async () => (await stack.api("GET", "/api/sites/requeue/chats?state=queued")).body.length, { timeout: 20_000 }).toBe(1);
   await visitor.say("anyone there?"); // while queued: reached nobody

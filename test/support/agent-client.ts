@@ -68,6 +68,18 @@ export class AgentClient {
     return result.getChildren("item");
   }
 
+  /**
+   * Acknowledges (XEP-0198) every stanza received so far and waits until ejabberd has read
+   * the ack, so that a later drop leaves ejabberd nothing to send again to the next session
+   * (our mod_stream_mgmt config resends what a timed-out session never acknowledged).
+   */
+  async acknowledgeAll(): Promise<void> {
+    const sm = (this.xmpp as unknown as { streamManagement: { enabled: boolean; inbound: number } }).streamManagement;
+    if (!sm.enabled) return;
+    await this.xmpp.send(xml("a", { xmlns: "urn:xmpp:sm:3", h: String(sm.inbound) }));
+    await this.roster(); // answered after the ack was read: a c2s session reads its input in order
+  }
+
   /** Closes the TCP connection without sending unavailable presence (a dropped phone). */
   drop(): void {
     this.xmpp.socket?.destroy();
