@@ -301,6 +301,7 @@ async function main(): Promise<void> {
       // Throughput needs many messages per visitor; the per-socket limit (30/s, burst 200) stays.
       PARLEY_VISITOR_RATE: "1000/s burst 1000",
       PARLEY_UPGRADE_RATE: "100000/s burst 100000", // every bench visitor comes from loopback
+      PARLEY_SOCKETS_PER_ADDRESS: "1000000",
       PARLEY_LOG_LEVEL: process.env.BENCH_BRIDGE_LOG_LEVEL ?? "warn",
     };
     // The bridge's own log (warnings only) goes to a file, not into the table.

@@ -387,6 +387,7 @@ async function main(): Promise<void> {
         PARLEY_CHAT_IDLE_MS: String(CHAT_IDLE_MS),
         PARLEY_HEARTBEAT_MS: String(HEARTBEAT_MS),
         PARLEY_UPGRADE_RATE: "100000/s burst 100000", // every soak visitor comes from loopback
+        PARLEY_SOCKETS_PER_ADDRESS: "1000000",
         PARLEY_LOG_LEVEL: process.env.BENCH_BRIDGE_LOG_LEVEL ?? "warn",
       },
       { maxOldSpaceMb: 1024, logFd },

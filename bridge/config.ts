@@ -13,6 +13,7 @@ export interface Config {
   visitorRate: RateSpec;
   upgradeRate: RateSpec;
   socketRate: RateSpec;
+  socketsPerAddress: number;
   httpHost: string;
   httpPort: number;
   adminToken?: string;
@@ -77,6 +78,7 @@ const schema = z.object({
   PARLEY_SOCKET_RATE: optional
     .transform((s) => s ?? "30/s burst 200")
     .pipe(z.string().refine((s) => parseRateSpec(s) !== null, 'must look like "30/s burst 200"')),
+  PARLEY_SOCKETS_PER_ADDRESS: optional.pipe(numberIn(1, 10_000_000, "a whole number of sockets")).transform((n) => n ?? 1000),
   PARLEY_HTTP_HOST: optional.transform((s) => s ?? "127.0.0.1"),
   PARLEY_HTTP_PORT: optional.pipe(numberIn(0, 65535, "a port number")).transform((n) => n ?? 8080),
   // Any token is accepted (main.ts warns about a short one): refusing to start would be worse.
@@ -129,6 +131,7 @@ export function loadConfig(env: Record<string, string | undefined>): Config {
     visitorRate: parseRateSpec(e.PARLEY_VISITOR_RATE)!,
     upgradeRate: parseRateSpec(e.PARLEY_UPGRADE_RATE)!,
     socketRate: parseRateSpec(e.PARLEY_SOCKET_RATE)!,
+    socketsPerAddress: e.PARLEY_SOCKETS_PER_ADDRESS,
     httpHost: e.PARLEY_HTTP_HOST,
     httpPort: e.PARLEY_HTTP_PORT,
     visitorGraceMs: e.PARLEY_VISITOR_GRACE_MS,

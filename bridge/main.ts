@@ -148,7 +148,7 @@ export async function startBridge(config: Config, logger: Logger = createLogger(
     onAgentRemoved: (site, agentJid) => chats.moveChatsOf(site, agentJid, `You are no longer an agent of ${site.name}.`),
   });
   registerLifecycleTimers({ store, scheduler, chats, presence, webhooks, lanes, agentGraceMs: config.agentGraceMs, chatIdleMs: config.chatIdleMs, visitorRetentionMs, logger });
-  const gateway = new VisitorGateway({ store, visitors, logger, metrics, now, visitorRate: config.visitorRate, upgradeRate: config.upgradeRate, socketRate: config.socketRate, heartbeatMs: config.heartbeatMs, processId: idPrefix, deadProcesses: (ids) => outbox.deadAmong(ids) });
+  const gateway = new VisitorGateway({ store, visitors, logger, metrics, now, visitorRate: config.visitorRate, upgradeRate: config.upgradeRate, socketRate: config.socketRate, socketsPerAddress: config.socketsPerAddress, heartbeatMs: config.heartbeatMs, processId: idPrefix, deadProcesses: (ids) => outbox.deadAmong(ids) });
   // The admin API reads past the site cache: an admin who writes through one process and
   // reads through another (a load balancer) sees what they just wrote, not a cached copy up
   // to 1 s old. Its writes go through `sites`, which clears this process's cache.

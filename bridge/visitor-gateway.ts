@@ -32,6 +32,12 @@ export interface GatewayDeps {
   upgradeRate: RateSpec;
   /** All frames of one socket — pings, typing, pages, bad frames (PARLEY_SOCKET_RATE): generous, but bounded. */
   socketRate: RateSpec;
+  /**
+   * Open sockets per client address (an IPv6 one by its /64) on this process
+   * (PARLEY_SOCKETS_PER_ADDRESS): the upgrade rate bounds how fast one address opens them,
+   * this how many it keeps, so that one address cannot take every file descriptor.
+   */
+  socketsPerAddress: number;
   /** How often every socket is pinged (PARLEY_HEARTBEAT_MS); a socket that missed the last pong is closed. */
   heartbeatMs?: number;
   /** This process, as the store's bus knows it. */
@@ -81,11 +87,18 @@ interface LocalVisitor {
   recentMessageIds: Set<string> | null;
 }
 
+/** The open sockets of one client address (see clientKey), shared by those sockets. */
+interface ClientSockets {
+  key: string;
+  open: number;
+}
+
 interface VisitorSocket {
   ws: WebSocket;
   /** The TCP socket under `ws`, to batch an ack with the message echo that follows it. */
   raw: Duplex;
   site: Site;
+  client: ClientSockets;
   /** The session's visitor: only what never changes (fields, not an object: one less per socket). */
   visitorId: string;
   visitorNumber: number;
@@ -105,6 +118,7 @@ export class VisitorGateway {
   private readonly sockets = new WeakMap<WebSocket, VisitorSocket>();
   /** Per client (see clientKey). Behind a load balancer this is the balancer's address: limit there too. */
   private readonly upgradeBuckets = new Map<string, { bucket: TokenBucket; seen: number }>();
+  private readonly clients = new Map<string, ClientSockets>();
   private readonly siteSubscriptions = new Map<string, { count: number; unsubscribe: Promise<() => Promise<void>> }>();
   private readonly heartbeat: NodeJS.Timeout;
   private readonly log: Logger;
@@ -134,7 +148,10 @@ export class VisitorGateway {
     // (the session, with its token) alive for as long as the socket lives.
     socket.on("error", destroyOnError);
     if (!this.accepting) return this.refuseUpgrade(socket, 503, "shutting down", "shutting_down");
-    if (!this.takeUpgradeToken(clientKey(req.socket.remoteAddress ?? "unknown"))) return this.refuseUpgrade(socket, 429, "too many connections", "rate_limited");
+    const address = clientKey(req.socket.remoteAddress ?? "unknown");
+    if (!this.takeUpgradeToken(address)) return this.refuseUpgrade(socket, 429, "too many connections", "rate_limited");
+    // Upgrades still under way are not counted: the upgrade rate's burst bounds them.
+    if ((this.clients.get(address)?.open ?? 0) >= this.deps.socketsPerAddress) return this.refuseUpgrade(socket, 429, "too many open connections", "too_many_sockets");
     const siteId = url.searchParams.get("site") ?? "";
     let site: Site | null;
     try {
@@ -159,7 +176,7 @@ export class VisitorGateway {
       this.log.warn({ err }, "could not start a visitor session");
       return this.refuseUpgrade(socket, 503, "store unavailable", "unavailable");
     }
-    this.wss.handleUpgrade(req, socket, head, (ws) => void this.attach(ws, socket, site, session));
+    this.wss.handleUpgrade(req, socket, head, (ws) => void this.attach(ws, socket, site, session, address));
   }
 
   /**
@@ -196,13 +213,17 @@ export class VisitorGateway {
     await new Promise<void>((resolve) => this.wss.close(() => resolve()));
   }
 
-  private async attach(ws: WebSocket, raw: Duplex, site: Site, session: Session): Promise<void> {
+  private async attach(ws: WebSocket, raw: Duplex, site: Site, session: Session, address: string): Promise<void> {
     const { visitor } = session;
     const now = this.deps.now();
+    let client = this.clients.get(address);
+    if (!client) this.clients.set(address, (client = { key: address, open: 0 }));
+    client.open += 1;
     const socket: VisitorSocket = {
       ws,
       raw,
       site,
+      client,
       visitorId: visitor.id,
       visitorNumber: visitor.number,
       alive: true,
@@ -288,6 +309,7 @@ export class VisitorGateway {
     const { site } = socket;
     const visitorId = socket.visitorId;
     this.deps.metrics.visitorsConnected.dec();
+    if (--socket.client.open === 0) this.clients.delete(socket.client.key);
     const entry = this.local.get(visitorId);
     if (!entry?.sockets.delete(socket) || entry.sockets.size > 0) return;
     this.local.delete(visitorId);

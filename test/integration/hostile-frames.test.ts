@@ -134,6 +134,31 @@ describe("hostile visitor input", () => {
     await expect(VisitorClient.connect(strict.httpUrl, "nowhere")).rejects.toMatchObject({ status: 429 });
   });
 
+  it("refuses a new connection with 429 while one address keeps PARLEY_SOCKETS_PER_ADDRESS open, and takes it once one closes", async () => {
+    const strict = await stack.startBridge({ PARLEY_SOCKETS_PER_ADDRESS: "2" });
+    const put = await fetch(new URL("/api/sites/capped", strict.httpUrl), {
+      method: "PUT",
+      headers: { authorization: `Bearer ${stack.adminToken}`, "content-type": "application/json" },
+      body: JSON.stringify({ name: "Capped" }),
+    });
+    expect(put.ok).toBe(true);
+    const first = await VisitorClient.connect(strict.httpUrl, "capped");
+    const second = await VisitorClient.connect(strict.httpUrl, "capped", { token: first.welcome.token }); // a second tab counts too
+    await expect(VisitorClient.connect(strict.httpUrl, "capped")).rejects.toMatchObject({ status: 429 });
+    await second.close();
+    // The bridge counts the socket closed once it has seen the close: until then, still 429.
+    const connectStatus = async (): Promise<number | "welcome" | undefined> => {
+      try {
+        await (await VisitorClient.connect(strict.httpUrl, "capped")).close();
+        return "welcome";
+      } catch (err) {
+        return (err as { status?: number }).status;
+      }
+    };
+    await expect.poll(connectStatus).toBe("welcome");
+    await first.close();
+  });
+
   it("limits all frames of one socket, pings included, to PARLEY_SOCKET_RATE", async () => {
     const strict = await stack.startBridge({ PARLEY_SOCKET_RATE: "1/s burst 5" });
     // With the in-memory default the new bridge has a store of its own: the site goes there too.

@@ -39,6 +39,7 @@ describe("the upgrade limit", () => {
     visitorRate: { perSecond: 5, burst: 20 },
     upgradeRate: { perSecond: 0.001, burst: 1 },
     socketRate: { perSecond: 30, burst: 200 },
+    socketsPerAddress: 1000,
     processId: "p1",
   });
   afterAll(() => gateway.close());

@@ -10,6 +10,7 @@ describe("loadConfig", () => {
       visitorRate: { perSecond: 5, burst: 20 },
       upgradeRate: { perSecond: 20, burst: 100 },
       socketRate: { perSecond: 30, burst: 200 },
+      socketsPerAddress: 1000,
       httpHost: "127.0.0.1",
       httpPort: 8080,
       visitorGraceMs: 15_000,
@@ -31,6 +32,11 @@ describe("loadConfig", () => {
   it("takes a visitor heartbeat of one second or more", () => {
     expect(loadConfig({ PARLEY_XMPP_SECRET: "s", PARLEY_HEARTBEAT_MS: "20000" }).heartbeatMs).toBe(20_000);
     for (const bad of ["0", "999", "soon"]) expect(() => loadConfig({ PARLEY_XMPP_SECRET: "s", PARLEY_HEARTBEAT_MS: bad })).toThrow(/PARLEY_HEARTBEAT_MS/);
+  });
+
+  it("bounds the sockets one address keeps open by a positive count", () => {
+    expect(loadConfig({ PARLEY_XMPP_SECRET: "s", PARLEY_SOCKETS_PER_ADDRESS: "50" }).socketsPerAddress).toBe(50);
+    for (const bad of ["0", "-3", "1.5", "many"]) expect(() => loadConfig({ PARLEY_XMPP_SECRET: "s", PARLEY_SOCKETS_PER_ADDRESS: bad })).toThrow(/PARLEY_SOCKETS_PER_ADDRESS/);
   });
 
   it("bounds the queue kept for ejabberd by a positive count", () => {
