@@ -40,7 +40,7 @@ export function openApiDocument(version: string): object {
         get: { summary: "Get a site", responses: responses({ 200: json({ $ref: "#/components/schemas/Site" }) }, 401, 404) },
         delete: {
           summary: "Delete a site",
-          description: "Its open chats end (visitors are told, agents' roster items removed); its visitors' sockets are closed (4404, \"site deleted\") at their next frame or the next heartbeat; transcripts stay until retention.",
+          description: "Its open chats end (visitors are told, agents' roster items removed); its visitors' sockets are closed (4404, \"site deleted\") at their next frame or within two heartbeats; transcripts stay until retention.",
           responses: responses({ 204: { description: "Deleted" } }, 401, 404),
         },
       },

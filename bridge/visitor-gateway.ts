@@ -125,6 +125,9 @@ export class VisitorGateway {
   private accepting = true;
   private readonly refusalLogBucket: TokenBucket;
   private beating = false;
+  /** Sites a beat found deleted while this process held sockets of theirs (see refreshOnlineMarks). */
+  private sitesGone = new Set<string>();
+  private sitesGoneBefore = new Set<string>();
 
   constructor(private readonly deps: GatewayDeps) {
     this.log = deps.logger.child({ module: "visitor-gateway" });
@@ -466,6 +469,8 @@ export class VisitorGateway {
   private async beat(heartbeatMs: number): Promise<void> {
     if (this.beating) return; // the last one is still going: only under extreme load
     this.beating = true;
+    this.sitesGoneBefore = this.sitesGone;
+    this.sitesGone = new Set();
     try {
       // Addresses quiet for a whole beat have refilled their bucket: forget them.
       const quietSince = this.deps.now() - heartbeatMs;
@@ -501,8 +506,10 @@ export class VisitorGateway {
   /**
    * Marks, in the same turn as they were collected: a visitor who leaves afterwards gets
    * their shorter mark (`lastSocketClosed`) written after this one, never before. And a
-   * deleted site's sockets that sent nothing since (an idle tab) learn it here, at the latest
-   * one beat later: one cached site read per site and slice.
+   * deleted site's sockets that sent nothing since (an idle tab) learn it here: one cached
+   * site read per site and slice. They are closed at the second beat that finds the site
+   * gone, not the first: whoever deleted it is ending its open chats meanwhile, and a socket
+   * closed at once lost its visitor's `ended` frame.
    */
   private refreshOnlineMarks(bySite: Map<string, string[]>): void {
     for (const [siteId, visitorIds] of bySite) {
@@ -511,6 +518,8 @@ export class VisitorGateway {
         .siteExists(siteId)
         .then((exists) => {
           if (exists) return;
+          this.sitesGone.add(siteId);
+          if (!this.sitesGoneBefore.has(siteId)) return;
           for (const visitorId of visitorIds) for (const socket of this.local.get(visitorId)?.sockets ?? []) this.closeForDeletedSite(socket, {});
         })
         .catch((err: unknown) => this.log.warn({ err, siteId }, "heartbeat could not read the site"));

@@ -40,7 +40,7 @@ describe("visitor heartbeat", () => {
     await expect.poll(online).toEqual(expected); // the silent one's grace (300 ms) passes too
   });
 
-  it("closes an idle socket of a deleted site (4404) at the next beat, though it sends nothing", async () => {
+  it("closes an idle socket of a deleted site (4404) within two beats, though it sends nothing", async () => {
     expect((await stack.api("PUT", "/api/sites/closing", { name: "Closing" })).status).toBe(201);
     const idle = await stack.visitor("closing");
     const other = await stack.visitor("acme");
