@@ -225,11 +225,14 @@ export class ChatService {
     await this.sendVisitorPresence(site, visitor, agentJid);
 
     // Offline chats already reached every agent through ejabberd. A chat back from the queue
-    // reached its previous agent up to `requeuedAt`, but for what is still unrelayed (written
-    // and unconfirmed, or waiting for ejabberd): that part comes as context (as on a
-    // transfer), the rest as the visitor's messages. Others never reached anyone. Messages
-    // stored once the chat was active (the roster change above can take a second) were
-    // relayed by whichever process stored them: only those up to `activatedAfter` are ours.
+    // reached its previous agent up to `requeuedAt`: that part comes as context (as on a
+    // transfer), the rest as the visitor's messages. Others never reached anyone. What is
+    // still unrelayed from before `requeuedAt` (written and unconfirmed, or waiting for
+    // ejabberd) comes as the visitor's messages too, marked as sent again (XEP-0203 delay,
+    // same id): the outbox may still deliver its own copy, to the same agent if it is the
+    // same one. Messages stored once the chat was active (the roster change above can take a
+    // second) were relayed by whichever process stored them: only those up to
+    // `activatedAfter` are ours.
     if (chat.state !== "offline") {
       const transcript = await store.transcript(chat.id);
       const seenUntil = chat.requeuedAt ?? -Infinity;
@@ -237,7 +240,7 @@ export class ChatService {
       const toRelay = (m: StoredMessage) => m.from === "visitor" && (m.ts >= seenUntil || unrelayed.has(m.id)) && storedBefore(active, m);
       const seen = transcript.filter((m) => m.ts < seenUntil && !toRelay(m));
       if (seen.length > 0) this.sendContext(visitor, chat, agentJid, seen);
-      for (const message of transcript) if (toRelay(message)) this.relay(visitor, agentJid, message);
+      for (const message of transcript) if (toRelay(message)) this.relay(visitor, agentJid, message, { again: message.ts < seenUntil });
     }
     await this.publish(visitor.id, { type: "agent", state: "joined", name: agentName });
     this.deps.onChange?.(site.id);

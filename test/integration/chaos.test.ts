@@ -306,9 +306,10 @@ it("loses, duplicates and misroutes nothing while bridges, ejabberd, Redis, agen
       const message = ackedByText.get(body);
       // ejabberd hands what a session had not acknowledged (XEP-0198) to the next one or to
       // offline storage when it ends (resend_on_timeout: if_offline), and Parley sends again
-      // what ejabberd had not confirmed routing when it stopped (outbox.ts): a copy the client
-      // did read comes twice, the second with a XEP-0203 delay (ejabberd's "Resent" or offline
-      // stamp, or Parley's). Two copies without one are not that. A survivor's relay after a
+      // what ejabberd had not confirmed routing when it stopped (outbox.ts), as does the
+      // assignment of a chat requeued meanwhile (chats.ts): a copy the client did read comes
+      // twice, the second with a XEP-0203 delay (ejabberd's "Resent" or offline stamp, or
+      // Parley's). Two copies without one are not that. A survivor's relay after a
       // kill -9 may come twice either way.
       const undelayed = received.filter((r) => !r.delayed).length;
       const beforeSessionEnd = message && agent.sessionEnds.some((end) => storedAt(message) <= end && storedAt(message) >= end - 30_000);
