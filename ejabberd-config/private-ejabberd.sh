@@ -56,11 +56,16 @@ ensure_ejabberd_installed() {
 # Ports any socket on this machine uses now, from /proc (no ss/netstat needed).
 # Lines look like "  0: 0100007F:1F90 00000000:0000 0A ...": the port is the
 # hex after the colon of the second field.
+# Ports taken on the addresses ejabberd listens on (127.0.0.1, any, ::1): a socket of
+# another loopback address (a load generator's 127.0.0.2:port) does not take them.
 ports_in_use() {
   local _ local_address
   cat /proc/net/tcp /proc/net/tcp6 2>/dev/null |
     while read -r _ local_address _; do
-      if [[ $local_address == *:* ]]; then echo $((16#${local_address##*:})); fi
+      case ${local_address%%:*} in
+        0100007F | 00000000 | 00000000000000000000000000000000 | 00000000000000000000000001000000)
+          echo $((16#${local_address##*:})) ;;
+      esac
     done | sort -un
 }
 
