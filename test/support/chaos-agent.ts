@@ -37,8 +37,6 @@ export class ChaosAgent {
   stopped = false;
   /** How many logins so far: ejabberd resends what an ended session had not acknowledged. */
   sessions = 0;
-  /** When each of its connections ended (dropped, or ejabberd going away). */
-  readonly sessionEnds: number[] = [];
   private away = false;
   private connecting: Promise<void> | null = null;
 
@@ -67,7 +65,6 @@ export class ChaosAgent {
       if (stanza.is("message")) this.onStanza(stanza);
     });
     client.xmpp.on("disconnect", () => {
-      this.sessionEnds.push(Date.now());
       if (!this.away && !this.stopped) void this.ready();
     });
   }
@@ -93,7 +90,6 @@ export class ChaosAgent {
   /** Drops the connection without a goodbye (a phone losing its network) for `downMs`, then logs in again. */
   async dropFor(downMs: number): Promise<void> {
     this.away = true;
-    this.sessionEnds.push(Date.now());
     this.client?.drop();
     await new Promise((resolve) => setTimeout(resolve, downMs));
     this.away = false;
