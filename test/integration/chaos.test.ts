@@ -213,7 +213,9 @@ it("loses, duplicates and misroutes nothing while bridges, ejabberd, Redis, agen
         return `${message.text} at ${at}s (${message.messageId}; chat ${chat?.id} ${chat?.state} ${chat?.agentJid}; unrelayed ${JSON.stringify(unrelayed)}; via ${[...message.bridges].join(",")})\n${logLines.join("\n")}`;
       }),
     );
-    throw new Error(`seed ${random.seed}: ${missing.length} acknowledged visitor messages never reached an agent:\n${details.join("\n")}\nfaults:\n${faults.join("\n")}`);
+    // A message ejabberd put in offline storage after the agent's client fetched it (a login racing the delivery) waits there for the next login.
+    const offline = await Promise.all(agents.map(async (a) => `${a.username}: ${await deployment.ejabberd.offlineCount(a.username).catch(() => "?")}`));
+    throw new Error(`seed ${random.seed}: ${missing.length} acknowledged visitor messages never reached an agent:\n${details.join("\n")}\nmessages in ejabberd's offline storage: ${offline.join(", ")}\nfaults:\n${faults.join("\n")}`);
   });
   answering = false;
   await Promise.all([...replies]);
