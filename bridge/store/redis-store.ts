@@ -349,7 +349,8 @@ export class RedisStore implements Store {
     if (created === 1) {
       // Site-wide indexes live in the site's hash slot: a second step, once per chat. The
       // message is stored by now, so a failure here is reported, not thrown: the visitor
-      // must get their ack, and the chat its routing.
+      // must get their ack, and the chat its routing, whose state change indexes it then
+      // (updateChat).
       await Promise.all([
         this.redis.zadd(keys.siteChats(input.siteId), input.ts, chat.id),
         this.redis.zadd(keys.openChats(input.siteId), input.ts, chat.id),
@@ -435,7 +436,11 @@ export class RedisStore implements Store {
     if (chat && chat.state !== reply[0]) {
       await Promise.all([
         this.redis.multi().hincrby(keys.chatStateCounts(), reply[0], -1).hincrby(keys.chatStateCounts(), chat.state, 1).exec(),
-        chat.state === "ended" ? this.redis.zrem(keys.openChats(chat.siteId), chat.id) : undefined,
+        chat.state === "ended" ? this.redis.zrem(keys.openChats(chat.siteId), chat.id) : this.redis.zadd(keys.openChats(chat.siteId), "NX", chat.startedAt, chat.id),
+        // A chat whose indexing failed as it was created (see appendVisitorMessage) is indexed
+        // at its next change; for one that was, NX changes nothing. (An open chat added back
+        // just after another process ended it is dropped by the next listChats.)
+        this.redis.zadd(keys.siteChats(chat.siteId), "NX", chat.startedAt, chat.id),
       ]);
     }
     return chat;

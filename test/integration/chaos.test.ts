@@ -342,12 +342,22 @@ it("loses, duplicates and misroutes nothing while bridges, ejabberd, Redis, agen
     for (const jid of new Set([...loads.keys(), ...byAgent.keys()])) {
       const load = [...(loads.get(jid)?.chatIds ?? [])].sort();
       const chats = [...(byAgent.get(jid) ?? [])].sort();
-      if (JSON.stringify(load) !== JSON.stringify(chats)) mismatches.push(`${jid}: load ${JSON.stringify(load)} vs active ${JSON.stringify(chats)}`);
+      if (JSON.stringify(load) === JSON.stringify(chats)) continue;
+      const extra = load.filter((id) => !chats.includes(id));
+      const missing = chats.filter((id) => !load.includes(id));
+      const history = await Promise.all(
+        [...extra, ...missing].map(async (chatId) => {
+          const chat = await store.getChat(chatId);
+          const lines = deployment.bridges.flatMap((b) => b.output().split("\n").filter((l) => l.includes(chatId)).map((l) => `    ${b.httpUrl} ${l.slice(0, 400)}`));
+          return `  ${chatId}: now ${chat?.state} with ${chat?.agentJid}\n${lines.join("\n")}`;
+        }),
+      );
+      mismatches.push(`${jid}: in the load set only ${JSON.stringify(extra)}, active only ${JSON.stringify(missing)}\n${history.join("\n")}`);
     }
     return mismatches;
   };
   await waitUntil("agents' load sets to equal their active chats", async () => (await loadsMatchChats()).length === 0, { timeoutMs: 10_000, intervalMs: 200 }).catch(async () => {
-    throw new Error(`seed ${random.seed}: load sets differ from active chats:\n${(await loadsMatchChats()).join("\n")}`);
+    throw new Error(`seed ${random.seed}: load sets differ from active chats:\n${(await loadsMatchChats()).join("\n")}\nfaults:\n${faults.join("\n")}`);
   });
   const waiting = async () => (await store.listChats(deployment.siteId, "queued")).filter((c) => c.state === "new" || c.state === "queued");
   // A chat whose routing stopped with a killed process is routed by a survivor's timer (~10 s).

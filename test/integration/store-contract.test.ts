@@ -624,6 +624,34 @@ describe("redis store: what it keeps per visitor, after their process died", () 
   });
 });
 
+describe("redis store: a chat it could not index", () => {
+  it("lists a chat whose site indexes failed as it was created once its state next changes", async () => {
+    const errors: Error[] = [];
+    const store = new RedisStore({ url: redis.url }, (err) => errors.push(err));
+    const admin = new Redis(redis.url);
+    try {
+      const siteId = "s-unindexed";
+      await store.putSite(site(siteId));
+      const v = visitor(siteId);
+      await store.createVisitor(v);
+      // The site's open-chats index cannot take a chat right now (as when Redis fails between the two steps).
+      await admin.set(keys.openChats(siteId), "in the way");
+      const { chat } = await store.appendVisitorMessage({ visitorId: v.id, siteId, clientId: "c1", fallbackName: "Visitor 0001", text: "hello", ts: 5000, newChatId: newChatId(v.id, 5000) });
+      expect(errors.map((e) => e.message)).toEqual([expect.stringContaining(`chat ${chat.id} stored but not indexed`)]);
+      await admin.del(keys.openChats(siteId), keys.siteChats(siteId));
+      expect(await store.listChats(siteId, "active")).toEqual([]);
+
+      await store.updateChat(chat.id, ["new"], { state: "active", agentJid: "a@x" });
+      expect((await store.listChats(siteId, "active")).map((c) => c.id)).toEqual([chat.id]);
+      await store.updateChat(chat.id, ["active"], { state: "ended", endedAt: 6000 });
+      expect((await store.listChats(siteId, "ended")).map((c) => c.id)).toEqual([chat.id]);
+    } finally {
+      admin.disconnect();
+      await store.close();
+    }
+  });
+});
+
 describe("redis store: what it keeps per webhook event", () => {
   it("keeps an event a week after its last attempt at most", async () => {
     const store = new RedisStore({ url: redis.url });
