@@ -193,6 +193,27 @@ export class ChatService {
     if (chat.agentJid === agentJid) await this.publish(visitor.id, { type: "agent", state: "joined", name: chat.agentName ?? agentDisplayName(undefined, agentJid) });
   }
 
+  /**
+   * What an assignment of `chat` (as it was before, now `active`) relays: `owed` as the
+   * visitor's messages, `seen` as context. Offline chats already reached every agent through
+   * ejabberd. A chat back from the queue reached its previous agent up to `requeuedAt`: that
+   * part is context (as on a transfer), the rest is owed. Others never reached anyone. What
+   * is still unrelayed from before `requeuedAt` (written and unconfirmed, or waiting for
+   * ejabberd) is owed too, to be marked as sent again (XEP-0203 delay, same id): the outbox
+   * may still deliver its own copy, to the same agent if it is the same one. Messages stored
+   * once the chat was active (the roster change can take a second) were relayed by whichever
+   * process stored them: only those up to `activatedAfter` are owed.
+   */
+  private async waitingMessages(visitor: Visitor, chat: Chat, active: Chat): Promise<{ seen: StoredMessage[]; owed: StoredMessage[] }> {
+    if (chat.state === "offline") return { seen: [], owed: [] };
+    const { store } = this.deps;
+    const transcript = await store.transcript(chat.id);
+    const seenUntil = chat.requeuedAt ?? -Infinity;
+    const unrelayed = chat.requeuedAt ? new Set((await store.unrelayed(visitor.id)).map((p) => p.messageId)) : new Set<string>();
+    const isOwed = (m: StoredMessage) => m.from === "visitor" && (m.ts >= seenUntil || unrelayed.has(m.id)) && storedBefore(active, m);
+    return { seen: transcript.filter((m) => m.ts < seenUntil && !isOwed(m)), owed: transcript.filter(isOwed) };
+  }
+
   /** The visitor's presence, as the agent sees them once the chat is theirs: online on a page, or gone. */
   private async sendVisitorPresence(site: Site, visitor: Visitor, agentJid: string): Promise<void> {
     const online = await this.deps.store.isOnline(site.id, visitor.id, this.deps.now());
@@ -220,28 +241,20 @@ export class ChatService {
     await this.expectAnswer(site, chat.id, agentJid, now);
 
     await this.deps.rosters.upsert(agentJid, rosterItemOf(site, visitor));
-    // Ended or moved by another process meanwhile: it was assigned, what follows is not ours to do.
-    if (!(await this.keepRosterItemOnlyIfTheirs(site, visitor, chat.id, agentJid))) return true;
-    await this.sendVisitorPresence(site, visitor, agentJid);
-
-    // Offline chats already reached every agent through ejabberd. A chat back from the queue
-    // reached its previous agent up to `requeuedAt`: that part comes as context (as on a
-    // transfer), the rest as the visitor's messages. Others never reached anyone. What is
-    // still unrelayed from before `requeuedAt` (written and unconfirmed, or waiting for
-    // ejabberd) comes as the visitor's messages too, marked as sent again (XEP-0203 delay,
-    // same id): the outbox may still deliver its own copy, to the same agent if it is the
-    // same one. Messages stored once the chat was active (the roster change above can take a
-    // second) were relayed by whichever process stored them: only those up to
-    // `activatedAfter` are ours.
-    if (chat.state !== "offline") {
-      const transcript = await store.transcript(chat.id);
-      const seenUntil = chat.requeuedAt ?? -Infinity;
-      const unrelayed = chat.requeuedAt ? new Set((await store.unrelayed(visitor.id)).map((p) => p.messageId)) : new Set<string>();
-      const toRelay = (m: StoredMessage) => m.from === "visitor" && (m.ts >= seenUntil || unrelayed.has(m.id)) && storedBefore(active, m);
-      const seen = transcript.filter((m) => m.ts < seenUntil && !toRelay(m));
-      if (seen.length > 0) this.sendContext(visitor, chat, agentJid, seen);
-      for (const message of transcript) if (toRelay(message)) this.relay(visitor, agentJid, message, { again: message.ts < seenUntil });
+    if (!(await this.keepRosterItemOnlyIfTheirs(site, visitor, chat.id, agentJid))) {
+      // Ended or moved by another process meanwhile: it was assigned, what follows is not
+      // ours to do, but for the messages that waited for it, which nobody else relays: a
+      // transfer's new agent gets them (as finishAssign does), marked as sent again.
+      const current = await store.getChat(chat.id);
+      if (current?.state === "active" && current.agentJid && current.agentJid !== agentJid) {
+        for (const message of (await this.waitingMessages(visitor, chat, active)).owed) this.relay(visitor, current.agentJid, message, { again: true });
+      }
+      return true;
     }
+    await this.sendVisitorPresence(site, visitor, agentJid);
+    const { seen, owed } = await this.waitingMessages(visitor, chat, active);
+    if (seen.length > 0) this.sendContext(visitor, chat, agentJid, seen);
+    for (const message of owed) this.relay(visitor, agentJid, message, { again: chat.requeuedAt !== undefined && message.ts < chat.requeuedAt });
     await this.publish(visitor.id, { type: "agent", state: "joined", name: agentName });
     this.deps.onChange?.(site.id);
     return true;

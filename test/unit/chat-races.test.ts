@@ -487,6 +487,33 @@ describe("chat lifecycle races", () => {
     expect(toAgent.map((s) => s.getChildText("body")).sort()).toEqual(["hi", "still there?"]);
   });
 
+  it("relays what a requeued chat waited with to the agent it is transferred to while another process was assigning it", async () => {
+    const store = new MemoryStore();
+    const rosters = new AgentRosters();
+    const site = await siteWith(store, ["a@x", "b@x"], 1);
+    const [p1, p2] = [process(store, "p1", rosters), process(store, "p2", rosters)];
+    const [{ visitor, chat }] = (await routeNewChats(store, site, p1, 2)) as [{ visitor: Visitor; chat: Chat }];
+    const first = (await store.getChat(chat.id))!.agentJid!;
+    const other = first === "a@x" ? "b@x" : "a@x";
+    clock += 1;
+    await p1.chats.reassign(site, visitor, (await store.getChat(chat.id))!, "You did not answer."); // the other agent is full: queued
+    expect((await store.getChat(chat.id))?.state).toBe("queued");
+    clock += 1;
+    // Written while the chat waits: p1 stores it and relays nothing, the assignment will.
+    await store.appendVisitorMessage({ visitorId: visitor.id, siteId: site.id, clientId: "c-waiting", fallbackName: "V", text: "still there?", ts: now(), newChatId: newChatId(visitor.id, now()), owner: "p1" });
+    // p2 assigns it to the first agent again, who transfers it (through p1) before the assignment relays it (chaos seed 1072514441).
+    const upsert = rosters.holdNextUpsert();
+    const assigning = p2.chats.drainQueue(site);
+    await upsert.reached;
+    expect(await store.getChat(chat.id)).toMatchObject({ state: "active", agentJid: first });
+    expect(await p1.chats.transfer(site, visitor, (await store.getChat(chat.id))!, other)).toBe(true);
+    upsert.release();
+    await assigning;
+    const relayed = [...p1.sent, ...p2.sent].filter((s) => s.is("message") && s.getChildText("body") === "still there?");
+    expect(relayed.map((s) => s.attrs.to)).toEqual([other]);
+    expect(relayed[0]!.getChild("delay", "urn:xmpp:delay")).toBeDefined();
+  });
+
   it("takes the visitor out of the new agent's roster when another process ends the chat while it is being transferred", async () => {
     const store = new MemoryStore();
     const rosters = new AgentRosters();
