@@ -312,10 +312,12 @@ export class ChatService {
    * to another available agent with the context replayed, or queues it. The first agent
    * is told why; the visitor sees the agent leave (and the next one join).
    */
-  async reassign(site: Site, visitor: Visitor, chat: Chat, why: string): Promise<void> {
+  async reassign(site: Site, visitor: Visitor, chat: Chat, why: string, { awaySince }: { awaySince?: number } = {}): Promise<void> {
     const { store } = this.deps;
     const fromAgentJid = chat.agentJid;
     if (chat.state !== "active" || !fromAgentJid) return;
+    // The agent had the visitor's messages until they went away, if they did (while the chat was theirs).
+    const seenUntil = awaySince === undefined ? undefined : Math.min(this.deps.now(), Math.max(awaySince, chat.assignedAt ?? 0));
     await this.assignmentOver(chat, fromAgentJid);
     const others = (await this.agentLoads(site)).filter((a) => a.jid !== fromAgentJid);
     const notice = (to: string) =>
@@ -324,13 +326,13 @@ export class ChatService {
     // together (timers due in the same tick, other processes) cannot all pick the same agent.
     const candidates = others.filter((a) => a.presence === "available").map((a) => a.jid).sort();
     const toAgentJid = candidates.length > 0 ? await store.claimLeastLoaded(site.id, candidates, chat.id, site.maxChatsPerAgent, this.deps.now()) : null;
-    if (toAgentJid && (await this.transfer(site, visitor, chat, toAgentJid, { claimed: true }))) {
+    if (toAgentJid && (await this.transfer(site, visitor, chat, toAgentJid, { claimed: true, seenUntil }))) {
       const moved = await store.getChat(chat.id);
       notice(`moved to ${moved?.agentName ?? toAgentJid}`);
       return;
     }
     await this.queueing(chat.id, fromAgentJid, async () => {
-      const queued = await store.updateChat(chat.id, ["active"], { state: "queued", agentJid: undefined, agentName: undefined, requeuedAt: this.deps.now() }, fromAgentJid);
+      const queued = await store.updateChat(chat.id, ["active"], { state: "queued", agentJid: undefined, agentName: undefined, requeuedAt: seenUntil ?? this.deps.now() }, fromAgentJid);
       if (!queued) return;
       await store.releaseAgent(site.id, fromAgentJid, chat.id);
       await this.deps.rosters.remove(fromAgentJid, { jid: visitor.jid, name: visitorDisplayName(visitor), group: site.name });
@@ -348,7 +350,7 @@ export class ChatService {
    * Moves an active chat to another agent: the visitor leaves the old agent's roster and
    * joins the new one's, who gets the recent context; the visitor gets left/joined.
    */
-  async transfer(site: Site, visitor: Visitor, chat: Chat, toAgentJid: string, options: { claimed?: boolean } = {}): Promise<boolean> {
+  async transfer(site: Site, visitor: Visitor, chat: Chat, toAgentJid: string, options: { claimed?: boolean; seenUntil?: number } = {}): Promise<boolean> {
     const fromAgentJid = chat.agentJid;
     if (chat.state !== "active" || !fromAgentJid) return false;
     // Bare JIDs hold no "/": it separates the two agents in the timer's key.
@@ -369,7 +371,7 @@ export class ChatService {
     }
   }
 
-  private async transferSteps(site: Site, visitor: Visitor, chat: Chat, fromAgentJid: string, toAgentJid: string, { claimed = false }: { claimed?: boolean }): Promise<boolean> {
+  private async transferSteps(site: Site, visitor: Visitor, chat: Chat, fromAgentJid: string, toAgentJid: string, { claimed = false, seenUntil }: { claimed?: boolean; seenUntil?: number }): Promise<boolean> {
     const { store } = this.deps;
     const now = this.deps.now();
     // An agent's explicit `!transfer` may go past the new agent's cap: a person chose them.
@@ -394,7 +396,7 @@ export class ChatService {
     await this.deps.rosters.upsert(toAgentJid, item);
     if (!(await this.keepRosterItemOnlyIfTheirs(site, visitor, chat.id, toAgentJid))) return true;
     await this.sendVisitorPresence(site, visitor, toAgentJid);
-    await this.replayContext(visitor, chat, toAgentJid);
+    await this.replayContext(visitor, chat, toAgentJid, seenUntil);
     await this.publish(visitor.id, { type: "agent", state: "left", name: chat.agentName ?? agentDisplayName(undefined, fromAgentJid) });
     await this.publish(visitor.id, { type: "agent", state: "joined", name: agentName });
     this.log.info({ chatId: chat.id, from: fromAgentJid, to: toAgentJid }, "chat transferred");
@@ -402,9 +404,17 @@ export class ChatService {
     return true;
   }
 
-  /** The last messages of the chat, labelled by author, for an agent taking over. */
-  private async replayContext(visitor: Visitor, chat: Chat, agentJid: string): Promise<void> {
-    this.sendContext(visitor, chat, agentJid, await this.deps.store.transcript(chat.id));
+  /**
+   * The last messages of the chat, labelled by author, for an agent taking over. When the
+   * previous agent had the visitor's messages only until `seenUntil` (they went away), the
+   * later ones come as the visitor's messages, marked as sent again (ejabberd may hold them
+   * for the agent who left).
+   */
+  private async replayContext(visitor: Visitor, chat: Chat, agentJid: string, seenUntil = Infinity): Promise<void> {
+    const transcript = await this.deps.store.transcript(chat.id);
+    const unseen = (m: StoredMessage) => m.from === "visitor" && m.ts >= seenUntil;
+    this.sendContext(visitor, chat, agentJid, transcript.filter((m) => !unseen(m)));
+    for (const message of transcript) if (unseen(message)) this.relay(visitor, agentJid, message, { again: true });
   }
 
   /** The last CONTEXT_MESSAGES of `messages` (system notices aside), as `[parley]` lines. */
@@ -422,7 +432,7 @@ export class ChatService {
    * Moves every chat of the agent on this site to another agent, or queues it, with the
    * agent told why (their connection is gone, or they were removed from the site).
    */
-  async moveChatsOf(site: Site, agentJid: string, why: string): Promise<void> {
+  async moveChatsOf(site: Site, agentJid: string, why: string, options: { awaySince?: number } = {}): Promise<void> {
     const { store } = this.deps;
     for (const chatId of (await store.agentLoads(site.id)).get(agentJid)?.chatIds ?? []) {
       const chat = await store.getChat(chatId);
@@ -430,7 +440,7 @@ export class ChatService {
       if (!chat || !visitor) continue;
       await this.deps.lanes.run(visitor.id, async () => {
         const current = await store.getChat(chatId);
-        if (current?.state === "active" && current.agentJid === agentJid) await this.reassign(site, visitor, current, why);
+        if (current?.state === "active" && current.agentJid === agentJid) await this.reassign(site, visitor, current, why, options);
       });
     }
   }

@@ -70,9 +70,11 @@ export function registerLifecycleTimers(deps: LifecycleDeps): void {
   scheduler.on("agent-gone", async (agentJid) => {
     if ((await store.getAgentPresence(agentJid)) !== "offline") return;
     log.info({ agent: agentJid }, "agent gone past the grace period; moving their chats");
+    // What the visitors wrote since the agent went away reaches whoever takes their chats as messages, not as context.
+    const awaySince = (await store.agentUnavailableSince(agentJid)) ?? undefined;
     for (const siteId of await store.sitesOfAgent(agentJid)) {
       const site = await store.getSite(siteId);
-      if (site) await chats.moveChatsOf(site, agentJid, `You were offline for more than ${Math.round(deps.agentGraceMs / 1000)} s.`);
+      if (site) await chats.moveChatsOf(site, agentJid, `You were offline for more than ${Math.round(deps.agentGraceMs / 1000)} s.`, { awaySince });
     }
   });
 

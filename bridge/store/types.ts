@@ -57,8 +57,9 @@ export interface Chat {
   startedAt: number;
   assignedAt?: number;
   /**
-   * When the chat last went back to the queue from an agent: its visitor messages before
-   * then reached that agent, those after reached nobody yet.
+   * When the chat last went back to the queue from an agent, or when that agent went away
+   * before (see ChatService.reassign): its visitor messages before then reached that agent,
+   * those after reached nobody yet.
    */
   requeuedAt?: number;
   /**

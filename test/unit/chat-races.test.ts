@@ -487,6 +487,52 @@ describe("chat lifecycle races", () => {
     expect(toAgent.map((s) => s.getChildText("body")).sort()).toEqual(["hi", "still there?"]);
   });
 
+  it("gives whoever takes a gone agent's chat what the visitor wrote since the agent went away as messages, not as context", async () => {
+    const store = new MemoryStore();
+    const site = await siteWith(store, ["a@x", "b@x"], 1);
+    const p1 = process(store, "p1");
+    const [{ visitor, chat }] = (await routeNewChats(store, site, p1, 1)) as [{ visitor: Visitor; chat: Chat }];
+    const gone = (await store.getChat(chat.id))!.agentJid!;
+    const other = gone === "a@x" ? "b@x" : "a@x";
+    clock += 1;
+    await store.setAgentResource(gone, "laptop", null, now()); // their connection dropped
+    clock += 1;
+    // Relayed to them while they were away: ejabberd keeps it offline for them (chaos seed 346342323).
+    const { message } = await store.appendVisitorMessage({ visitorId: visitor.id, siteId: site.id, clientId: "c-away", fallbackName: "V", text: "anyone?", ts: now(), newChatId: newChatId(visitor.id, now()) });
+    await store.markRelayed(visitor.id, [message.id]);
+    p1.sent.length = 0;
+    clock += 60_000;
+    await p1.scheduler.schedule("agent-gone", gone, now());
+    await p1.scheduler.tick();
+    expect(await store.getChat(chat.id)).toMatchObject({ state: "active", agentJid: other });
+    const toOther = p1.sent.filter((s) => s.is("message") && s.attrs.to === other).map((s) => s.getChildText("body") ?? "");
+    expect(toOther).toContain("anyone?");
+    expect(toOther.some((b) => b.startsWith("[parley]") && b.endsWith(": hi"))).toBe(true); // what the agent had: context
+    expect(toOther.some((b) => b.startsWith("[parley]") && b.endsWith(": anyone?"))).toBe(false);
+  });
+
+  it("assigns a gone agent's requeued chat with what the visitor wrote since the agent went away as messages", async () => {
+    const store = new MemoryStore();
+    const site = await siteWith(store, ["a@x"], 1);
+    const p1 = process(store, "p1");
+    const [{ visitor, chat }] = (await routeNewChats(store, site, p1, 1)) as [{ visitor: Visitor; chat: Chat }];
+    clock += 1;
+    await store.setAgentResource("a@x", "laptop", null, now());
+    clock += 1;
+    const { message } = await store.appendVisitorMessage({ visitorId: visitor.id, siteId: site.id, clientId: "c-away", fallbackName: "V", text: "anyone?", ts: now(), newChatId: newChatId(visitor.id, now()) });
+    await store.markRelayed(visitor.id, [message.id]);
+    clock += 60_000;
+    await p1.scheduler.schedule("agent-gone", "a@x", now());
+    await p1.scheduler.tick();
+    expect((await store.getChat(chat.id))?.state).toBe("queued"); // nobody else
+    p1.sent.length = 0;
+    await store.setAgentResource("a@x", "phone", "available", now()); // back
+    await p1.chats.drainQueue(site);
+    const bodies = p1.sent.filter((s) => s.is("message") && s.attrs.to === "a@x").map((s) => s.getChildText("body") ?? "");
+    expect(bodies).toContain("anyone?");
+    expect(bodies).not.toContain("hi");
+  });
+
   it("relays what a requeued chat waited with to the agent it is transferred to while another process was assigning it", async () => {
     const store = new MemoryStore();
     const rosters = new AgentRosters();
