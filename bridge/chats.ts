@@ -199,8 +199,7 @@ export class ChatService {
    * ejabberd. A chat back from the queue reached its previous agent up to `requeuedAt`: that
    * part is context (as on a transfer), the rest is owed. Others never reached anyone. What
    * is still unrelayed from before `requeuedAt` (written and unconfirmed, or waiting for
-   * ejabberd) is owed too, to be marked as sent again (XEP-0203 delay, same id): the outbox
-   * may still deliver its own copy, to the same agent if it is the same one. Messages stored
+   * ejabberd) is owed too. Messages stored
    * once the chat was active (the roster change can take a second) were relayed by whichever
    * process stored them: only those up to `activatedAfter` are owed.
    */
@@ -254,7 +253,10 @@ export class ChatService {
     await this.sendVisitorPresence(site, visitor, agentJid);
     const { seen, owed } = await this.waitingMessages(visitor, chat, active);
     if (seen.length > 0) this.sendContext(visitor, chat, agentJid, seen);
-    for (const message of owed) this.relay(visitor, agentJid, message, { again: chat.requeuedAt !== undefined && message.ts < chat.requeuedAt });
+    // Back from the queue, each is stamped with when it was written (XEP-0203): it waited, or
+    // it went to the previous agent too (after they went away, or unconfirmed), and ejabberd
+    // may still deliver that copy, to the same agent if it is the same one.
+    for (const message of owed) this.relay(visitor, agentJid, message, { again: chat.requeuedAt !== undefined });
     await this.publish(visitor.id, { type: "agent", state: "joined", name: agentName });
     this.deps.onChange?.(site.id);
     return true;
