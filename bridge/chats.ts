@@ -199,9 +199,9 @@ export class ChatService {
    * ejabberd. A chat back from the queue reached its previous agent up to `requeuedAt`: that
    * part is context (as on a transfer), the rest is owed. Others never reached anyone. What
    * is still unrelayed from before `requeuedAt` (written and unconfirmed, or waiting for
-   * ejabberd) is owed too. Messages stored
-   * once the chat was active (the roster change can take a second) were relayed by whichever
-   * process stored them: only those up to `activatedAfter` are owed.
+   * ejabberd) is owed too. Messages stored once the chat was active (the roster change can
+   * take a second) were relayed by whichever process stored them: only those up to
+   * `activatedAfter` are owed.
    */
   private async waitingMessages(visitor: Visitor, chat: Chat, active: Chat): Promise<{ seen: StoredMessage[]; owed: StoredMessage[] }> {
     if (chat.state === "offline") return { seen: [], owed: [] };
