@@ -136,12 +136,7 @@ describe("hostile visitor input", () => {
 
   it("refuses a new connection with 429 while one address keeps PARLEY_SOCKETS_PER_ADDRESS open, and takes it once one closes", async () => {
     const strict = await stack.startBridge({ PARLEY_SOCKETS_PER_ADDRESS: "2" });
-    const put = await fetch(new URL("/api/sites/capped", strict.httpUrl), {
-      method: "PUT",
-      headers: { authorization: `Bearer ${stack.adminToken}`, "content-type": "application/json" },
-      body: JSON.stringify({ name: "Capped" }),
-    });
-    expect(put.ok).toBe(true);
+    await putSite(strict.httpUrl, "capped");
     const first = await VisitorClient.connect(strict.httpUrl, "capped");
     const second = await VisitorClient.connect(strict.httpUrl, "capped", { token: first.welcome.token }); // a second tab counts too
     await expect(VisitorClient.connect(strict.httpUrl, "capped")).rejects.toMatchObject({ status: 429 });
@@ -161,13 +156,7 @@ describe("hostile visitor input", () => {
 
   it("limits all frames of one socket, pings included, to PARLEY_SOCKET_RATE", async () => {
     const strict = await stack.startBridge({ PARLEY_SOCKET_RATE: "1/s burst 5" });
-    // With the in-memory default the new bridge has a store of its own: the site goes there too.
-    const put = await fetch(new URL("/api/sites/acme", strict.httpUrl), {
-      method: "PUT",
-      headers: { authorization: `Bearer ${stack.adminToken}`, "content-type": "application/json" },
-      body: JSON.stringify({ name: "Acme" }),
-    });
-    expect(put.ok).toBe(true);
+    await putSite(strict.httpUrl, "acme");
     const visitor = await VisitorClient.connect(strict.httpUrl, "acme");
     for (let i = 0; i < 10; i++) visitor.send({ type: "ping" });
     const answered = () => visitor.frames.all.filter((f) => f.type === "pong" || (f.type === "error" && f.code === "rate_limited"));
@@ -186,3 +175,13 @@ describe("hostile visitor input", () => {
     await allowed.close();
   });
 });
+
+/** Creates a site on a bridge of its own: with the in-memory default it has a store of its own. */
+async function putSite(httpUrl: string, siteId: string): Promise<void> {
+  const put = await fetch(new URL(`/api/sites/${siteId}`, httpUrl), {
+    method: "PUT",
+    headers: { authorization: `Bearer ${stack.adminToken}`, "content-type": "application/json" },
+    body: JSON.stringify({ name: siteId }),
+  });
+  expect(put.ok).toBe(true);
+}

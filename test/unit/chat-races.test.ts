@@ -156,6 +156,23 @@ async function newChat(store: MemoryStore, site: Site, { text = "hi", owner }: {
   return { visitor: appended.visitor, chat: appended.chat };
 }
 
+/**
+ * The agent's connection drops; the visitor then writes `text`, relayed to the agent, so
+ * into ejabberd's offline storage for them (chaos seed 346342323); the agent stays away
+ * past the grace period and their `agent-gone` timer fires. `p.sent` is emptied first.
+ */
+async function goneAfterVisitorWrote(store: MemoryStore, p: ReturnType<typeof process>, visitor: Visitor, agentJid: string, text: string) {
+  clock += 1;
+  await store.setAgentResource(agentJid, "laptop", null, now());
+  clock += 1;
+  const { message } = await store.appendVisitorMessage({ visitorId: visitor.id, siteId: visitor.siteId, clientId: `c-away-${++visitors}`, fallbackName: "V", text, ts: now(), newChatId: newChatId(visitor.id, now()) });
+  await store.markRelayed(visitor.id, [message.id]);
+  p.sent.length = 0;
+  clock += 60_000;
+  await p.scheduler.schedule("agent-gone", agentJid, now());
+  await p.scheduler.tick();
+}
+
 /** `count` visitors each start a chat, routed one after the other. */
 async function routeNewChats(store: MemoryStore, site: Site, p: ReturnType<typeof process>, count: number) {
   const started: { visitor: Visitor; chat: Chat }[] = [];
@@ -494,16 +511,7 @@ describe("chat lifecycle races", () => {
     const [{ visitor, chat }] = (await routeNewChats(store, site, p1, 1)) as [{ visitor: Visitor; chat: Chat }];
     const gone = (await store.getChat(chat.id))!.agentJid!;
     const other = gone === "a@x" ? "b@x" : "a@x";
-    clock += 1;
-    await store.setAgentResource(gone, "laptop", null, now()); // their connection dropped
-    clock += 1;
-    // Relayed to them while they were away: ejabberd keeps it offline for them (chaos seed 346342323).
-    const { message } = await store.appendVisitorMessage({ visitorId: visitor.id, siteId: site.id, clientId: "c-away", fallbackName: "V", text: "anyone?", ts: now(), newChatId: newChatId(visitor.id, now()) });
-    await store.markRelayed(visitor.id, [message.id]);
-    p1.sent.length = 0;
-    clock += 60_000;
-    await p1.scheduler.schedule("agent-gone", gone, now());
-    await p1.scheduler.tick();
+    await goneAfterVisitorWrote(store, p1, visitor, gone, "anyone?");
     expect(await store.getChat(chat.id)).toMatchObject({ state: "active", agentJid: other });
     const toOther = p1.sent.filter((s) => s.is("message") && s.attrs.to === other).map((s) => s.getChildText("body") ?? "");
     expect(toOther).toContain("anyone?");
@@ -516,14 +524,7 @@ describe("chat lifecycle races", () => {
     const site = await siteWith(store, ["a@x"], 1);
     const p1 = process(store, "p1");
     const [{ visitor, chat }] = (await routeNewChats(store, site, p1, 1)) as [{ visitor: Visitor; chat: Chat }];
-    clock += 1;
-    await store.setAgentResource("a@x", "laptop", null, now());
-    clock += 1;
-    const { message } = await store.appendVisitorMessage({ visitorId: visitor.id, siteId: site.id, clientId: "c-away", fallbackName: "V", text: "anyone?", ts: now(), newChatId: newChatId(visitor.id, now()) });
-    await store.markRelayed(visitor.id, [message.id]);
-    clock += 60_000;
-    await p1.scheduler.schedule("agent-gone", "a@x", now());
-    await p1.scheduler.tick();
+    await goneAfterVisitorWrote(store, p1, visitor, "a@x", "anyone?");
     expect((await store.getChat(chat.id))?.state).toBe("queued"); // nobody else
     p1.sent.length = 0;
     await store.setAgentResource("a@x", "phone", "available", now()); // back
