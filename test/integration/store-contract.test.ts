@@ -574,9 +574,7 @@ describe.each([
 
 describe("redis store: what it keeps per visitor", () => {
   it("forgets a visitor's client ids a day after their last message, and dedupes until then", async () => {
-    const store = new RedisStore({ url: redis.url });
-    const admin = new Redis(redis.url);
-    try {
+    await withRedisStore(async (store, admin) => {
       const siteId = "s-client-ids";
       await store.putSite(site(siteId));
       const v = visitor(siteId);
@@ -587,18 +585,13 @@ describe("redis store: what it keeps per visitor", () => {
       const ttl = await admin.ttl(keys.clientIds(v.id));
       expect(ttl).toBeGreaterThan(CLIENT_IDS_TTL_SECONDS - 60);
       expect(ttl).toBeLessThanOrEqual(CLIENT_IDS_TTL_SECONDS);
-    } finally {
-      admin.disconnect();
-      await store.close();
-    }
+    });
   });
 });
 
 describe("redis store: what it keeps per visitor, after their process died", () => {
   it("lets the holders a dead process never released go with the visitor, and their client ids with their last transcript", async () => {
-    const store = new RedisStore({ url: redis.url });
-    const admin = new Redis(redis.url);
-    try {
+    await withRedisStore(async (store, admin) => {
       const siteId = "s-holders";
       const v = visitor(siteId);
       const forgetAt = Date.now() + 60_000;
@@ -616,20 +609,14 @@ describe("redis store: what it keeps per visitor, after their process died", () 
       expect(await admin.pttl(keys.holders(v.id))).toBeGreaterThan(0);
       expect(await sameExpiry()).toBe(true);
       expect(await admin.exists(keys.clientIds(v.id), keys.log(v.id))).toBe(0); // nothing left to dedupe against
-
-    } finally {
-      admin.disconnect();
-      await store.close();
-    }
+    });
   });
 });
 
 describe("redis store: a chat it could not index", () => {
   it("lists a chat whose site indexes failed as it was created once its state next changes", async () => {
     const errors: Error[] = [];
-    const store = new RedisStore({ url: redis.url }, (err) => errors.push(err));
-    const admin = new Redis(redis.url);
-    try {
+    await withRedisStore(async (store, admin) => {
       const siteId = "s-unindexed";
       await store.putSite(site(siteId));
       const v = visitor(siteId);
@@ -645,34 +632,24 @@ describe("redis store: a chat it could not index", () => {
       expect((await store.listChats(siteId, "active")).map((c) => c.id)).toEqual([chat.id]);
       await store.updateChat(chat.id, ["active"], { state: "ended", endedAt: 6000 });
       expect((await store.listChats(siteId, "ended")).map((c) => c.id)).toEqual([chat.id]);
-    } finally {
-      admin.disconnect();
-      await store.close();
-    }
+    }, (err) => errors.push(err));
   });
 });
 
 describe("redis store: what it keeps per webhook event", () => {
   it("keeps an event a week after its last attempt at most", async () => {
-    const store = new RedisStore({ url: redis.url });
-    const admin = new Redis(redis.url);
-    try {
+    await withRedisStore(async (store, admin) => {
       await store.putWebhookEvent({ id: "e-ttl", siteId: "s", body: "{}", attempts: 0 });
       const ttl = await admin.ttl(keys.webhookEvent("e-ttl"));
       expect(ttl).toBeGreaterThan(WEBHOOK_EVENT_TTL_SECONDS - 60);
       expect(ttl).toBeLessThanOrEqual(WEBHOOK_EVENT_TTL_SECONDS);
-    } finally {
-      admin.disconnect();
-      await store.close();
-    }
+    });
   });
 });
 
 describe("redis store: what it keeps per site", () => {
   it("keeps in a site's online marks only visitors seen lately, and lets the marks go with the last one", async () => {
-    const store = new RedisStore({ url: redis.url });
-    const admin = new Redis(redis.url);
-    try {
+    await withRedisStore(async (store, admin) => {
       const siteId = "s-online";
       const now = Date.now();
       await store.markOnline(siteId, "gone-long-ago", now - 60_000, now - 120_000);
@@ -683,10 +660,7 @@ describe("redis store: what it keeps per site", () => {
       const ttl = await admin.pttl(keys.online(siteId));
       expect(ttl).toBeGreaterThan(0);
       expect(ttl).toBeLessThanOrEqual(60_000);
-    } finally {
-      admin.disconnect();
-      await store.close();
-    }
+    });
   });
 });
 
@@ -712,6 +686,18 @@ describe("redis store: writes", () => {
     }
   });
 });
+
+/** A Redis store on the test Redis and a plain client to look at its keys, both closed afterwards. */
+async function withRedisStore(test: (store: RedisStore, admin: Redis) => Promise<void>, onError?: (err: Error) => void): Promise<void> {
+  const store = new RedisStore({ url: redis.url }, onError);
+  const admin = new Redis(redis.url);
+  try {
+    await test(store, admin);
+  } finally {
+    admin.disconnect();
+    await store.close();
+  }
+}
 
 function hash(s: string): number {
   let h = 0;
