@@ -14,10 +14,7 @@ import { visitorIdFromBytes } from "../../stanza-mappers/addressing.js";
 describe("outbox", () => {
   it("puts its visitors back into its index after being taken for dead, so a later crash still loses nothing", async () => {
     let now = 0;
-    const store = new MemoryStore();
-    const visitorId = visitorIdFromBytes(randomBytes(17));
-    await store.putSite({ id: "shop", name: "Shop", origins: [], maxChatsPerAgent: 2, createdAt: 0, updatedAt: 0 });
-    await store.createVisitor({ id: visitorId, siteId: "shop", jid: `shop.${visitorId}@chat.localhost`, tokenHash: "ab".repeat(32), number: 1, createdAt: 0 });
+    const { store, visitorId } = await storeWithVisitor();
     const redelivered: string[][] = [];
     const outbox = (processId: string) =>
       new Outbox({ store, processId, lanes: new KeyedQueue(), now: () => now, logger: pino({ level: "silent" }), staleMs: 5000, redeliver: async (_visitor, ids) => void redelivered.push(ids) });
@@ -47,10 +44,7 @@ describe("outbox", () => {
 describe("outbox heartbeat", () => {
   it("keeps beating while a takeover is slow, so that the others do not take this live process for dead", async () => {
     let now = 0;
-    const store = new MemoryStore();
-    const visitorId = visitorIdFromBytes(randomBytes(17));
-    await store.putSite({ id: "shop", name: "Shop", origins: [], maxChatsPerAgent: 2, createdAt: 0, updatedAt: 0 });
-    await store.createVisitor({ id: visitorId, siteId: "shop", jid: `shop.${visitorId}@chat.localhost`, tokenHash: "ab".repeat(32), number: 1, createdAt: 0 });
+    const { store, visitorId } = await storeWithVisitor();
     let redeliveryStarted!: () => void;
     const redeliveryStarts = new Promise<void>((resolve) => (redeliveryStarted = resolve));
     let releaseRedelivery!: () => void;
@@ -160,3 +154,12 @@ describe("outbox routing confirmation", () => {
     expect(await unrelayed()).toEqual([first, second]);
   });
 });
+
+/** An in-memory store holding the site "shop" and one visitor of it. */
+async function storeWithVisitor(): Promise<{ store: MemoryStore; visitorId: string }> {
+  const store = new MemoryStore();
+  const visitorId = visitorIdFromBytes(randomBytes(17));
+  await store.putSite({ id: "shop", name: "Shop", origins: [], maxChatsPerAgent: 2, createdAt: 0, updatedAt: 0 });
+  await store.createVisitor({ id: visitorId, siteId: "shop", jid: `shop.${visitorId}@chat.localhost`, tokenHash: "ab".repeat(32), number: 1, createdAt: 0 });
+  return { store, visitorId };
+}
