@@ -130,9 +130,25 @@ export class RedisStore implements Store {
     this.sub.on("message", (channel: string, payload: string) => this.dispatch(channel, payload));
     let connectedBefore = false;
     this.sub.on("ready", () => {
-      if (connectedBefore) for (const handler of this.recoveryHandlers) handler();
+      if (connectedBefore) {
+        this.confirmSubscriptions().then(
+          () => this.recoveryHandlers.forEach((handler) => handler()),
+          (err: Error) => onError(new Error(`resubscribing after a bus outage failed: ${err.message}`)), // the next "ready" tries again
+        );
+      }
       connectedBefore = true;
     });
+  }
+
+  /**
+   * Subscribes again to every channel and resolves once Redis has confirmed it. ioredis
+   * resubscribes by itself, but only after "ready" and without telling when it is done: a
+   * catch-up read from the log before then could miss a message published in between
+   * (stored after the read, published before the subscription). SUBSCRIBE twice is harmless.
+   */
+  private async confirmSubscriptions(): Promise<void> {
+    const channels = [...this.handlers.keys()];
+    if (channels.length > 0) await this.sub.subscribe(...channels);
   }
 
   /**

@@ -380,7 +380,9 @@ export interface VisitorBus {
   subscribeSite(siteId: string, handler: BusHandler): Promise<() => Promise<void>>;
   /**
    * Called when the bus is back after being down: frames published meanwhile were lost
-   * (pub/sub keeps nothing), so holders of sockets catch up from the durable log.
+   * (pub/sub keeps nothing), so holders of sockets catch up from the durable log. Called
+   * once every subscription is active again, so nothing published after the catch-up's
+   * read can be missed.
    */
   onBusRecovered(handler: () => void): void;
   publishToProcess(processId: string, message: ProcessMessage): Promise<void>;

@@ -2,7 +2,7 @@ import { randomBytes } from "node:crypto";
 import { Socket } from "node:net";
 import { afterAll, beforeAll, beforeEach, describe, expect, it, vi } from "vitest";
 import { Redis } from "ioredis";
-import { keys } from "../../bridge/store/keys.js";
+import { channels, keys } from "../../bridge/store/keys.js";
 import { MemoryStore } from "../../bridge/store/memory-store.js";
 import { RedisStore, WEBHOOK_EVENT_TTL_SECONDS } from "../../bridge/store/redis-store.js";
 import { newChatId } from "../../bridge/store/ids.js";
@@ -12,6 +12,8 @@ import { UnknownVisitorError, VisitorBlockedError, type ProcessMessage, type Sto
 import { visitorIdFromBytes } from "../../stanza-mappers/addressing.js";
 import type { ServerFrame } from "../../stanza-mappers/visitor-protocol.js";
 import { startRedis, type PrivateRedis } from "../support/redis.js";
+import { waitUntil } from "../support/wait.js";
+import { startDelayingProxy } from "../support/delaying-proxy.js";
 
 // One contract, two backends: whatever the bridge relies on holds for both.
 
@@ -610,6 +612,33 @@ describe("redis store: what it keeps per visitor, after their process died", () 
       expect(await sameExpiry()).toBe(true);
       expect(await admin.exists(keys.clientIds(v.id), keys.log(v.id))).toBe(0); // nothing left to dedupe against
     });
+  });
+});
+
+describe("redis store: the bus after an outage", () => {
+  it("says the bus is back only once its subscriptions are active again", async () => {
+    // The store's connections take a slower path than the publisher's (as to a remote Redis,
+    // or a Redis Cluster node of its own), so nothing but Redis' confirmation tells when the
+    // resubscription is active.
+    const proxy = await startDelayingProxy({ host: "127.0.0.1", port: redis.port });
+    const store = new RedisStore({ url: `redis://127.0.0.1:${proxy.port}` });
+    const publisher = new Redis(redis.url);
+    try {
+      const heard: ProcessMessage[] = [];
+      await store.subscribeProcess("p-recovering", (m) => heard.push(m));
+      const frame: ProcessMessage = { kind: "visitor-frame", visitorId: "v1", frame: { type: "pong" } };
+      // What a catch-up relies on: a message published as soon as the bus is said to be
+      // back (after the catch-up's read of the log) still arrives.
+      const published = new Promise<void>((resolve) => store.onBusRecovered(() => void publisher.publish(channels.process("p-recovering"), JSON.stringify(frame)).then(() => resolve())));
+      proxy.delayClientBytes(300);
+      await publisher.call("CLIENT", "KILL", "TYPE", "pubsub");
+      await published;
+      await waitUntil("the message published at recovery to arrive", () => heard.length === 1, { timeoutMs: 5000 });
+    } finally {
+      publisher.disconnect();
+      await store.close();
+      await proxy.close();
+    }
   });
 });
 
