@@ -1,6 +1,7 @@
-import { readFile } from "node:fs/promises";
+import { mkdtemp, readFile, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { afterAll, beforeAll, expect, it } from "vitest";
+import { afterAll, beforeAll, expect, it, onTestFailed } from "vitest";
 import { RedisStore } from "../../bridge/store/redis-store.js";
 import type { StoredMessage } from "../../bridge/store/types.js";
 import type { BridgeProcess } from "../support/bridge-process.js";
@@ -61,11 +62,19 @@ afterAll(async () => {
   await deployment?.stop();
 });
 
+/** A failure's report quotes a few lines; every bridge's whole log (killed ones too) goes to files. */
+async function saveBridgeLogs(): Promise<void> {
+  const dir = await mkdtemp(join(tmpdir(), `parley-chaos-${random.seed}-`));
+  await Promise.all(deployment.bridges.map((b) => writeFile(join(dir, `${new URL(b.httpUrl).port}.log`), b.output())));
+  console.log(`seed ${random.seed}: every bridge's log is in ${dir}`);
+}
+
 const pickBridge = () => random.pick(deployment.bridgeUrls());
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 it("loses, duplicates and misroutes nothing while bridges, ejabberd, Redis, agents and tabs fail under load", async () => {
   const started = Date.now();
+  onTestFailed(() => saveBridgeLogs());
   for (let i = 0; i < VISITORS; i++) {
     visitors.push(new ChaosVisitor(`v${String(i).padStart(3, "0")}`, deployment.siteId, random, pickBridge, i < TWO_TAB_VISITORS ? 2 : 1));
   }
