@@ -18,17 +18,20 @@ const xmlSafe = <T extends z.ZodType<string>>(schema: T) =>
 /** A site's or an agent's display name. */
 const displayName = xmlSafe(z.string().trim().min(1).max(100));
 
+/**
+ * A page origin the widget may connect from, kept as browsers send it in `Origin`:
+ * `https://Example.com/` is stored as `https://example.com`. A path, query or fragment is
+ * refused rather than dropped: it says the admin meant something an origin cannot express.
+ */
 const origin = z
   .string()
   .max(256)
-  .refine((s) => {
-    try {
-      const url = new URL(s);
-      return (url.protocol === "http:" || url.protocol === "https:") && url.origin === s;
-    } catch {
-      return false;
-    }
-  }, "each origin must be scheme://host[:port] with no path, e.g. https://www.example.com");
+  .transform((s, ctx) => {
+    const url = URL.canParse(s.trim()) ? new URL(s.trim()) : null;
+    if (url && (url.protocol === "http:" || url.protocol === "https:") && url.pathname === "/" && !url.search && !url.hash && !url.username && !url.password) return url.origin;
+    ctx.addIssue({ code: "custom", message: "each origin must be scheme://host[:port] with no path, e.g. https://www.example.com" });
+    return z.NEVER;
+  });
 
 export const siteBodySchema = z.strictObject({
   name: displayName,
@@ -40,7 +43,8 @@ export const siteBodySchema = z.strictObject({
   webhookUrl: z.url({ protocol: /^https?$/, error: "must be an http:// or https:// URL" }).max(2048).optional(),
   // A site as GET shows it may be PUT back: "[set]" (what GET shows for a secret) keeps the
   // current secret, null means none; the read-only fields are accepted and ignored.
-  webhookSecret: z.union([z.string().min(16).max(256), z.literal(KEEP_SECRET), z.null()]).optional(),
+  // Any length is accepted (the contract sets none); the README advises 32 random bytes.
+  webhookSecret: z.union([z.literal(KEEP_SECRET), z.string().min(1).max(256), z.null()]).optional(),
   id: z.string().optional(),
   createdAt: z.number().optional(),
   updatedAt: z.number().optional(),

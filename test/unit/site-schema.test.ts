@@ -65,3 +65,28 @@ describe("admin text that XML cannot carry", () => {
   });
 });
 
+
+describe("origins and webhook secrets as admins write them", () => {
+  it("keeps an origin as browsers send it: lower-case host, no trailing slash, default port dropped", () => {
+    const origins = (list: string[]) => siteBodySchema.parse({ name: "Acme", origins: list }).origins;
+    expect(origins(["http://localhost:3000/", "https://WWW.Example.com", " https://shop.example:443 ", "http://[::1]:8080"])).toEqual([
+      "http://localhost:3000",
+      "https://www.example.com",
+      "https://shop.example",
+      "http://[::1]:8080",
+    ]);
+  });
+
+  it("refuses what an origin cannot say (a path, a query, credentials, another scheme), naming the entry", () => {
+    for (const bad of ["https://example.com/shop", "https://example.com/?a=1", "https://example.com/#top", "https://user:pw@example.com", "ftp://example.com", "example.com", "*"]) {
+      const result = siteBodySchema.safeParse({ name: "Acme", origins: [bad] });
+      expect(result.success, bad).toBe(false);
+      expect(firstIssuePath(result), bad).toBe("origins.0");
+    }
+  });
+
+  it("accepts a webhook secret of any length from 1 to 256 characters", () => {
+    for (const secret of ["s", "secret", "x".repeat(256)]) expect(siteBodySchema.safeParse({ name: "Acme", webhookSecret: secret }).success, secret).toBe(true);
+    for (const bad of ["", "x".repeat(257)]) expect(firstIssuePath(siteBodySchema.safeParse({ name: "Acme", webhookSecret: bad }))).toBe("webhookSecret");
+  });
+});
