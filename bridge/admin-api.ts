@@ -159,8 +159,12 @@ export class AdminApi {
     await this.site(siteId);
     const state = url.searchParams.get("state") ?? "active";
     if (state !== "active" && state !== "queued" && state !== "ended") throw new HttpError(400, "invalid", "state: must be active, queued or ended");
+    // Each chat as GET /api/chats/{id} shows it (CONTRACT §3); `messages=false` leaves the
+    // transcripts out, for dashboards that poll long lists.
+    const messages = url.searchParams.get("messages") ?? "true";
+    if (messages !== "true" && messages !== "false") throw new HttpError(400, "invalid", "messages: must be true or false");
     const chats = await this.deps.store.listChats(siteId, state);
-    return [200, await Promise.all(chats.map((c) => this.chatObject(c, false)))];
+    return [200, await Promise.all(chats.map((c) => this.chatObject(c, messages === "true")))];
   }
 
   private async getChat(chatId: string): Promise<[number, unknown]> {

@@ -52,8 +52,8 @@ export function openApiDocument(version: string): object {
       },
       "/api/sites/{siteId}/visitors": { parameters: [siteId], get: { summary: "Visitors online now", responses: responses({ 200: json({ type: "array", items: { $ref: "#/components/schemas/Visitor" } }) }, 401, 404) } },
       "/api/sites/{siteId}/chats": {
-        parameters: [siteId, { name: "state", in: "query", schema: { enum: ["active", "queued", "ended"], default: "active" } }],
-        get: { summary: "Chats of a site (without messages)", responses: responses({ 200: json({ type: "array", items: { $ref: "#/components/schemas/Chat" } }) }, 400, 401, 404) },
+        parameters: [siteId, { name: "state", in: "query", schema: { enum: ["active", "queued", "ended"], default: "active" } }, { name: "messages", in: "query", description: "false: leave each chat's messages out", schema: { enum: ["true", "false"], default: "true" } }],
+        get: { summary: "Chats of a site, each with its transcript", responses: responses({ 200: json({ type: "array", items: { $ref: "#/components/schemas/Chat" } }) }, 400, 401, 404) },
       },
       "/api/chats/{chatId}": { parameters: [{ name: "chatId", in: "path", required: true, schema: { type: "string" } }], get: { summary: "A chat with its transcript", responses: responses({ 200: json({ $ref: "#/components/schemas/Chat" }) }, 401, 404) } },
     },

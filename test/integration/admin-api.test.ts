@@ -59,6 +59,12 @@ describe("admin API", () => {
     const chats = (await stack.api("GET", "/api/sites/desk/chats?state=active")).body;
     expect(chats).toHaveLength(1);
     expect(chats[0]).toMatchObject({ siteId: "desk", state: "active", visitor: { id: visitor.welcome.visitorId }, agent: { jid: "agent1@localhost" } });
+    // Each entry is the transcript object of GET /api/chats/{id}, messages included (CONTRACT §3).
+    expect(chats[0]).toEqual((await stack.api("GET", `/api/chats/${chats[0].id}`)).body);
+    expect(chats[0].messages).toEqual([expect.objectContaining({ from: "visitor", text: "hi" })]);
+    const [light] = (await stack.api("GET", "/api/sites/desk/chats?state=active&messages=false")).body;
+    expect(light).toEqual(Object.fromEntries(Object.entries(chats[0]).filter(([key]) => key !== "messages")));
+    expect((await stack.api("GET", "/api/sites/desk/chats?state=active&messages=no")).status).toBe(400);
     expect((await stack.api("DELETE", "/api/sites/desk/agents/agent1@localhost")).status).toBe(204);
     expect((await stack.api("DELETE", "/api/sites/desk/agents/agent1@localhost")).status).toBe(404);
   });
