@@ -100,10 +100,18 @@ export class ChatService {
       case "active":
         if (chat.agentJid) this.relay(visitor, chat.agentJid, message);
         return;
-      case "offline":
-        await this.sendToEveryAgent(site, visitor, message);
-        await this.deps.events?.offlineMessage(chat, message.id);
+      case "offline": {
+        if (chooseAgent(await this.agentLoads(site), site.maxChatsPerAgent).kind === "offline") {
+          await this.leaveForEveryAgent(site, visitor, chat, message);
+          return;
+        }
+        // An agent is back since the chat went to offline mode, and the visitor is still
+        // writing: the chat is routed as a new one is. What they wrote before reached every
+        // agent; this message reached nobody yet (see Chat.requeuedAt).
+        const routable = await this.deps.store.updateChat(chat.id, ["offline"], { requeuedAt: message.ts });
+        if (routable) await this.route(site, visitor, routable);
         return;
+      }
       case "queued":
       case "ended":
         return; // queued messages are replayed on assignment
@@ -122,7 +130,8 @@ export class ChatService {
 
   /** The `finish-route` timer: the chat is routed unless something moved it on meanwhile. */
   async finishRoute(site: Site, visitor: Visitor, chat: Chat): Promise<void> {
-    if (chat.state !== "new") return;
+    const leavingOfflineMode = chat.state === "offline" && chat.requeuedAt !== undefined;
+    if (chat.state !== "new" && !leavingOfflineMode) return;
     this.log.info({ chatId: chat.id, siteId: site.id }, "routing a chat whose routing stopped midway");
     await this.route(site, visitor, chat);
   }
@@ -148,7 +157,8 @@ export class ChatService {
         await this.enqueue(site, visitor, chat);
         return;
       }
-      await this.goOffline(site, visitor, chat);
+      if (chat.state === "offline") await this.stayOffline(site, visitor, chat);
+      else await this.goOffline(site, visitor, chat);
       return;
     }
     await this.enqueue(site, visitor, chat);
@@ -196,7 +206,8 @@ export class ChatService {
   /**
    * What an assignment of `chat` (as it was before, now `active`) relays: `owed` as the
    * visitor's messages, `seen` as context. Offline chats already reached every agent through
-   * ejabberd. A chat back from the queue reached its previous agent up to `requeuedAt`: that
+   * ejabberd; one leaving offline mode because its visitor wrote again owes what they wrote
+   * from `requeuedAt` on. A chat back from the queue reached its previous agent up to `requeuedAt`: that
    * part is context (as on a transfer), the rest is owed. Others never reached anyone. What
    * is still unrelayed from before `requeuedAt` (written and unconfirmed, or waiting for
    * ejabberd) is owed too. Messages stored once the chat was active (the roster change can
@@ -204,11 +215,13 @@ export class ChatService {
    * `activatedAfter` are owed.
    */
   private async waitingMessages(visitor: Visitor, chat: Chat, active: Chat): Promise<{ seen: StoredMessage[]; owed: StoredMessage[] }> {
-    if (chat.state === "offline") return { seen: [], owed: [] };
+    if (chat.state === "offline" && chat.requeuedAt === undefined) return { seen: [], owed: [] }; // taken by an agent's answer
     const { store } = this.deps;
     const transcript = await store.transcript(chat.id);
     const seenUntil = chat.requeuedAt ?? -Infinity;
-    const unrelayed = chat.requeuedAt ? new Set((await store.unrelayed(visitor.id)).map((p) => p.messageId)) : new Set<string>();
+    // Unconfirmed, a message may have gone with an agent who left; what offline mode sent
+    // every agent is in ejabberd's hands once written, and the outbox's until then.
+    const unrelayed = chat.requeuedAt && chat.state !== "offline" ? new Set((await store.unrelayed(visitor.id)).map((p) => p.messageId)) : new Set<string>();
     const isOwed = (m: StoredMessage) => m.from === "visitor" && (m.ts >= seenUntil || unrelayed.has(m.id)) && storedBefore(active, m);
     return { seen: transcript.filter((m) => m.ts < seenUntil && !isOwed(m)), owed: transcript.filter(isOwed) };
   }
@@ -256,7 +269,7 @@ export class ChatService {
     // Back from the queue, each is stamped with when it was written (XEP-0203): it waited, or
     // it went to the previous agent too (after they went away, or unconfirmed), and ejabberd
     // may still deliver that copy, to the same agent if it is the same one.
-    for (const message of owed) this.relay(visitor, agentJid, message, { again: chat.requeuedAt !== undefined });
+    for (const message of owed) this.relay(visitor, agentJid, message, { again: chat.requeuedAt !== undefined && chat.state !== "offline" });
     await this.publish(visitor.id, { type: "agent", state: "joined", name: agentName });
     this.deps.onChange?.(site.id);
     return true;
@@ -796,6 +809,23 @@ export class ChatService {
     const last = visitorMessages.at(-1);
     if (last) await this.deps.events?.offlineMessage(offline, last.id);
     this.deps.onChange?.(site.id);
+  }
+
+  /**
+   * The agents that were back when the visitor wrote again in offline mode were gone again
+   * by the time routing chose: the chat stays in offline mode, and what it was routed for
+   * goes to every agent as any message in offline mode does.
+   */
+  private async stayOffline(site: Site, visitor: Visitor, chat: Chat): Promise<void> {
+    const since = chat.requeuedAt ?? Infinity;
+    const unsent = (await this.deps.store.transcript(chat.id)).filter((m) => m.from === "visitor" && m.ts >= since);
+    await this.deps.store.updateChat(chat.id, ["offline"], { requeuedAt: undefined });
+    for (const message of unsent) await this.leaveForEveryAgent(site, visitor, chat, message);
+  }
+
+  private async leaveForEveryAgent(site: Site, visitor: Visitor, chat: Chat, message: StoredMessage): Promise<void> {
+    await this.sendToEveryAgent(site, visitor, message);
+    await this.deps.events?.offlineMessage(chat, message.id);
   }
 
   /** Offline mode: every agent of the site gets it; ejabberd stores it for those offline. */

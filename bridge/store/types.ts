@@ -59,7 +59,8 @@ export interface Chat {
   /**
    * When the chat last went back to the queue from an agent, or when that agent went away
    * before (see ChatService.reassign): its visitor messages before then reached that agent,
-   * those after reached nobody yet.
+   * those after reached nobody yet. For a chat leaving offline mode (the visitor wrote again
+   * once an agent was available), the time of that message: those before reached every agent.
    */
   requeuedAt?: number;
   /**

@@ -8,12 +8,14 @@ import { startStack, type Stack } from "../support/stack.js";
 let stack: Stack;
 
 beforeAll(async () => {
-  stack = await startStack({ agents: ["agent1", "agent2", "late"] });
+  stack = await startStack({ agents: ["agent1", "agent2", "late", "night"] });
   await stack.api("PUT", "/api/sites/shop", { name: "Shop", maxChatsPerAgent: 2 });
   await stack.api("PUT", "/api/sites/shop/agents/agent1@localhost", { name: "Ann" });
   await stack.api("PUT", "/api/sites/shop/agents/agent2@localhost", { name: "Ben" });
   await stack.api("PUT", "/api/sites/quiet", { name: "Quiet Site", offlineMessage: "We are away; we will write back." });
   await stack.api("PUT", "/api/sites/quiet/agents/late@localhost", { name: "Lara" });
+  await stack.api("PUT", "/api/sites/evening", { name: "Evening Shop" });
+  await stack.api("PUT", "/api/sites/evening/agents/night@localhost", { name: "Nina" });
 });
 afterAll(async () => {
   await stack?.stop();
@@ -83,6 +85,31 @@ describe("routing", () => {
     await lara.sendMessage(visitorJid, "Hi, I'm here now");
     expect(await visitor.next("message", (f) => f.from === "agent")).toMatchObject({ text: "Hi, I'm here now", name: "Lara" });
     await visitor.next("agent", (f) => f.state === "joined" && f.name === "Lara");
+  });
+
+  it("routes a chat in offline mode like a new one when its visitor writes again once an agent is available", async () => {
+    const visitor = await stack.visitor("evening");
+    await visitor.say("Anyone there?");
+    await visitor.next("message", (f) => f.from === "system"); // offline mode
+    await expect.poll(() => stack.ejabberd.offlineCount("night"), { timeout: 15_000 }).toBeGreaterThan(0);
+    const nina = await stack.agent("night");
+    onTestFinished(() => nina.stop());
+    const visitorJid = `evening.${visitor.welcome.visitorId}@chat.localhost`;
+    await nina.nextBody(visitorJid, (b) => b === "Anyone there?"); // from ejabberd's offline storage
+    await visitor.next("availability", (f) => f.agentsOnline);
+
+    // The visitor is still there and writes again: the chat is Nina's, as a new chat would be.
+    await visitor.say("Oh, you are online now!");
+    expect(await visitor.next("agent", (f) => f.state === "joined")).toMatchObject({ name: "Nina" });
+    await nina.rosterPushes.next((item) => item.attrs.jid === visitorJid && item.attrs.subscription !== "remove", "the visitor in Nina's roster");
+    await nina.nextBody(visitorJid, (b) => b === "Oh, you are online now!");
+    const [chat] = (await stack.api("GET", "/api/sites/evening/chats?state=active")).body as { id: string; offline: boolean; agent: { jid: string } }[];
+    expect(chat).toMatchObject({ offline: false, agent: { jid: "night@localhost" } });
+    const agents = (await stack.api("GET", "/api/sites/evening/agents")).body as { activeChats: number }[];
+    expect(agents.map((a) => a.activeChats)).toEqual([1]);
+    // Nina got the first message once, from offline storage: it is not sent again as a message.
+    await nina.acknowledgeAll();
+    expect(nina.messages.pending((m) => m.attrs.from?.startsWith(visitorJid) === true && m.getChildText("body") === "Anyone there?").map(String)).toEqual([]);
   });
 
   it("sees an agent whose connection drops, without an unavailable presence, as offline", async () => {

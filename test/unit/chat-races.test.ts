@@ -595,3 +595,26 @@ describe("chat lifecycle races", () => {
     expect(await store.isAgentBusy("b@x")).toBe(true); // routing still gives them nothing new
   });
 });
+
+describe("leaving offline mode", () => {
+  it("keeps a chat in offline mode, sending its new message to every agent, when the agents are gone again by the time routing decides", async () => {
+    const store = new MemoryStore();
+    const site = await siteWith(store, ["a@x", "b@x"], 2);
+    const p = process(store, "p1");
+    for (const jid of ["a@x", "b@x"]) await store.setAgentResource(jid, "laptop", null, now());
+    const { visitor, chat } = await newChat(store, site, { text: "anyone?" });
+    await p.chats.route(site, visitor, chat);
+    expect((await store.getChat(chat.id))?.state).toBe("offline");
+
+    // The visitor wrote again while an agent was available; by the decision nobody is.
+    clock += 1;
+    const { message } = await store.appendVisitorMessage({ visitorId: visitor.id, siteId: site.id, clientId: "c-again", fallbackName: "V", text: "still there?", ts: now(), newChatId: newChatId(visitor.id, now()) });
+    const leaving = (await store.updateChat(chat.id, ["offline"], { requeuedAt: message.ts }))!;
+    p.sent.length = 0;
+    await p.chats.finishRoute(site, visitor, leaving); // as the finish-route timer does
+
+    const sent = p.sent.filter((s) => s.is("message")).map((s) => `${s.attrs.to} ${s.getChildText("body")}`);
+    expect(sent.sort()).toEqual(["a@x still there?", "b@x still there?"]);
+    expect(await store.getChat(chat.id)).toMatchObject({ state: "offline", requeuedAt: undefined });
+  });
+});
