@@ -80,9 +80,9 @@ interface LocalVisitor {
   /** Resolves once the store routes the visitor's frames to this process; null once it has. */
   held: Promise<void> | null;
   /**
-   * Ids of the latest messages sent to this visitor's sockets, so that a catch-up from the
-   * log sends only what the bus lost. A set, not a high-water mark: two processes may
-   * publish a visitor's messages in another order than the log's.
+   * Ids of the latest messages every socket of this visitor here has been sent, so that a
+   * catch-up from the log sends only what the bus lost. A set, not a high-water mark: two
+   * processes may publish a visitor's messages in another order than the log's.
    */
   recentMessageIds: Set<string> | null;
 }
@@ -105,6 +105,12 @@ interface VisitorSocket {
   alive: boolean;
   /** Frames from the bus held back until the welcome frame has gone out. */
   pending: ServerFrame[] | null;
+  /**
+   * Messages this socket's welcome history had that the visitor's other sockets here were
+   * not sent yet (a message stored while this tab connected): their live frame still goes
+   * to the others, not again to this one. Null when there are none (nearly always).
+   */
+  welcomedIds: Set<string> | null;
   frameBucket: TokenBucket;
   refusals: number;
   /** The frame being handled, so a close for flooding waits for the acks of accepted messages. */
@@ -231,6 +237,7 @@ export class VisitorGateway {
       visitorNumber: visitor.number,
       alive: true,
       pending: [],
+      welcomedIds: null,
       frameBucket: new TokenBucket(this.deps.socketRate, now),
       refusals: 0,
       inFlight: null,
@@ -252,7 +259,7 @@ export class VisitorGateway {
         const frames = await this.deps.visitors.welcome(site, session);
         const welcome = frames[0];
         const seen = new Set(welcome?.type === "welcome" ? welcome.history.map((m) => m.messageId) : []);
-        for (const id of [...seen].slice(-CATCH_UP_MESSAGES)) rememberSent(entry, id);
+        rememberWelcomed(entry, socket, [...seen].slice(-CATCH_UP_MESSAGES));
         for (const frame of frames) this.sendTo(socket, frame);
         const held = socket.pending ?? [];
         socket.pending = null;
@@ -397,7 +404,10 @@ export class VisitorGateway {
       if (entry.recentMessageIds?.has(frame.messageId)) return; // already sent (catch-up and bus both)
       rememberSent(entry, frame.messageId);
     }
-    for (const socket of entry.sockets) this.sendTo(socket, frame);
+    for (const socket of entry.sockets) {
+      if (frame.type === "message" && alreadyWelcomedWith(socket, frame.messageId)) continue;
+      this.sendTo(socket, frame);
+    }
   }
 
   /**
@@ -588,6 +598,26 @@ function socketListeners(
       if (socket) on.close(socket);
     },
   };
+}
+
+/**
+ * A welcome's history went to one socket only. Alone, its ids are what every socket of the
+ * visitor here has; beside others, those the others were not sent are this socket's alone.
+ */
+function rememberWelcomed(entry: LocalVisitor, socket: VisitorSocket, historyIds: readonly string[]): void {
+  if (entry.sockets.size === 1) {
+    for (const id of historyIds) rememberSent(entry, id);
+    return;
+  }
+  const notYetLive = historyIds.filter((id) => !entry.recentMessageIds?.has(id));
+  socket.welcomedIds = notYetLive.length > 0 ? new Set(notYetLive) : null;
+}
+
+/** Whether the socket's welcome history had this message (then it is forgotten: it comes live once). */
+function alreadyWelcomedWith(socket: VisitorSocket, messageId: string): boolean {
+  if (!socket.welcomedIds?.delete(messageId)) return false;
+  if (socket.welcomedIds.size === 0) socket.welcomedIds = null;
+  return true;
 }
 
 function rememberSent(entry: LocalVisitor, messageId: string): void {
