@@ -99,6 +99,23 @@ describe("hostile visitor input", () => {
     console.log(`flood: ${acks} acked, ${limited} rate_limited, closed ${closed.code}`);
   });
 
+  it("closes (1008) a visitor who keeps sending faster than the limit, even though some messages still get through", async () => {
+    // 50 messages a second: 5 a second are accepted, so refusals never come 50 in a row.
+    // A site of its own: its chat takes no slot of acme's agent.
+    await stack.api("PUT", "/api/sites/steady", { name: "Steady" });
+    const visitor = await stack.visitor("steady");
+    let i = 0;
+    const sending = setInterval(() => visitor.send({ type: "message", id: `steady-${i}`, text: `steady ${i++}` }), 20);
+    try {
+      expect((await visitor.closed).code).toBe(1008);
+    } finally {
+      clearInterval(sending);
+    }
+    const acks = visitor.frames.all.filter((f) => f.type === "ack").length;
+    console.log(`steady flood: closed after ${i} messages at 50/s, ${acks} acked`);
+    expect(acks).toBeGreaterThanOrEqual(20);
+  });
+
   it("bounds the typing, page and identify frames of one visitor's tabs together, which reach their agent", async () => {
     const agent = await stack.agent("agent1", { resource: "typing-flood" });
     await stack.waitForPresence("acme", "agent1@localhost", "available");
