@@ -41,6 +41,9 @@ export interface PresenceDeps {
 /** How long a site's "any agent online" answer is reused (welcome frames ask it for every new visitor). */
 const AGENTS_ONLINE_TTL_MS = 1000;
 
+/** At most one recheck of an agent's presence per this long (see recheckSoon). */
+const RECHECK_EVERY_MS = 1000;
+
 /**
  * How long the answers to the probes sent on connecting may take. ejabberd answers a probe
  * with each available resource's presence at once, and with nothing for an agent who is
@@ -51,6 +54,7 @@ export const PROBE_ANSWER_WINDOW_MS = 10_000;
 export class PresenceService {
   private readonly log: Logger;
   private readonly agentsOnlineCache = new ExpiringCache<boolean>({ ttlMs: AGENTS_ONLINE_TTL_MS, now: () => this.deps.now() });
+  private readonly recentRechecks = new ExpiringCache<void>({ ttlMs: RECHECK_EVERY_MS, now: () => this.deps.now() });
 
   constructor(private readonly deps: PresenceDeps) {
     this.log = deps.logger.child({ module: "presence" });
@@ -71,7 +75,9 @@ export class PresenceService {
     switch (event.kind) {
       case "resource":
       case "resource-gone":
-        if (address.kind === "desk") await this.agentResourceChanged(agentJid, resourceOf(from), event.kind === "resource" ? event.show : null);
+        if (address.kind !== "desk") return;
+        await this.agentResourceChanged(agentJid, resourceOf(from), event.kind === "resource" ? event.show : null);
+        if (event.kind === "resource-gone" && resourceOf(from)) this.recheckSoon(site.id, agentJid);
         return;
       case "probe":
         if (address.kind === "desk") await this.sendDeskPresence(site, agentJid);
@@ -91,6 +97,19 @@ export class PresenceService {
       case "ignore":
         return;
     }
+  }
+
+  /**
+   * After a resource of the agent went unavailable, asks ejabberd what is available now. A
+   * client that logs in again under the same resource (a phone back from a dead network,
+   * Conversations, the same resource each time) replaces its old session, and the old
+   * session's unavailable may reach Parley after the new session's presence: it then took
+   * away a resource that is online, and the agent's chats would move after the grace
+   * period. The probe's answer puts it back. Once per agent a second: an unavailable comes
+   * to each desk the agent shares presence with.
+   */
+  private recheckSoon(siteId: string, agentJid: string): void {
+    void this.recentRechecks.get(agentJid, async () => this.probeAgent(siteId, agentJid));
   }
 
   /** Asks ejabberd for an agent's current presence (answered to the desk JID). */
