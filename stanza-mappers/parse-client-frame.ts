@@ -25,7 +25,9 @@ const schema = z.discriminatedUnion("type", [
     text: text(MAX_TEXT_CHARS).refine((s) => s.trim().length > 0, { message: "must not be empty" }),
   }),
   z.strictObject({ type: z.literal("typing"), state: z.enum(["composing", "paused"]) }),
-  z.strictObject({ type: z.literal("page"), url: text(2048).refine(isWebUrl, { message: "must be an http(s) URL" }), title: text(512).default("") }),
+  // A URL that is not a web page's is kept out (see isWebUrl), not refused: the widget on a
+  // page opened from a file or about:blank still tells the agent the page's title.
+  z.strictObject({ type: z.literal("page"), url: text(2048).transform((url) => (isWebUrl(url) ? url : "")), title: text(512).default("") }),
   z.strictObject({
     type: z.literal("identify"),
     name: text(128).optional(),

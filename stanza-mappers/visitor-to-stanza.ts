@@ -87,7 +87,7 @@ export function presenceToStanza(p: PresenceInfo): Element {
 /** The visitor's presence status: the page they are looking at, on one line (both parts are the visitor's to choose). */
 export function pageStatus(page: { url: string; title: string } | undefined): string | undefined {
   if (!page) return undefined;
-  return oneLine(page.title ? `${page.title} — ${page.url}` : page.url);
+  return oneLine(page.title && page.url ? `${page.title} — ${page.url}` : page.title || page.url);
 }
 
 export interface RosterItem {

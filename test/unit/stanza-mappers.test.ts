@@ -100,6 +100,11 @@ describe("visitor frames to stanzas (golden pairs with the same basename)", () =
     if (frame.type !== "page") throw new Error("fixture is not a page");
     expect(presenceToStanza({ from: context.from!, to: context.to!, status: pageStatus(frame) }).toString()).toBe(expected.toString());
   });
+
+  it("shows only the title of a page whose URL was kept out, and only the URL of a page without a title", () => {
+    expect(pageStatus({ url: "", title: "Pricing" })).toBe("Pricing");
+    expect(pageStatus({ url: "https://shop.example/", title: "" })).toBe("https://shop.example/");
+  });
 });
 
 describe("stanza errors", () => {
