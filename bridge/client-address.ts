@@ -1,4 +1,15 @@
-// The key under which per-client limits (PARLEY_UPGRADE_RATE) count a connection. Pure.
+// The key under which per-client limits (PARLEY_UPGRADE_RATE, PARLEY_SOCKETS_PER_ADDRESS)
+// count a connection, and the addresses they do not count. Pure.
+
+/**
+ * 127.0.0.1 and ::1: a reverse proxy on the same host (every visitor behind it shares the
+ * address, so a per-address limit would be one limit for all of them) or the operator's own
+ * tools. Per-visitor limits belong in that proxy (docs/operations.md). Other loopback
+ * addresses (127.0.0.2…) count as any client does.
+ */
+export function isLocalProxy(address: string): boolean {
+  return address === "127.0.0.1" || address === "::1" || address === "::ffff:127.0.0.1";
+}
 
 /**
  * An IPv4 address counts as itself; an IPv6 address by its /64 network, since a single

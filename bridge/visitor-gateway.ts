@@ -5,7 +5,7 @@ import { WebSocketServer, type WebSocket } from "ws";
 import { parseClientFrame } from "../stanza-mappers/parse-client-frame.js";
 import { SITE_ID_PATTERN } from "../stanza-mappers/addressing.js";
 import { SITE_GONE_CLOSE_CODE, type ClientFrame, type MessageFrame, type ServerFrame } from "../stanza-mappers/visitor-protocol.js";
-import { clientKey } from "./client-address.js";
+import { clientKey, isLocalProxy } from "./client-address.js";
 import type { Logger } from "./logger.js";
 import type { Metrics } from "./metrics.js";
 import { TokenBucket, type RateSpec } from "./rate-limit.js";
@@ -164,10 +164,13 @@ export class VisitorGateway {
     // (the session, with its token) alive for as long as the socket lives.
     socket.on("error", destroyOnError);
     if (!this.accepting) return this.refuseUpgrade(socket, 503, "shutting down", "shutting_down");
-    const address = clientKey(req.socket.remoteAddress ?? "unknown");
-    if (!this.takeUpgradeToken(address)) return this.refuseUpgrade(socket, 429, "too many connections", "rate_limited");
-    // Upgrades still under way are not counted: the upgrade rate's burst bounds them.
-    if ((this.clients.get(address)?.open ?? 0) >= this.deps.socketsPerAddress) return this.refuseUpgrade(socket, 429, "too many open connections", "too_many_sockets");
+    const remote = req.socket.remoteAddress ?? "unknown";
+    const address = clientKey(remote);
+    if (!isLocalProxy(remote)) {
+      if (!this.takeUpgradeToken(address)) return this.refuseUpgrade(socket, 429, "too many connections", "rate_limited");
+      // Upgrades still under way are not counted: the upgrade rate's burst bounds them.
+      if ((this.clients.get(address)?.open ?? 0) >= this.deps.socketsPerAddress) return this.refuseUpgrade(socket, 429, "too many open connections", "too_many_sockets");
+    }
     const siteId = url.searchParams.get("site") ?? "";
     let site: Site | null;
     try {

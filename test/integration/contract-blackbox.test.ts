@@ -74,7 +74,6 @@ beforeAll(async () => {
     PARLEY_EJABBERD_API_URL: ejabberd.apiUrl,
     PARLEY_VISITOR_GRACE_MS: "300",
     PARLEY_AGENT_GRACE_MS: "1000",
-    PARLEY_UPGRADE_RATE: "1000/s burst 1000", // every test visitor comes from loopback
     PARLEY_LOG_LEVEL: "warn",
   };
   bridge = await startBridgeProcess(entry, env);

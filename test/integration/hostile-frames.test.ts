@@ -147,28 +147,33 @@ describe("hostile visitor input", () => {
     // A bridge of its own (its own store, with the in-memory default): the limit is checked
     // before the site is even looked up, so an unknown site shows it as well.
     const strict = await stack.startBridge({ PARLEY_UPGRADE_RATE: "1/s burst 3" });
-    for (let i = 0; i < 3; i++) await expect(VisitorClient.connect(strict.httpUrl, "nowhere")).rejects.toMatchObject({ status: 404 });
-    await expect(VisitorClient.connect(strict.httpUrl, "nowhere")).rejects.toMatchObject({ status: 429 });
+    const from = { localAddress: "127.0.0.2" }; // 127.0.0.1 is a local proxy's: not counted
+    for (let i = 0; i < 3; i++) await expect(VisitorClient.connect(strict.httpUrl, "nowhere", from)).rejects.toMatchObject({ status: 404 });
+    await expect(VisitorClient.connect(strict.httpUrl, "nowhere", from)).rejects.toMatchObject({ status: 429 });
+    await expect(VisitorClient.connect(strict.httpUrl, "nowhere", { localAddress: "127.0.0.3" })).rejects.toMatchObject({ status: 404 });
+    for (let i = 0; i < 5; i++) await expect(VisitorClient.connect(strict.httpUrl, "nowhere")).rejects.toMatchObject({ status: 404 });
   });
 
   it("refuses a new connection with 429 while one address keeps PARLEY_SOCKETS_PER_ADDRESS open, and takes it once one closes", async () => {
     const strict = await stack.startBridge({ PARLEY_SOCKETS_PER_ADDRESS: "2" });
     await putSite(strict.httpUrl, "capped");
-    const first = await VisitorClient.connect(strict.httpUrl, "capped");
-    const second = await VisitorClient.connect(strict.httpUrl, "capped", { token: first.welcome.token }); // a second tab counts too
-    await expect(VisitorClient.connect(strict.httpUrl, "capped")).rejects.toMatchObject({ status: 429 });
+    const from = { localAddress: "127.0.0.2" }; // 127.0.0.1 is a local proxy's: not counted
+    const first = await VisitorClient.connect(strict.httpUrl, "capped", from);
+    const second = await VisitorClient.connect(strict.httpUrl, "capped", { ...from, token: first.welcome.token }); // a second tab counts too
+    await expect(VisitorClient.connect(strict.httpUrl, "capped", from)).rejects.toMatchObject({ status: 429 });
+    const viaProxy = await VisitorClient.connect(strict.httpUrl, "capped");
     await second.close();
     // The bridge counts the socket closed once it has seen the close: until then, still 429.
     const connectStatus = async (): Promise<number | "welcome" | undefined> => {
       try {
-        await (await VisitorClient.connect(strict.httpUrl, "capped")).close();
+        await (await VisitorClient.connect(strict.httpUrl, "capped", from)).close();
         return "welcome";
       } catch (err) {
         return (err as { status?: number }).status;
       }
     };
     await expect.poll(connectStatus).toBe("welcome");
-    await first.close();
+    await Promise.all([first.close(), viaProxy.close()]);
   });
 
   it("limits all frames of one socket, pings included, to PARLEY_SOCKET_RATE", async () => {

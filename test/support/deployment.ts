@@ -67,7 +67,6 @@ export async function startDeployment(options: {
       PARLEY_ADMIN_TOKEN: ADMIN_TOKEN,
       PARLEY_EJABBERD_API_URL: ejabberd.apiUrl,
       PARLEY_VISITOR_RATE: "50/s burst 100",
-      PARLEY_UPGRADE_RATE: "1000/s burst 1000", // every test visitor comes from loopback
       PARLEY_LOG_LEVEL: process.env.PARLEY_TEST_LOG_LEVEL ?? "warn",
       ...(redis ? { PARLEY_REDIS_URL: redis.url } : {}),
       ...(cluster ? { PARLEY_REDIS_CLUSTER: cluster.nodes.join(",") } : {}),

@@ -54,7 +54,6 @@ export async function startStack(options: { agents?: string[]; store?: "memory" 
       PARLEY_ADMIN_TOKEN: ADMIN_TOKEN,
       PARLEY_EJABBERD_API_URL: ejabberd.apiUrl,
       PARLEY_VISITOR_GRACE_MS: "300",
-      PARLEY_UPGRADE_RATE: "1000/s burst 1000", // every test visitor comes from loopback
       PARLEY_LOG_LEVEL: process.env.PARLEY_TEST_LOG_LEVEL ?? "silent",
       ...(redis ? { PARLEY_REDIS_URL: redis.url } : {}),
       ...options.env,

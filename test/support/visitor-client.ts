@@ -23,11 +23,16 @@ export class VisitorClient {
     this.closed = new Promise((resolve) => ws.on("close", (code, reason) => resolve({ code, reason: String(reason) })));
   }
 
-  static async connect(httpUrl: string, siteId: string, options: { token?: string; origin?: string; headers?: Record<string, string> } = {}): Promise<VisitorClient> {
+  /** `localAddress`: the source address (127.0.0.2… to be a client the per-address limits count; 127.0.0.1 is not). */
+  static async connect(httpUrl: string, siteId: string, options: { token?: string; origin?: string; headers?: Record<string, string>; localAddress?: string } = {}): Promise<VisitorClient> {
     const url = new URL("/visitor", httpUrl.replace(/^http/, "ws"));
     url.searchParams.set("site", siteId);
     if (options.token) url.searchParams.set("token", options.token);
-    const ws = new WebSocket(url, { ...(options.origin ? { origin: options.origin } : {}), ...(options.headers ? { headers: options.headers } : {}) });
+    const ws = new WebSocket(url, {
+      ...(options.origin ? { origin: options.origin } : {}),
+      ...(options.headers ? { headers: options.headers } : {}),
+      ...(options.localAddress ? { localAddress: options.localAddress } : {}),
+    });
     const client = new VisitorClient(ws);
     await new Promise<void>((resolve, reject) => {
       ws.once("open", () => resolve());

@@ -59,4 +59,12 @@ describe("the upgrade limit", () => {
     expect(await upgradeFrom("::ffff:192.0.2.1")).toBe("HTTP/1.1 429 Too Many Requests");
     expect(await upgradeFrom("192.0.2.2")).toBe("HTTP/1.1 404 Not Found");
   });
+
+  it("does not count 127.0.0.1 and ::1 (a reverse proxy on the same host), and counts other loopback addresses", async () => {
+    for (const local of ["127.0.0.1", "::1", "::ffff:127.0.0.1"]) {
+      for (let i = 0; i < 3; i++) expect(await upgradeFrom(local), local).toBe("HTTP/1.1 404 Not Found");
+    }
+    expect(await upgradeFrom("127.0.0.2")).toBe("HTTP/1.1 404 Not Found");
+    expect(await upgradeFrom("127.0.0.2")).toBe("HTTP/1.1 429 Too Many Requests");
+  });
 });
