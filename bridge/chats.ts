@@ -325,9 +325,12 @@ export class ChatService {
   /**
    * Takes the chat from its agent (unanswered, or gone past the grace period) and routes it
    * to another available agent with the context replayed, or queues it. The first agent
-   * is told why; the visitor sees the agent leave (and the next one join).
+   * is told why; the visitor sees the agent leave (and the next one join). With
+   * `keepIfNobodyElse` (an agent who is there but has not answered), a chat no other agent
+   * can take stays with its agent, who is reminded, and the answer timer starts again:
+   * queued, it would wait in a queue that only an event drains, and back to the same agent.
    */
-  async reassign(site: Site, visitor: Visitor, chat: Chat, why: string, { awaySince }: { awaySince?: number } = {}): Promise<void> {
+  async reassign(site: Site, visitor: Visitor, chat: Chat, why: string, { awaySince, keepIfNobodyElse = false }: { awaySince?: number; keepIfNobodyElse?: boolean } = {}): Promise<void> {
     const { store } = this.deps;
     const fromAgentJid = chat.agentJid;
     if (chat.state !== "active" || !fromAgentJid) return;
@@ -341,6 +344,11 @@ export class ChatService {
     // together (timers due in the same tick, other processes) cannot all pick the same agent.
     const candidates = others.filter((a) => a.presence === "available").map((a) => a.jid).sort();
     const toAgentJid = candidates.length > 0 ? await store.claimLeastLoaded(site.id, candidates, chat.id, site.maxChatsPerAgent, this.deps.now()) : null;
+    if (!toAgentJid && keepIfNobodyElse) {
+      await this.expectAnswer(site, chat.id, fromAgentJid, this.deps.now());
+      this.deps.send(noticeToStanza({ from: visitor.jid, to: fromAgentJid, id: `${chat.id}-waiting-${this.deps.now()}`, text: `[parley] ${why} ${visitorDisplayName(visitor)} is still waiting for your answer: no other agent is available to take the chat.` }));
+      return;
+    }
     if (toAgentJid && (await this.transfer(site, visitor, chat, toAgentJid, { claimed: true, seenUntil }))) {
       const moved = await store.getChat(chat.id);
       notice(`moved to ${moved?.agentName ?? toAgentJid}`);

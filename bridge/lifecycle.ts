@@ -9,7 +9,8 @@ import type { Webhooks } from "./webhooks.js";
 
 /**
  * What happens when time passes (issue 3), as durable timers any process may fire:
- * - `unanswered:{chatId}|{agent}` — the assigned agent said nothing in time: the chat moves on;
+ * - `unanswered:{chatId}|{agent}` — the assigned agent said nothing in time: the chat moves on
+ *   (or, with no other agent available, stays with a reminder);
  * - `agent-gone:{agent}` — an agent offline past PARLEY_AGENT_GRACE_MS loses their chats;
  * - `probe-answers:{agent}|{round}` — the answers to a process's probes on connecting are
  *   in: the agent's resources they did not confirm are dropped;
@@ -62,7 +63,7 @@ export function registerLifecycleTimers(deps: LifecycleDeps): void {
     await lanes.run(visitor.id, async () => {
       const current = await store.getChat(chat.id);
       if (current?.state === "active" && current.agentJid === agentJid) {
-        await chats.reassign(site, visitor, current, `You did not answer within ${site.answerTimeoutSeconds ?? 120} s.`);
+        await chats.reassign(site, visitor, current, `You did not answer within ${site.answerTimeoutSeconds ?? 120} s.`, { keepIfNobodyElse: true });
       }
     });
   });

@@ -618,3 +618,29 @@ describe("leaving offline mode", () => {
     expect(await store.getChat(chat.id)).toMatchObject({ state: "offline", requeuedAt: undefined });
   });
 });
+
+describe("an agent who does not answer", () => {
+  it("keeps the chat, with a reminder, while no other agent can take it, and loses it at the next timeout once one can", async () => {
+    const store = new MemoryStore();
+    const site = await siteWith(store, ["a@x"], 2);
+    const p = process(store, "p1");
+    const [{ visitor, chat }] = (await routeNewChats(store, site, p, 1)) as [{ visitor: Visitor; chat: Chat }];
+    expect((await store.getChat(chat.id))?.agentJid).toBe("a@x");
+    p.sent.length = 0;
+
+    clock += 121_000;
+    await p.scheduler.tick();
+    expect(await store.getChat(chat.id)).toMatchObject({ state: "active", agentJid: "a@x" });
+    const notices = p.sent.filter((s) => s.is("message") && s.attrs.to === "a@x").map((s) => s.getChildText("body") ?? "");
+    expect(notices).toEqual([expect.stringMatching(/^\[parley\] You did not answer within 120 s\. .* is still waiting for your answer/)]);
+    expect(p.frames.filter((f) => f.visitorId === visitor.id && f.frame.type === "agent" && f.frame.state === "left")).toEqual([]);
+    expect(await store.queueLength("acme")).toBe(0);
+
+    // Another agent is available by the next timeout: the chat moves to them.
+    await store.putAgent("acme", { jid: "b@x", addedAt: 0 });
+    await store.setAgentResource("b@x", "laptop", "available", now());
+    clock += 121_000;
+    await p.scheduler.tick();
+    expect(await store.getChat(chat.id)).toMatchObject({ state: "active", agentJid: "b@x" });
+  });
+});
