@@ -30,7 +30,7 @@ node_major=$(node -p 'process.versions.node.split(".")[0]' 2>/dev/null) || node_
 ((node_major >= 20)) || die "Node.js 20 or newer is required (found: $(node -v 2>/dev/null || echo none)); see https://nodejs.org/en/download"
 
 # Prints the exact `sudo apt-get install …` line and fails when not root.
-bash scripts/install-system-deps.sh
+bash scripts/install-system-deps.sh --no-browser
 [[ -d node_modules ]] || { say "installing node_modules (npm ci)"; npm ci; }
 # Build when dist/ is missing or older than a source file (e.g. after a git pull).
 if [[ ! -f dist/bridge/cli.js || ! -f dist/widget.js ]] ||
