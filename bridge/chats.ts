@@ -109,7 +109,14 @@ export class ChatService {
         // writing: the chat is routed as a new one is. What they wrote before reached every
         // agent; this message reached nobody yet (see Chat.requeuedAt).
         const routable = await this.deps.store.updateChat(chat.id, ["offline"], { requeuedAt: message.ts });
-        if (routable) await this.route(site, visitor, routable);
+        if (routable) {
+          await this.route(site, visitor, routable);
+          return;
+        }
+        // Moved on since it was stored (an agent's answer took it, on another process, and an
+        // assignment from offline mode relays nothing): the message goes as the chat is now.
+        const current = await this.deps.store.getChat(chat.id);
+        if (current && current.state !== "offline") await this.onVisitorMessage(site, visitor, { ...appended, chat: current });
         return;
       }
       case "queued":

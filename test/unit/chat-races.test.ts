@@ -597,6 +597,29 @@ describe("chat lifecycle races", () => {
 });
 
 describe("leaving offline mode", () => {
+  it("relays a message stored in offline mode to the agent whose answer took the chat meanwhile on another process", async () => {
+    const store = new MemoryStore();
+    const site = await siteWith(store, ["a@x"], 2);
+    const [p1, p2] = [process(store, "p1"), process(store, "p2")];
+    await store.setAgentResource("a@x", "laptop", null, now());
+    const { visitor, chat } = await newChat(store, site, { text: "anyone?" });
+    await p1.chats.route(site, visitor, chat);
+    await store.setAgentResource("a@x", "laptop", "available", now());
+
+    // The visitor writes again (stored while the chat is in offline mode); before p1 goes on
+    // with it, a@x's answer reaches p2, which takes the chat.
+    clock += 1;
+    const appended = await store.appendVisitorMessage({ visitorId: visitor.id, siteId: site.id, clientId: "c-again", fallbackName: "V", text: "still there?", ts: now(), newChatId: newChatId(visitor.id, now()) });
+    expect(appended.chat.state).toBe("offline");
+    expect(await p2.chats.takeOver(site, visitor, (await store.getChat(chat.id))!, "a@x")).toBe(true);
+    p1.sent.length = 0;
+    await p1.chats.onVisitorMessage(site, appended.visitor, appended);
+
+    const toAgent = [...p1.sent, ...p2.sent].filter((s) => s.is("message") && s.attrs.to === "a@x").map((s) => s.getChildText("body"));
+    expect(toAgent).toContain("still there?");
+    expect(await store.getChat(chat.id)).toMatchObject({ state: "active", agentJid: "a@x" });
+  });
+
   it("keeps a chat in offline mode, sending its new message to every agent, when the agents are gone again by the time routing decides", async () => {
     const store = new MemoryStore();
     const site = await siteWith(store, ["a@x", "b@x"], 2);
