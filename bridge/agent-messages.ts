@@ -81,7 +81,7 @@ export class AgentMessages {
       // Nothing is stored and no receipt goes out: the agent's client shows the message as
       // failed, and the text says why (RFC 6120 §8.3.3.12).
       this.log.debug({ visitorId, maxChars: event.maxChars }, "agent message over the length limit refused");
-      this.deps.send(stanzaErrorReply(stanza, "policy-violation", `Messages to visitors are limited to ${event.maxChars} characters; this one was not delivered. Send it in parts.`));
+      this.deps.send(stanzaErrorReply(stanza, "policy-violation", `Messages to visitors are limited to ${event.maxChars} characters (fewer in scripts that take more bytes: ${event.maxBytes} bytes in all); this one was not delivered. Send it in parts.`));
       return;
     }
     // Sites and agents come from the site cache: no round trip.

@@ -2,7 +2,7 @@ import { hash, timingSafeEqual } from "node:crypto";
 import type { Element } from "@xmpp/xml";
 import { visitorIdFromBytes, visitorJid, VISITOR_ID_PATTERN } from "../stanza-mappers/addressing.js";
 import { isWebUrl } from "../stanza-mappers/parse-client-frame.js";
-import type { ClientFrame, ServerFrame } from "../stanza-mappers/visitor-protocol.js";
+import { MAX_FRAME_BYTES, type ClientFrame, type MessageFrame, type ServerFrame } from "../stanza-mappers/visitor-protocol.js";
 import { pageStatus, presenceToStanza, visitorTypingToStanza } from "../stanza-mappers/visitor-to-stanza.js";
 import type { ChatService } from "./chats.js";
 import { messageFrame } from "./store/message-frame.js";
@@ -16,7 +16,7 @@ import type { PresenceService } from "./presence.js";
 import type { Outbox } from "./outbox.js";
 import type { Scheduler } from "./scheduler.js";
 import { newChatId } from "./store/ids.js";
-import { VisitorBlockedError, type AppendResult, type Site, type Store, type StoredMessage, type Visitor } from "./store/types.js";
+import { VisitorBlockedError, type AppendResult, type Site, type Store, type Visitor } from "./store/types.js";
 
 /**
  * The visitor side of a chat (CONTRACT §4), independent of WebSockets: who a connecting
@@ -52,12 +52,11 @@ export interface VisitorDeps {
 }
 
 /**
- * A resumed visitor's welcome carries their newest messages: at most this many, and of at
- * most this many bytes of text. A widget shows the recent past; and the welcome leaves in
- * one write, which must stay well under the gateway's slow-reader limit (1 MiB).
+ * A resumed visitor's welcome carries their newest messages: at most this many, and as many
+ * of those as keep the frame within the protocol's 16 KiB (CONTRACT §4). A widget shows the
+ * recent past.
  */
 const HISTORY_LIMIT = 200;
-const HISTORY_MAX_BYTES = 256 * 1024;
 /** How often the gateway pings sockets and refreshes online marks, unless configured. */
 export const DEFAULT_HEARTBEAT_MS = 30_000;
 const VISITOR_NUMBER_BLOCK = 16;
@@ -146,21 +145,21 @@ export class VisitorService {
       this.deps.presence.agentsOnline(site.id),
       visitor.chatId ? store.getChat(visitor.chatId) : Promise.resolve(null),
     ]);
-    const frames: ServerFrame[] = [
-      {
-        type: "welcome",
-        visitorId: visitor.id,
-        token: session.token,
-        resumed: session.resumed,
-        agentsOnline,
-        agent: chat?.state === "active" && chat.agentName ? { name: chat.agentName } : null,
-        history: newestWithin(
-          history.filter((m) => m.from !== "note"),
-          HISTORY_MAX_BYTES,
-        ).map(messageFrame),
-        ...(site.welcome ? { welcome: site.welcome } : {}),
-      },
-    ];
+    const welcome: Extract<ServerFrame, { type: "welcome" }> = {
+      type: "welcome",
+      visitorId: visitor.id,
+      token: session.token,
+      resumed: session.resumed,
+      agentsOnline,
+      agent: chat?.state === "active" && chat.agentName ? { name: chat.agentName } : null,
+      history: [],
+      ...(site.welcome ? { welcome: site.welcome } : {}),
+    };
+    if (history.length > 0) {
+      const room = MAX_FRAME_BYTES - Buffer.byteLength(JSON.stringify(welcome));
+      welcome.history = newestWithin(history.filter((m) => m.from !== "note").map(messageFrame), room);
+    }
+    const frames: ServerFrame[] = [welcome];
     if (chat?.state === "queued") {
       const position = await store.queuePosition(site.id, chat.id);
       if (position !== null) frames.push({ type: "queue", position });
@@ -365,15 +364,16 @@ export class VisitorService {
 }
 
 /** The newest messages whose texts add up to at most `maxBytes` (always the newest one). */
-function newestWithin(messages: StoredMessage[], maxBytes: number): StoredMessage[] {
+/** The newest of `frames` whose JSON, comma-separated, takes at most `maxBytes`. */
+function newestWithin(frames: MessageFrame[], maxBytes: number): MessageFrame[] {
   let bytes = 0;
-  let first = messages.length;
+  let first = frames.length;
   while (first > 0) {
-    bytes += Buffer.byteLength(messages[first - 1]!.text);
-    if (bytes > maxBytes && first < messages.length) break;
+    bytes += Buffer.byteLength(JSON.stringify(frames[first - 1])) + 1;
+    if (bytes > maxBytes) break;
     first -= 1;
   }
-  return messages.slice(first);
+  return frames.slice(first);
 }
 
 function sha256(secret: string): string {

@@ -16,15 +16,16 @@ import type { ChatState } from "./visitor-protocol.js";
  *   starts with CORRECTION_PREFIX, so that the visitor reads it as a correction, not a repeat
  * - XEP-0280 carbons → dropped: a component never needs its own copies
  * - OMEMO / OpenPGP / OTR → `encrypted`: the body is not the message, the agent is told
- * - a body over MAX_AGENT_CHARS characters → `too-long`: refused whole (a cut message would
- *   reach the visitor as if complete), the agent gets an error
+ * - a body over MAX_AGENT_CHARS characters, or whose text would take more than
+ *   MAX_AGENT_TEXT_BYTES of the visitor's frame → `too-long`: refused whole (a cut message
+ *   would reach the visitor as if complete), the agent gets an error
  */
 export type AgentMessageEvent =
   | { kind: "text"; text: string; receiptRequested: boolean; correction: boolean }
   | { kind: "command"; name: string; args: string; receiptRequested: boolean }
   | { kind: "chat-state"; state: ChatState }
   | { kind: "encrypted" }
-  | { kind: "too-long"; maxChars: number }
+  | { kind: "too-long"; maxChars: number; maxBytes: number }
   | { kind: "drop"; reason: string };
 
 /** What a corrected message (XEP-0308) starts with for the visitor. */
@@ -32,6 +33,13 @@ export const CORRECTION_PREFIX = "Correction: ";
 
 /** The longest agent message a visitor gets, in characters. */
 export const MAX_AGENT_CHARS = 10_000;
+/**
+ * And in bytes of its text in the visitor's `message` frame (JSON, UTF-8): the frame stays
+ * within the protocol's 16 KiB (CONTRACT §4) with room for its other fields (ids, the
+ * agent's name of up to 100 characters). 10,000 Latin letters fit; about 5,000 Chinese
+ * characters or 3,750 emoji do.
+ */
+export const MAX_AGENT_TEXT_BYTES = 15_000;
 
 export function stanzaToAgentEvent(stanza: Element): AgentMessageEvent {
   const type = stanza.attrs.type ?? "normal";
@@ -45,11 +53,14 @@ export function stanzaToAgentEvent(stanza: Element): AgentMessageEvent {
   const body = stanza.getChildText("body");
   const receiptRequested = Boolean(stanza.getChild("request", NS.receipts)) && Boolean(stanza.attrs.id);
   if (body !== null && body.trim() !== "") {
-    if (!atMostCharacters(body, MAX_AGENT_CHARS)) return { kind: "too-long", maxChars: MAX_AGENT_CHARS };
+    const tooLong = { kind: "too-long", maxChars: MAX_AGENT_CHARS, maxBytes: MAX_AGENT_TEXT_BYTES } as const;
+    if (!atMostCharacters(body, MAX_AGENT_CHARS)) return tooLong;
     const command = parseCommand(body);
     if (command) return { kind: "command", ...command, receiptRequested };
     const correction = Boolean(stanza.getChild("replace", NS.correction));
-    return { kind: "text", text: correction ? `${CORRECTION_PREFIX}${body}` : body, receiptRequested, correction };
+    const text = correction ? `${CORRECTION_PREFIX}${body}` : body;
+    if (Buffer.byteLength(JSON.stringify(text)) > MAX_AGENT_TEXT_BYTES) return tooLong;
+    return { kind: "text", text, receiptRequested, correction };
   }
 
   const state = chatStateOf(stanza);

@@ -19,7 +19,7 @@ export interface Stack {
   adminToken: string;
   api(method: string, path: string, body?: unknown): Promise<{ status: number; body: any }>;
   agent(username: string, options?: { show?: string; resource?: string }): Promise<AgentClient>;
-  visitor(siteId: string, options?: { token?: string; origin?: string; headers?: Record<string, string> }): Promise<VisitorClient>;
+  visitor(siteId: string, options?: Parameters<typeof VisitorClient.connect>[2]): Promise<VisitorClient>;
   /** Waits until the bridge reports the agent's presence on the site (from the admin API). */
   waitForPresence(siteId: string, jid: string, presence: string): Promise<void>;
   /** Connects an agent of the site and waits until the bridge sees them available there. */

@@ -23,8 +23,12 @@ export class VisitorClient {
     this.closed = new Promise((resolve) => ws.on("close", (code, reason) => resolve({ code, reason: String(reason) })));
   }
 
-  /** `localAddress`: the source address (127.0.0.2… to be a client the per-address limits count; 127.0.0.1 is not). */
-  static async connect(httpUrl: string, siteId: string, options: { token?: string; origin?: string; headers?: Record<string, string>; localAddress?: string } = {}): Promise<VisitorClient> {
+  /**
+   * `localAddress`: the source address (127.0.0.2… to be a client the per-address limits
+   * count; 127.0.0.1 is not). `maxPayload`: the largest frame this client accepts; a larger
+   * one closes the socket (1009), as a client enforcing the protocol's 16 KiB would.
+   */
+  static async connect(httpUrl: string, siteId: string, options: { token?: string; origin?: string; headers?: Record<string, string>; localAddress?: string; maxPayload?: number } = {}): Promise<VisitorClient> {
     const url = new URL("/visitor", httpUrl.replace(/^http/, "ws"));
     url.searchParams.set("site", siteId);
     if (options.token) url.searchParams.set("token", options.token);
@@ -32,6 +36,7 @@ export class VisitorClient {
       ...(options.origin ? { origin: options.origin } : {}),
       ...(options.headers ? { headers: options.headers } : {}),
       ...(options.localAddress ? { localAddress: options.localAddress } : {}),
+      ...(options.maxPayload ? { maxPayload: options.maxPayload } : {}),
     });
     const client = new VisitorClient(ws);
     await new Promise<void>((resolve, reject) => {

@@ -59,16 +59,28 @@ describe("agent messages over the length limit", () => {
   const message = (body: string, ...extra: ReturnType<typeof xml>[]) =>
     xml("message", { type: "chat", from: "ann@localhost/x", to: "acme.q7m2x4tb3wr5czn6v2aqd7hsek@chat.localhost", id: "long" }, xml("body", {}, body), ...extra);
 
+  const tooLong = { kind: "too-long", maxChars: 10_000, maxBytes: 15_000 };
+
   it("refuses a body over 10,000 characters whole, command or not, receipt requested or not", () => {
     for (const body of ["x".repeat(10_001), `!note ${"x".repeat(10_000)}`]) {
-      expect(stanzaToAgentEvent(message(body, xml("request", { xmlns: "urn:xmpp:receipts" })))).toEqual({ kind: "too-long", maxChars: 10_000 });
+      expect(stanzaToAgentEvent(message(body, xml("request", { xmlns: "urn:xmpp:receipts" })))).toEqual(tooLong);
     }
   });
 
   it("keeps a body of exactly 10,000 characters whole, counting characters rather than UTF-16 units", () => {
-    for (const body of ["x".repeat(10_000), "👋".repeat(10_000)]) {
+    for (const body of ["x".repeat(10_000), `${"👋".repeat(3000)}${"x".repeat(2_000)}`]) {
       expect(stanzaToAgentEvent(message(body))).toEqual({ kind: "text", text: body, receiptRequested: false, correction: false });
     }
+  });
+
+  it("refuses a text that would not fit a visitor's 16 KiB frame: 15,000 bytes once JSON-encoded", () => {
+    const fits = "👋".repeat(3749); // 14,996 bytes, 14,998 with the quotes
+    expect(stanzaToAgentEvent(message(fits))).toMatchObject({ kind: "text", text: fits });
+    expect(stanzaToAgentEvent(message(`${fits}👋`))).toEqual(tooLong);
+    expect(stanzaToAgentEvent(message("中".repeat(5000)))).toEqual(tooLong); // 15,000 bytes, and the quotes
+    expect(stanzaToAgentEvent(message('"'.repeat(7500)))).toEqual(tooLong); // each escaped: 2 bytes
+    // A correction's prefix counts: the visitor gets it in the same frame.
+    expect(stanzaToAgentEvent(message(fits, xml("replace", { xmlns: "urn:xmpp:message-correct:0", id: "m1" })))).toEqual(tooLong);
   });
 });
 
