@@ -363,7 +363,6 @@ export class VisitorService {
   }
 }
 
-/** The newest messages whose texts add up to at most `maxBytes` (always the newest one). */
 /** The newest of `frames` whose JSON, comma-separated, takes at most `maxBytes`. */
 function newestWithin(frames: MessageFrame[], maxBytes: number): MessageFrame[] {
   let bytes = 0;
