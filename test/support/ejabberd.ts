@@ -6,7 +6,7 @@ import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
 import { trackLeftover } from "./leftovers.js";
-import { freePorts } from "./ports.js";
+import { freePorts, retryIfPortTaken } from "./ports.js";
 
 /**
  * A private ejabberd for one test file, run by
@@ -65,7 +65,11 @@ export interface EjabberdOptions {
 const SCRIPT = fileURLToPath(new URL("../../ejabberd-config/private-ejabberd.sh", import.meta.url));
 const execFileAsync = promisify(execFile);
 
-export async function startEjabberd(opts: EjabberdOptions = {}): Promise<PrivateEjabberd> {
+export function startEjabberd(opts: EjabberdOptions = {}): Promise<PrivateEjabberd> {
+  return retryIfPortTaken(() => startOnFreePorts(opts));
+}
+
+async function startOnFreePorts(opts: EjabberdOptions): Promise<PrivateEjabberd> {
   const dir = await mkdtemp(join(tmpdir(), "parley-ejabberd-"));
   const [c2sPort, componentPort, httpPort] = (await freePorts(3)) as [number, number, number];
   const server = new EjabberdProcess({

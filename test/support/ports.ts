@@ -23,6 +23,22 @@ export async function freePorts(count: number): Promise<number[]> {
   return ports;
 }
 
+/**
+ * Starts a service on ports it picks, and once more on new ports when a port was taken
+ * between the pick and the bind: `freePorts` keeps one process from handing a port out
+ * twice, not two test processes from picking the same one at once (seen in CI: ejabberd's
+ * listener failing with eaddrinuse).
+ */
+export async function retryIfPortTaken<T>(start: () => Promise<T>, attempts = 3): Promise<T> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await start();
+    } catch (err) {
+      if (attempt >= attempts || !/eaddrinuse|address already in use/i.test(String((err as Error | undefined)?.message))) throw err;
+    }
+  }
+}
+
 export async function freePort(): Promise<number> {
   const [port] = await freePorts(1);
   return port!;

@@ -2,7 +2,7 @@ import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { trackLeftover } from "./leftovers.js";
-import { freePort } from "./ports.js";
+import { freePort, retryIfPortTaken } from "./ports.js";
 import { launchRedisServer } from "./redis-process.js";
 import { signalAndWait } from "./wait.js";
 
@@ -34,7 +34,11 @@ export interface PrivateRedis {
   destroy(): Promise<void>;
 }
 
-export async function startRedis(opts: { appendonly?: boolean } = {}): Promise<PrivateRedis> {
+export function startRedis(opts: { appendonly?: boolean } = {}): Promise<PrivateRedis> {
+  return retryIfPortTaken(() => startOnFreePort(opts));
+}
+
+async function startOnFreePort(opts: { appendonly?: boolean }): Promise<PrivateRedis> {
   const dir = await mkdtemp(join(tmpdir(), "parley-redis-"));
   const server = new RedisProcess(await freePort(), dir, opts.appendonly ?? true);
   try {
